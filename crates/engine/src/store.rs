@@ -1,0 +1,376 @@
+//! The content-addressed artifact store: committed outputs under `store/<stage>/<key>/` with a
+//! verifiable `manifest.json`, work directories, per-key locks, logs, failure records and the
+//! per-slot history that lets `plan` say why something must run.
+//!
+//! ```text
+//! <root>/store/<stage>/<key>/manifest.json + outputs   complete iff the manifest verifies
+//! <root>/work/<stage>/<key>/                           in progress (or interrupted: resumable)
+//! <root>/locks/<stage>-<key>.lock                      held while an instance is computed
+//! <root>/logs/<stage>/<key>.log                        every attempt's log, appended
+//! <root>/failed/<stage>/<key>.json                     the last failure, until a success
+//! <root>/slots/<pipeline>/<point>/<stage>.json         the key last run for this slot
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::hash::{hash_file, FileHashCache};
+use crate::EngineError;
+
+/// One output file as recorded in a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    /// Relative to the output directory, with `/` separators.
+    pub path: String,
+    pub bytes: u64,
+    pub blake3: String,
+}
+
+/// Provenance and integrity record of one committed output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub stage: String,
+    pub version: u32,
+    pub key: String,
+    pub params: Value,
+    /// Upstream stage name → key (for gather stages: one entry per input, `name[i]`).
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// Content hashes of the input files named in `params`.
+    pub input_files: std::collections::BTreeMap<String, String>,
+    pub files: Vec<FileEntry>,
+    pub started: String,
+    pub finished: String,
+    pub duration_s: f64,
+    pub host: String,
+    pub tool_version: String,
+    pub git_revision: Option<String>,
+}
+
+/// The last key run for one (pipeline, point, stage) slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotRecord {
+    pub key: String,
+}
+
+/// A failure, kept until the instance succeeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub stage: String,
+    pub key: String,
+    pub error: String,
+    pub log: PathBuf,
+    pub time: String,
+    pub host: String,
+}
+
+/// Handle on a store directory.
+pub struct Store {
+    root: PathBuf,
+    pub(crate) hashes: FileHashCache,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, EngineError> {
+        for d in ["store", "work", "locks", "logs", "failed", "slots", "tmp"] {
+            fs::create_dir_all(root.join(d)).map_err(|e| EngineError::io(root.join(d), e))?;
+        }
+        let root = fs::canonicalize(root).map_err(|e| EngineError::io(root, e))?;
+        let hashes = FileHashCache::open(root.join("file-hashes.json"));
+        Ok(Store { root, hashes })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn output_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("store").join(stage).join(key)
+    }
+
+    pub fn work_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("work").join(stage).join(key)
+    }
+
+    pub fn log_path(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("logs").join(stage).join(format!("{key}.log"))
+    }
+
+    pub fn failure_path(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("failed").join(stage).join(format!("{key}.json"))
+    }
+
+    fn lock_path(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{stage}-{key}.lock"))
+    }
+
+    fn slot_path(&self, pipeline: &str, point: &str, stage: &str) -> PathBuf {
+        self.root.join("slots").join(slug(pipeline)).join(slug(point)).join(format!("{stage}.json"))
+    }
+
+    /// The manifest of a committed output, if there is one (not verified).
+    pub fn manifest(&self, stage: &str, key: &str) -> Result<Option<Manifest>, EngineError> {
+        let path = self.output_dir(stage, key).join("manifest.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| EngineError::Manifest { path, message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(EngineError::io(path, e)),
+        }
+    }
+
+    /// Checks a committed output against its manifest: `Ok(None)` if it verifies, else why not.
+    pub fn verify(&self, stage: &str, key: &str) -> Result<Option<String>, EngineError> {
+        let manifest = match self.manifest(stage, key) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(Some("no output yet".into())),
+            Err(EngineError::Manifest { message, .. }) => return Ok(Some(format!("manifest unreadable ({message})"))),
+            Err(e) => return Err(e),
+        };
+        if manifest.key != key || manifest.stage != stage {
+            return Ok(Some("manifest belongs to another key".into()));
+        }
+        let dir = self.output_dir(stage, key);
+        for f in &manifest.files {
+            let p = dir.join(&f.path);
+            match fs::metadata(&p) {
+                Ok(m) if m.len() == f.bytes => {}
+                Ok(_) => return Ok(Some(format!("output file {} changed size", f.path))),
+                Err(_) => return Ok(Some(format!("output file {} is missing", f.path))),
+            }
+            if hash_file(&p)? != f.blake3 {
+                return Ok(Some(format!("output file {} does not match its hash", f.path)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Takes the lock of one instance, waiting for another process that holds it.
+    /// `on_wait` is called once if the lock is busy, with what the holder wrote.
+    pub fn lock(&self, stage: &str, key: &str, on_wait: impl FnOnce(&str)) -> Result<InstanceLock, EngineError> {
+        let path = self.lock_path(stage, key);
+        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                on_wait(holder.trim());
+                file.lock().map_err(|e| EngineError::io(&path, e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),
+        }
+        let mut f = &file;
+        let _ = file.set_len(0);
+        let _ = writeln!(f, "pid {} on {} since {}", std::process::id(), hostname(), crate::time::now_rfc3339());
+        Ok(InstanceLock { _file: file })
+    }
+
+    /// True if another process holds the instance's lock right now.
+    pub fn is_locked(&self, stage: &str, key: &str) -> bool {
+        let path = self.lock_path(stage, key);
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else { return false };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Shared lock on the whole store for runs; `gc` takes it exclusively.
+    pub fn store_lock(&self, exclusive: bool) -> Result<InstanceLock, EngineError> {
+        let path = self.root.join("store.lock");
+        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        if exclusive { file.lock() } else { file.lock_shared() }.map_err(|e| EngineError::io(&path, e))?;
+        Ok(InstanceLock { _file: file })
+    }
+
+    /// Publishes a finished work directory: lists and hashes its files, writes the manifest,
+    /// then renames the directory into the store. Must be called with the instance's lock held.
+    pub fn commit(&self, work: &Path, mut manifest: Manifest) -> Result<Manifest, EngineError> {
+        let mut files = Vec::new();
+        list_files(work, work, &mut files)?;
+        files.sort();
+        manifest.files = files
+            .into_iter()
+            .filter(|rel| rel != "manifest.json")
+            .map(|rel| {
+                let p = work.join(&rel);
+                let bytes = fs::metadata(&p).map_err(|e| EngineError::io(&p, e))?.len();
+                Ok(FileEntry { blake3: hash_file(&p)?, path: rel, bytes })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| EngineError::Plan(e.to_string()))?;
+        write_atomic(&work.join("manifest.json"), &bytes)?;
+        sync_dir(work);
+        let dest = self.output_dir(&manifest.stage, &manifest.key);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
+        }
+        if dest.exists() {
+            // An unverifiable leftover (we hold the lock and found no valid output): replace it.
+            let trash = self.root.join("tmp").join(format!("{}-{}-{}", manifest.stage, manifest.key, std::process::id()));
+            fs::rename(&dest, &trash).map_err(|e| EngineError::io(&dest, e))?;
+            let _ = fs::remove_dir_all(&trash);
+        }
+        fs::rename(work, &dest).map_err(|e| EngineError::io(&dest, e))?;
+        if let Some(parent) = dest.parent() {
+            sync_dir(parent);
+        }
+        let _ = fs::remove_file(self.failure_path(&manifest.stage, &manifest.key));
+        Ok(manifest)
+    }
+
+    pub fn record_failure(&self, rec: &FailureRecord) {
+        let path = self.failure_path(&rec.stage, &rec.key);
+        if let Some(p) = path.parent() {
+            let _ = fs::create_dir_all(p);
+        }
+        if let Ok(b) = serde_json::to_vec_pretty(rec) {
+            let _ = write_atomic(&path, &b);
+        }
+    }
+
+    pub fn failure(&self, stage: &str, key: &str) -> Option<FailureRecord> {
+        fs::read(self.failure_path(stage, key)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    pub fn slot(&self, pipeline: &str, point: &str, stage: &str) -> Option<SlotRecord> {
+        fs::read(self.slot_path(pipeline, point, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    pub fn set_slot(&self, pipeline: &str, point: &str, stage: &str, key: &str) {
+        let path = self.slot_path(pipeline, point, stage);
+        if let Some(p) = path.parent() {
+            let _ = fs::create_dir_all(p);
+        }
+        if let Ok(b) = serde_json::to_vec_pretty(&SlotRecord { key: key.to_string() }) {
+            let _ = write_atomic(&path, &b);
+        }
+    }
+
+    /// Every committed (stage, key) in the store.
+    pub fn entries(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let mut out = Vec::new();
+        let base = self.root.join("store");
+        for stage in read_dir_names(&base)? {
+            for key in read_dir_names(&base.join(&stage))? {
+                out.push((stage.clone(), key));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every key recorded in any slot (the roots `gc` keeps when no spec is given).
+    pub fn slot_keys(&self) -> Result<Vec<(String, String)>, EngineError> {
+        let mut out = Vec::new();
+        let base = self.root.join("slots");
+        for pipeline in read_dir_names(&base)? {
+            for point in read_dir_names(&base.join(&pipeline))? {
+                let dir = base.join(&pipeline).join(&point);
+                for file in read_dir_names(&dir)? {
+                    if let Some(stage) = file.strip_suffix(".json") {
+                        if let Ok(b) = fs::read(dir.join(&file)) {
+                            if let Ok(rec) = serde_json::from_slice::<SlotRecord>(&b) {
+                                out.push((stage.to_string(), rec.key));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Removes one committed output (and its log and failure record).
+    pub fn remove(&self, stage: &str, key: &str) -> Result<(), EngineError> {
+        let dir = self.output_dir(stage, key);
+        let trash = self.root.join("tmp").join(format!("gc-{stage}-{key}-{}", std::process::id()));
+        fs::rename(&dir, &trash).map_err(|e| EngineError::io(&dir, e))?;
+        fs::remove_dir_all(&trash).map_err(|e| EngineError::io(&trash, e))?;
+        let _ = fs::remove_file(self.log_path(stage, key));
+        let _ = fs::remove_file(self.failure_path(stage, key));
+        let _ = fs::remove_dir_all(self.work_dir(stage, key));
+        Ok(())
+    }
+
+    pub fn save_caches(&self) {
+        self.hashes.save();
+    }
+}
+
+/// Held while an instance is computed; released on drop (and by the OS if the process dies).
+pub struct InstanceLock {
+    _file: File,
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<String>, EngineError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(EngineError::io(dir, e)),
+    };
+    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    Ok(names)
+}
+
+fn list_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), EngineError> {
+    for entry in fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))? {
+        let entry = entry.map_err(|e| EngineError::io(dir, e))?;
+        let path = entry.path();
+        let ty = entry.file_type().map_err(|e| EngineError::io(&path, e))?;
+        if ty.is_dir() {
+            list_files(base, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(base).unwrap_or(&path);
+            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| EngineError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A file-system-safe version of a name: keeps `[A-Za-z0-9._-]`, replaces the rest with `_`.
+pub fn slug(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let s = s.trim_matches('.').to_string();
+    if s.is_empty() { "_".into() } else { s }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,400 @@
+//! Engine behaviour on toy stages: caching, precise invalidation with reasons, atomic commits
+//! (a failed or interrupted stage is never taken as complete), resumable work, concurrent runs
+//! on one store, failures that leave other points running, and gather stages.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use vaepipe_engine::{
+    execute, explain, pick, plan, Action, Context, NoEvents, Outcome, Point, Registry, RunOptions, Scope, Stage,
+    StageError, Store,
+};
+
+/// Appends one line per real computation to `<dir>/runs.log` so tests can count them.
+fn note(counter: &Path, what: &str) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(counter).unwrap();
+    writeln!(f, "{what}").unwrap();
+}
+
+fn count(counter: &Path, what: &str) -> usize {
+    fs::read_to_string(counter).unwrap_or_default().lines().filter(|l| *l == what).count()
+}
+
+/// Reads a file named in its params, writes its content times `a.scale`.
+struct A {
+    counter: PathBuf,
+}
+impl Stage for A {
+    fn name(&self) -> &'static str {
+        "a"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn params(&self, p: &Value) -> Value {
+        pick(p, &["a"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        note(&self.counter, "a");
+        let file = ctx.params["a"]["input"]["$file"].as_str().unwrap();
+        let text = fs::read_to_string(file).map_err(anyhow::Error::from)?;
+        let v: f64 = text.trim().parse().map_err(anyhow::Error::from)?;
+        let scale = ctx.params["a"]["scale"].as_f64().unwrap();
+        fs::write(ctx.out.join("value.txt"), format!("{}", v * scale)).map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+}
+
+/// Adds `b.x` to a's value; fails if `b.fail` is true (after writing half its output);
+/// sleeps `b.sleep_ms` to widen race windows.
+struct B {
+    counter: PathBuf,
+}
+impl Stage for B {
+    fn name(&self) -> &'static str {
+        "b"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["a"]
+    }
+    fn params(&self, p: &Value) -> Value {
+        pick(p, &["b"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        note(&self.counter, "b");
+        let a = ctx.input("a")?;
+        let v: f64 = fs::read_to_string(a.dir.join("value.txt")).map_err(anyhow::Error::from)?.parse().map_err(anyhow::Error::from)?;
+        fs::write(ctx.out.join("partial.txt"), "half").map_err(anyhow::Error::from)?;
+        if let Some(ms) = ctx.params["b"]["sleep_ms"].as_u64() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if ctx.params["b"]["fail"].as_bool() == Some(true) {
+            return Err(anyhow::anyhow!("b was told to fail").into());
+        }
+        if ctx.params["b"]["panic"].as_bool() == Some(true) {
+            panic!("b panicked on purpose");
+        }
+        let x = ctx.params["b"]["x"].as_f64().unwrap();
+        fs::write(ctx.out.join("value.txt"), format!("{}", v + x)).map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+}
+
+/// Gathers every b; accepts missing inputs and lists them.
+struct G {
+    counter: PathBuf,
+}
+impl Stage for G {
+    fn name(&self) -> &'static str {
+        "g"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["b"]
+    }
+    fn scope(&self) -> Scope {
+        Scope::Gather
+    }
+    fn accepts_missing_inputs(&self) -> bool {
+        true
+    }
+    fn params(&self, p: &Value) -> Value {
+        pick(p, &["g"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        note(&self.counter, "g");
+        let mut lines = Vec::new();
+        for i in ctx.inputs {
+            let v = fs::read_to_string(i.dir.join("value.txt")).map_err(anyhow::Error::from)?;
+            lines.push(format!("{} {v}", i.points.iter().map(|p| p.label.clone()).collect::<Vec<_>>().join(",")));
+        }
+        for m in ctx.missing {
+            lines.push(format!("missing {}", m.reason));
+        }
+        fs::write(ctx.out.join("all.txt"), lines.join("\n")).map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+}
+
+/// A resumable stage that counts steps in a checkpoint and stops when cancelled.
+struct R {
+    counter: PathBuf,
+    cancel_after: Option<u32>,
+    cancel: Arc<AtomicBool>,
+}
+impl Stage for R {
+    fn name(&self) -> &'static str {
+        "r"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn params(&self, p: &Value) -> Value {
+        pick(p, &["r"])
+    }
+    fn resumable(&self) -> bool {
+        true
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        note(&self.counter, if ctx.resumed { "r-resumed" } else { "r-fresh" });
+        let ckpt = ctx.out.join("step.txt");
+        let mut step: u32 = fs::read_to_string(&ckpt).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        while step < 10 {
+            step += 1;
+            fs::write(&ckpt, step.to_string()).map_err(anyhow::Error::from)?;
+            if Some(step) == self.cancel_after {
+                self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            if ctx.cancelled() {
+                return Err(StageError::Interrupted);
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    input: PathBuf,
+    counter: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let input = root.join("input.txt");
+    fs::write(&input, "2").unwrap();
+    let counter = root.join("runs.log");
+    Env { _dir: dir, root, input, counter }
+}
+
+fn registry(e: &Env) -> Registry {
+    let mut r = Registry::new();
+    r.register(Box::new(A { counter: e.counter.clone() })).unwrap();
+    r.register(Box::new(B { counter: e.counter.clone() })).unwrap();
+    r.register(Box::new(G { counter: e.counter.clone() })).unwrap();
+    r
+}
+
+/// Points sweeping b.x over `xs`.
+fn points(e: &Env, scale: f64, xs: &[Value]) -> Vec<Point> {
+    xs.iter()
+        .enumerate()
+        .map(|(i, x)| Point {
+            index: i,
+            id: format!("p{i}"),
+            label: format!("x={x}"),
+            config: json!({
+                "a": {"input": {"$file": e.input}, "scale": scale},
+                "b": {"x": x, "fail": false},
+                "g": {"title": "t"},
+            }),
+        })
+        .collect()
+}
+
+fn run(reg: &Registry, store: &Store, pts: Vec<Point>, force: &[String]) -> vaepipe_engine::RunReport {
+    let p = plan(reg, store, "toy", pts, true).unwrap();
+    let d = explain(&p, store, force).unwrap();
+    let opts = RunOptions { jobs: 2, ..Default::default() };
+    execute(reg, store, &p, &d, &opts, &NoEvents, &AtomicBool::new(false)).unwrap()
+}
+
+fn statuses(r: &vaepipe_engine::RunReport) -> Vec<(String, String)> {
+    r.instances.iter().map(|i| (i.stage.clone(), i.outcome.name().to_string())).collect()
+}
+
+#[test]
+fn unchanged_rerun_is_cached_and_shared_stages_run_once() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let r1 = run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
+    // a is shared by both points: one instance.
+    assert_eq!(statuses(&r1), vec![("a".into(), "ran".into()), ("b".into(), "ran".into()), ("b".into(), "ran".into()), ("g".into(), "ran".into())]);
+    assert_eq!(count(&e.counter, "a"), 1);
+    let all = fs::read_to_string(r1.instances[3].dir.join("all.txt")).unwrap();
+    assert_eq!(all, "x=1 21\nx=2 22");
+    let r2 = run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
+    assert!(r2.instances.iter().all(|i| i.outcome == Outcome::Cached), "{:?}", statuses(&r2));
+    assert_eq!(count(&e.counter, "a"), 1);
+    assert_eq!(count(&e.counter, "b"), 2);
+}
+
+#[test]
+fn a_parameter_change_reruns_exactly_the_dependent_stages_and_says_why() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
+    // Change b.x at point 1 only.
+    let p = plan(&reg, &store, "toy", points(&e, 10.0, &[json!(1), json!(3)]), true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    let actions: Vec<_> = p.instances.iter().zip(&d).map(|(i, d)| (i.stage, d.action)).collect();
+    assert_eq!(actions, vec![("a", Action::Skip), ("b", Action::Skip), ("b", Action::Run), ("g", Action::Run)]);
+    assert_eq!(d[2].reason, "parameter `b.x` changed (2 → 3)");
+    assert_eq!(d[3].reason, "input `b` changed");
+    // Upstream change: a's scale → everything downstream re-runs.
+    let p = plan(&reg, &store, "toy", points(&e, 5.0, &[json!(1), json!(2)]), true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    assert!(d.iter().all(|d| d.action == Action::Run));
+    assert_eq!(d[0].reason, "parameter `a.scale` changed (10.0 → 5.0)");
+    assert_eq!(d[1].reason, "input `a` changed");
+}
+
+#[test]
+fn an_input_file_change_is_detected_by_content() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
+    // Rewriting the same content keeps the key.
+    fs::write(&e.input, "2").unwrap();
+    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
+    assert!(explain(&p, &store, &[]).unwrap().iter().all(|d| d.action == Action::Skip));
+    fs::write(&e.input, "7").unwrap();
+    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    assert_eq!(d[0].action, Action::Run);
+    assert!(d[0].reason.contains("input file") && d[0].reason.contains("input.txt") && d[0].reason.contains("changed"), "{}", d[0].reason);
+}
+
+#[test]
+fn force_reruns_the_stage_and_its_dependents() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
+    let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &["b".to_string()]);
+    assert_eq!(statuses(&r), vec![("a".into(), "cached".into()), ("b".into(), "ran".into()), ("g".into(), "ran".into())]);
+}
+
+#[test]
+fn a_failed_stage_is_never_taken_as_complete_and_other_points_finish() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let mut pts = points(&e, 1.0, &[json!(1), json!(2), json!(3)]);
+    pts[1].config["b"]["fail"] = json!(true);
+    pts[2].config["b"]["panic"] = json!(true);
+    let r = run(&reg, &store, pts.clone(), &[]);
+    assert_eq!(r.instances[1].outcome, Outcome::Ran);
+    match &r.instances[2].outcome {
+        Outcome::Failed(msg) => assert!(msg.contains("b was told to fail"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    match &r.instances[3].outcome {
+        Outcome::Failed(msg) => assert!(msg.contains("panicked on purpose"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    // The failed instance wrote half its output but has no committed directory.
+    assert!(!r.instances[2].dir.exists());
+    assert!(fs::read_to_string(&r.instances[2].log).unwrap().contains("FAILED: b was told to fail"));
+    // The gather stage still ran, with the failures listed.
+    assert_eq!(r.instances[4].outcome, Outcome::Ran);
+    let all = fs::read_to_string(r.instances[4].dir.join("all.txt")).unwrap();
+    assert!(all.contains("x=1 3") && all.matches("missing failed").count() == 2, "{all}");
+    // Next time, the failed instance runs again and says why; the partial gather is not reused.
+    let p = plan(&reg, &store, "toy", pts, true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    assert_eq!(d[2].action, Action::Run);
+    assert!(d[2].reason.starts_with("failed before: b was told to fail"), "{}", d[2].reason);
+    assert_eq!(d[4].action, Action::Run);
+}
+
+#[test]
+fn a_corrupted_output_is_detected_and_redone() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
+    fs::write(r.instances[1].dir.join("value.txt"), "9").unwrap(); // same size, other content
+    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    assert_eq!(d[1].action, Action::Run);
+    assert!(d[1].reason.contains("value.txt does not match its hash"), "{}", d[1].reason);
+    let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
+    assert_eq!(r.instances[1].outcome, Outcome::Ran);
+    assert_eq!(fs::read_to_string(r.instances[1].dir.join("value.txt")).unwrap(), "3");
+}
+
+#[test]
+fn an_interrupted_resumable_stage_resumes_and_is_not_complete_meanwhile() {
+    let e = env();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut reg = Registry::new();
+    reg.register(Box::new(R { counter: e.counter.clone(), cancel_after: Some(4), cancel: cancel.clone() })).unwrap();
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let pts = vec![Point { index: 0, id: "p0".into(), label: String::new(), config: json!({"r": {"n": 10}}) }];
+    let p = plan(&reg, &store, "toy", pts.clone(), true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel).unwrap();
+    assert!(r.interrupted);
+    assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
+    assert!(!r.instances[0].dir.exists(), "an interrupted stage must not be committed");
+    let d = explain(&p, &store, &[]).unwrap();
+    assert_eq!(d[0].reason, "an earlier attempt was interrupted");
+    // Second attempt: resumes from step 4.
+    let mut reg = Registry::new();
+    let cancel2 = Arc::new(AtomicBool::new(false));
+    reg.register(Box::new(R { counter: e.counter.clone(), cancel_after: None, cancel: cancel2.clone() })).unwrap();
+    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel2).unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Ran);
+    assert_eq!(count(&e.counter, "r-fresh"), 1);
+    assert_eq!(count(&e.counter, "r-resumed"), 1);
+    assert_eq!(fs::read_to_string(r.instances[0].dir.join("step.txt")).unwrap(), "10");
+}
+
+#[test]
+fn concurrent_runs_on_one_store_compute_each_instance_once() {
+    let e = env();
+    let store_dir = e.root.join(".vaepipe");
+    let mut pts = points(&e, 1.0, &[json!(1), json!(2)]);
+    for p in &mut pts {
+        p.config["b"]["sleep_ms"] = json!(300);
+    }
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let counter = e.counter.clone();
+            let pts = pts.clone();
+            let store_dir = store_dir.clone();
+            std::thread::spawn(move || {
+                let mut reg = Registry::new();
+                reg.register(Box::new(A { counter: counter.clone() })).unwrap();
+                reg.register(Box::new(B { counter: counter.clone() })).unwrap();
+                reg.register(Box::new(G { counter })).unwrap();
+                let store = Store::open(&store_dir).unwrap();
+                let p = plan(&reg, &store, "toy", pts, true).unwrap();
+                let d = explain(&p, &store, &[]).unwrap();
+                execute(&reg, &store, &p, &d, &RunOptions { jobs: 1, ..Default::default() }, &NoEvents, &AtomicBool::new(false)).unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert!(r.instances.iter().all(|i| matches!(i.outcome, Outcome::Ran | Outcome::Cached)), "{:?}", statuses(&r));
+    }
+    assert_eq!(count(&e.counter, "a"), 1);
+    assert_eq!(count(&e.counter, "b"), 2);
+    assert_eq!(count(&e.counter, "g"), 1);
+    let store = Store::open(&store_dir).unwrap();
+    for (stage, key) in store.entries().unwrap() {
+        assert_eq!(store.verify(&stage, &key).unwrap(), None, "{stage}/{key}");
+    }
+}

@@ -1,0 +1,565 @@
+//! The pipeline schema: one typed, fully resolved configuration per run, read from a [`Node`]
+//! tree with every default filled in and every value checked. Serialization (serde) is the
+//! canonical form the engine hashes and stores; the reading side is hand-written so that all
+//! errors are collected with their origin.
+//!
+//! The reference of every key, type and default is docs/spec.md; keep the two in step.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::Node;
+use crate::read::{Reader, SpecPath, Table};
+use crate::source::Origin;
+use crate::string_enum;
+
+/// A path to an input file. Serialized as `{"$file": "<absolute path>"}`: the engine replaces
+/// such objects by the file's content hash when it computes cache keys, so moving a data set
+/// does not invalidate results and changing its content does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    #[serde(rename = "$file")]
+    pub path: PathBuf,
+}
+
+/// One fully resolved run: what every stage of one sweep point reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub pipeline: PipelineSection,
+    pub data: DataSection,
+    pub model: ModelSection,
+    pub train: TrainSection,
+    pub prior: PriorSection,
+    pub eval: EvalSection,
+    pub report: ReportSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    pub name: String,
+    pub seed: u64,
+    pub description: String,
+}
+
+string_enum!(
+    /// Input file format of `[data]`.
+    DataFormat { Idx = "idx", Csv = "csv", Parquet = "parquet" }
+);
+string_enum!(
+    /// Feature scaling: `max` divides by the largest training value, mapping features to [0, 1].
+    Scale { None = "none", Max = "max" }
+);
+string_enum!(
+    /// Binarization of features in [0, 1].
+    Binarize {
+        None = "none",
+        /// x > threshold.
+        Threshold = "threshold",
+        /// One seeded Bernoulli draw, fixed for the whole run.
+        Static = "static",
+        /// A fresh Bernoulli draw every time a training batch is drawn (Burda et al. 2016).
+        Dynamic = "dynamic"
+    }
+);
+
+/// Where one split of the data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DataSource {
+    /// IDX image file and optional label file (raw or gzip).
+    Idx { images: FileRef, labels: Option<FileRef> },
+    /// One CSV or Parquet table.
+    Table { path: FileRef },
+}
+
+/// Rows held out of the training split for validation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Holdout {
+    Rows(usize),
+    Fraction(f64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub format: DataFormat,
+    pub train: DataSource,
+    pub test: DataSource,
+    pub label_column: Option<String>,
+    pub scale: Scale,
+    pub binarize: Binarize,
+    pub threshold: f64,
+    pub validation: Holdout,
+    /// Use only the first N training rows (before the validation split); 0 = all.
+    pub train_rows: usize,
+    /// Use only the first N test rows; 0 = all.
+    pub test_rows: usize,
+}
+
+string_enum!(Activation { Tanh = "tanh", Relu = "relu", Softplus = "softplus" });
+string_enum!(
+    /// Decoder likelihood: Bernoulli with logits (binary data) or Gaussian (continuous data).
+    Likelihood { Bernoulli = "bernoulli", Gaussian = "gaussian" }
+);
+string_enum!(
+    /// Parameterization of the encoder's standard deviation: σ = exp(linear) (Burda et al.) or softplus.
+    PosteriorStd { Exp = "exp", Softplus = "softplus" }
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub latent: usize,
+    pub encoder: Vec<usize>,
+    pub decoder: Vec<usize>,
+    pub activation: Activation,
+    pub likelihood: Likelihood,
+    /// Gaussian likelihood: the observation standard deviation (initial value if learned).
+    pub observation_std: f64,
+    pub learn_std: bool,
+    pub posterior_std: PosteriorStd,
+}
+
+string_enum!(
+    /// Training objective: the ELBO (k samples averaged) or the importance-weighted bound L_k.
+    Objective { Elbo = "elbo", Iwae = "iwae" }
+);
+string_enum!(
+    /// Gradient estimator: plain reparameterization, or doubly reparameterized (Tucker et al. 2019).
+    Estimator { Reparam = "reparam", Dreg = "dreg" }
+);
+string_enum!(
+    /// Learning-rate schedule: constant; `step` multiplies by `step_gamma` every `step_epochs`;
+    /// `iwae` is Burda et al.'s: stage i lasts 3^i epochs at lr·10^(−i/7).
+    Schedule { Constant = "constant", Step = "step", Iwae = "iwae" }
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub objective: Objective,
+    pub k: usize,
+    pub estimator: Estimator,
+    pub analytic_kl: bool,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub schedule: Schedule,
+    pub step_epochs: usize,
+    pub step_gamma: f64,
+    /// Stop when the validation bound has not improved for this many epochs; 0 = never.
+    pub patience: usize,
+}
+
+string_enum!(
+    /// Empirical-Bayes prior refit.
+    PriorMethod {
+        StandardNormal = "standard-normal",
+        AggregatePosterior = "aggregate-posterior",
+        Mog = "mog",
+        Vamp = "vamp"
+    }
+);
+string_enum!(
+    /// How a mixture-of-Gaussians prior is fitted: EM on samples of the aggregate posterior
+    /// (maximizes E_q_agg log p, the ELBO's prior term) or gradient ascent on the average L_k.
+    MogFit { Em = "em", Gradient = "gradient" }
+);
+string_enum!(
+    /// Initialization of VampPrior pseudo-inputs.
+    VampInit { Data = "data", Random = "random" }
+);
+string_enum!(
+    /// What to do after the refit: nothing, or fine-tune encoder and decoder under the new prior.
+    Then { None = "none", Finetune = "finetune" }
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorSection {
+    pub method: PriorMethod,
+    /// Mixture components (mog) or pseudo-inputs (vamp).
+    pub components: usize,
+    /// Aggregate posterior: use a seeded subset of M training posteriors; 0 = all.
+    pub subset: usize,
+    pub fit: MogFit,
+    /// EM iterations or gradient steps.
+    pub steps: usize,
+    pub lr: f64,
+    /// Samples drawn from the aggregate posterior for EM.
+    pub samples: usize,
+    pub init: VampInit,
+    pub then: Then,
+    pub finetune_epochs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Importance samples for the test NLL (Burda et al.: 5000).
+    pub k: usize,
+    /// Test images evaluated; 0 = all.
+    pub images: usize,
+    /// The k values of the L_k curve (sorted, distinct).
+    pub curve_k: Vec<usize>,
+    pub curve_images: usize,
+    pub active_threshold: f64,
+    /// Prior samples drawn for the report.
+    pub samples: usize,
+    pub reconstructions: usize,
+    /// Seed of the single binarization of the test set (fixed across runs, as in Burda et al.).
+    pub binarization_seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {
+    pub title: String,
+}
+
+/// The top-level keys a spec may have.
+pub const TOP_LEVEL: &[&str] = &["pipeline", "data", "model", "train", "prior", "eval", "report", "sweep"];
+
+/// Reads one run from a tree whose `[sweep]` has already been applied.
+pub fn read_run(root: &Node, r: &mut Reader) -> Option<RunConfig> {
+    let before = r.errors.len();
+    let mut top = r.table(root, "")?;
+    let empty = Node::table(root.origin.clone());
+    let pipeline_node = top.node("pipeline");
+    let pipeline = read_pipeline(pipeline_node.unwrap_or(&empty), &root.origin, r, pipeline_node.is_some());
+    let data = match top.node("data") {
+        Some(n) => read_data(n, r),
+        None => {
+            r.error(&root.origin, "data", "missing required section [data]");
+            None
+        }
+    };
+    let model = read_model(section(&mut top, "model", &empty), r);
+    let train = read_train(section(&mut top, "train", &empty), r);
+    let prior = read_prior(section(&mut top, "prior", &empty), r);
+    let eval = read_eval(section(&mut top, "eval", &empty), r);
+    let report = read_report(section(&mut top, "report", &empty), r, pipeline.as_ref());
+    top.node("sweep");
+    top.finish(r, TOP_LEVEL);
+
+    let run = RunConfig {
+        pipeline: pipeline?,
+        data: data?,
+        model: model?,
+        train: train?,
+        prior: prior?,
+        eval: eval?,
+        report: report?,
+    };
+    cross_checks(&run, root, r);
+    (r.errors.len() == before).then_some(run)
+}
+
+fn section<'n>(top: &mut Table<'n>, name: &str, empty: &'n Node) -> &'n Node {
+    top.node(name).unwrap_or(empty)
+}
+
+fn positive(v: &usize) -> Result<(), String> {
+    if *v >= 1 { Ok(()) } else { Err("must be at least 1".into()) }
+}
+
+fn positive_f(v: &f64) -> Result<(), String> {
+    if *v > 0.0 { Ok(()) } else { Err(format!("must be greater than 0, found {v}")) }
+}
+
+fn read_pipeline(node: &Node, root: &Origin, r: &mut Reader, present: bool) -> Option<PipelineSection> {
+    if !present {
+        r.error(root, "pipeline", "missing required section [pipeline] (it needs at least `name`)");
+        return None;
+    }
+    let mut t = r.table(node, "pipeline")?;
+    let name = t.req::<String>(r, "name").and_then(|(n, origin)| {
+        if n.trim().is_empty() {
+            r.error(origin, "pipeline.name", "the pipeline name must not be empty");
+            None
+        } else if n.chars().any(|c| c.is_control()) {
+            r.error(origin, "pipeline.name", "the pipeline name must not contain control characters");
+            None
+        } else {
+            Some(n)
+        }
+    });
+    let seed = t.get(r, "seed", 0u64);
+    let description = t.get(r, "description", String::new());
+    t.finish(r, &["name", "seed", "description"]);
+    Some(PipelineSection { name: name?, seed, description })
+}
+
+fn read_source(node: &Node, path: &str, format: Option<DataFormat>, r: &mut Reader) -> Option<DataSource> {
+    let mut t = r.table(node, path)?;
+    let out = match format {
+        Some(DataFormat::Idx) => {
+            let images = t.req::<SpecPath>(r, "images").and_then(|(p, o)| existing_file(p, o, &t.key_path("images"), r));
+            let labels = match t.opt::<SpecPath>(r, "labels") {
+                Some((p, o)) => Some(existing_file(p, o, &t.key_path("labels"), r)),
+                None => None,
+            };
+            t.finish(r, &["images", "labels"]);
+            let labels = match labels {
+                Some(None) => return None,
+                Some(Some(l)) => Some(l),
+                None => None,
+            };
+            Some(DataSource::Idx { images: images?, labels })
+        }
+        Some(DataFormat::Csv | DataFormat::Parquet) => {
+            let file = t.req::<SpecPath>(r, "path").and_then(|(p, o)| existing_file(p, o, &t.key_path("path"), r));
+            t.finish(r, &["path"]);
+            Some(DataSource::Table { path: file? })
+        }
+        None => {
+            // The format itself is invalid (already reported); still mark the keys as known.
+            for k in ["images", "labels", "path"] {
+                t.node(k);
+            }
+            t.finish(r, &["images", "labels", "path"]);
+            None
+        }
+    };
+    out
+}
+
+fn existing_file(p: SpecPath, origin: &Origin, key: &str, r: &mut Reader) -> Option<FileRef> {
+    let written_in = r.sources.get(origin.source).name.clone();
+    match std::fs::metadata(&p.0) {
+        Ok(m) if m.is_file() => Some(FileRef { path: p.0 }),
+        Ok(_) => {
+            r.error(origin, key, format!("{} is not a file", p.0.display()));
+            None
+        }
+        Err(e) => {
+            r.error_help(
+                origin,
+                key,
+                format!("cannot read {}: {e}", p.0.display()),
+                format!("relative paths are resolved against the directory of {written_in}"),
+            );
+            None
+        }
+    }
+}
+
+fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
+    let mut t = r.table(node, "data")?;
+    let format = t.req::<DataFormat>(r, "format").map(|(f, _)| f);
+    let format_ok = format;
+    let train = match t.node("train") {
+        Some(n) => read_source(n, "data.train", format_ok, r),
+        None => {
+            r.error(&t.origin, "data.train", "missing required key `train` in [data]");
+            None
+        }
+    };
+    let test = match t.node("test") {
+        Some(n) => read_source(n, "data.test", format_ok, r),
+        None => {
+            r.error(&t.origin, "data.test", "missing required key `test` in [data]");
+            None
+        }
+    };
+    let label_column = t.opt::<String>(r, "label_column").map(|(v, _)| v);
+    if let (Some(DataFormat::Idx), Some(_)) = (format, &label_column) {
+        if let Some(n) = t.node("label_column") {
+            r.error(&n.origin, "data.label_column", "`label_column` applies to csv and parquet data, not idx (labels come from the `labels` file)");
+        }
+    }
+    let scale = t.get(r, "scale", Scale::Max);
+    let binarize = t.get(r, "binarize", Binarize::Dynamic);
+    let threshold = t.get_checked(r, "threshold", 0.5f64, |v| {
+        if *v > 0.0 && *v < 1.0 { Ok(()) } else { Err(format!("must lie strictly between 0 and 1, found {v}")) }
+    });
+    let validation = match t.node("validation") {
+        None => Some(Holdout::Rows(0)),
+        Some(n) => match &n.value {
+            crate::node::Value::Int(i) if *i >= 0 => Some(Holdout::Rows(*i as usize)),
+            crate::node::Value::Float(f) if *f >= 0.0 && *f < 1.0 => Some(Holdout::Fraction(*f)),
+            crate::node::Value::Int(_) | crate::node::Value::Float(_) => {
+                r.error_help(&n.origin, "data.validation", "must be a row count ≥ 0 or a fraction in [0, 1)", "e.g. validation = 400 or validation = 0.1");
+                None
+            }
+            other => {
+                r.error(&n.origin, "data.validation", format!("expected an integer (rows) or a float (fraction), found {}", other.type_name()));
+                None
+            }
+        },
+    };
+    let train_rows = t.get(r, "train_rows", 0usize);
+    let test_rows = t.get(r, "test_rows", 0usize);
+    t.finish(
+        r,
+        &["format", "train", "test", "label_column", "scale", "binarize", "threshold", "validation", "train_rows", "test_rows"],
+    );
+    Some(DataSection {
+        format: format?,
+        train: train?,
+        test: test?,
+        label_column,
+        scale,
+        binarize,
+        threshold,
+        validation: validation?,
+        train_rows,
+        test_rows,
+    })
+}
+
+fn sizes(v: &Vec<usize>) -> Result<(), String> {
+    match v.iter().position(|s| *s == 0) {
+        Some(i) => Err(format!("layer sizes must be at least 1 (entry {i} is 0)")),
+        None => Ok(()),
+    }
+}
+
+fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
+    let mut t = r.table(node, "model")?;
+    let latent = t.get_checked(r, "latent", 50usize, positive);
+    let encoder = t.get_checked(r, "encoder", vec![200usize, 200], sizes);
+    let decoder = t.opt::<Vec<usize>>(r, "decoder");
+    if let Some((d, o)) = &decoder {
+        if let Err(e) = sizes(d) {
+            r.error(o, "model.decoder", e);
+        }
+    }
+    let decoder = decoder.map_or_else(|| encoder.iter().rev().copied().collect(), |(d, _)| d);
+    let activation = t.get(r, "activation", Activation::Tanh);
+    let likelihood = t.get(r, "likelihood", Likelihood::Bernoulli);
+    let observation_std = t.get_checked(r, "observation_std", 1.0f64, positive_f);
+    let learn_std = t.get(r, "learn_std", false);
+    let posterior_std = t.get(r, "posterior_std", PosteriorStd::Exp);
+    t.finish(r, &["latent", "encoder", "decoder", "activation", "likelihood", "observation_std", "learn_std", "posterior_std"]);
+    Some(ModelSection { latent, encoder, decoder, activation, likelihood, observation_std, learn_std, posterior_std })
+}
+
+fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
+    let mut t = r.table(node, "train")?;
+    let objective = t.get(r, "objective", Objective::Elbo);
+    let k = t.get_checked(r, "k", 1usize, positive);
+    let estimator = t.get(r, "estimator", Estimator::Reparam);
+    let analytic_kl = t.get(r, "analytic_kl", false);
+    let batch_size = t.get_checked(r, "batch_size", 20usize, positive);
+    let epochs = t.get_checked(r, "epochs", 10usize, positive);
+    let lr = t.get_checked(r, "lr", 1e-3f64, positive_f);
+    let betas = t.get_checked(r, "betas", vec![0.9f64, 0.999], |b| {
+        if b.len() != 2 {
+            Err(format!("expected two numbers [beta1, beta2], found {}", b.len()))
+        } else if b.iter().any(|x| !(0.0..1.0).contains(x)) {
+            Err("each beta must lie in [0, 1)".into())
+        } else {
+            Ok(())
+        }
+    });
+    let eps = t.get_checked(r, "eps", 1e-4f64, positive_f);
+    let schedule = t.get(r, "schedule", Schedule::Constant);
+    let step_epochs = t.get_checked(r, "step_epochs", 10usize, positive);
+    let step_gamma = t.get_checked(r, "step_gamma", 0.5f64, |g| {
+        if *g > 0.0 && *g <= 1.0 { Ok(()) } else { Err(format!("must lie in (0, 1], found {g}")) }
+    });
+    let patience = t.get(r, "patience", 0usize);
+    t.finish(
+        r,
+        &["objective", "k", "estimator", "analytic_kl", "batch_size", "epochs", "lr", "betas", "eps", "schedule", "step_epochs", "step_gamma", "patience"],
+    );
+    let betas = [*betas.first().unwrap_or(&0.9), *betas.get(1).unwrap_or(&0.999)];
+    Some(TrainSection { objective, k, estimator, analytic_kl, batch_size, epochs, lr, betas, eps, schedule, step_epochs, step_gamma, patience })
+}
+
+fn read_prior(node: &Node, r: &mut Reader) -> Option<PriorSection> {
+    let mut t = r.table(node, "prior")?;
+    let method = t.get(r, "method", PriorMethod::StandardNormal);
+    let components = t.get_checked(r, "components", 10usize, positive);
+    let subset = t.get(r, "subset", 0usize);
+    let fit = t.get(r, "fit", MogFit::Em);
+    let steps = t.get_checked(r, "steps", 200usize, positive);
+    let lr = t.get_checked(r, "lr", 1e-2f64, positive_f);
+    let samples = t.get_checked(r, "samples", 20_000usize, positive);
+    let init = t.get(r, "init", VampInit::Data);
+    let then = t.get(r, "then", Then::None);
+    let finetune_epochs = t.get_checked(r, "finetune_epochs", 5usize, positive);
+    t.finish(r, &["method", "components", "subset", "fit", "steps", "lr", "samples", "init", "then", "finetune_epochs"]);
+    Some(PriorSection { method, components, subset, fit, steps, lr, samples, init, then, finetune_epochs })
+}
+
+fn read_eval(node: &Node, r: &mut Reader) -> Option<EvalSection> {
+    let mut t = r.table(node, "eval")?;
+    let k = t.get_checked(r, "k", 5000usize, positive);
+    let images = t.get(r, "images", 0usize);
+    let mut curve_k = t.get_checked(r, "curve_k", vec![1usize, 2, 5, 10, 50, 100, 500, 5000], |v| {
+        if v.is_empty() {
+            Err("needs at least one k".into())
+        } else if v.contains(&0) {
+            Err("every k must be at least 1".into())
+        } else {
+            Ok(())
+        }
+    });
+    curve_k.sort_unstable();
+    curve_k.dedup();
+    let curve_images = t.get_checked(r, "curve_images", 200usize, positive);
+    let active_threshold = t.get_checked(r, "active_threshold", 0.01f64, positive_f);
+    let samples = t.get(r, "samples", 64usize);
+    let reconstructions = t.get(r, "reconstructions", 16usize);
+    let binarization_seed = t.get(r, "binarization_seed", 0u64);
+    t.finish(
+        r,
+        &["k", "images", "curve_k", "curve_images", "active_threshold", "samples", "reconstructions", "binarization_seed"],
+    );
+    Some(EvalSection { k, images, curve_k, curve_images, active_threshold, samples, reconstructions, binarization_seed })
+}
+
+fn read_report(node: &Node, r: &mut Reader, pipeline: Option<&PipelineSection>) -> Option<ReportSection> {
+    let mut t = r.table(node, "report")?;
+    let title = t.opt::<String>(r, "title").map(|(v, _)| v);
+    t.finish(r, &["title"]);
+    let title = title.or_else(|| pipeline.map(|p| p.name.clone())).unwrap_or_default();
+    Some(ReportSection { title })
+}
+
+/// Checks that involve more than one key.
+fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
+    let at = |path: &[&str]| -> Origin {
+        let mut n = root;
+        for p in path {
+            match n.get(p) {
+                Some(c) => n = c,
+                None => break,
+            }
+        }
+        n.origin.clone()
+    };
+    let t = &run.train;
+    if t.analytic_kl && (t.objective != Objective::Elbo || t.k != 1) {
+        r.error_help(
+            &at(&["train", "analytic_kl"]),
+            "train.analytic_kl",
+            format!("the analytic KL needs objective = \"elbo\" and k = 1 (found objective = \"{}\", k = {})", t.objective, t.k),
+            "the analytic-KL ELBO is a different estimator; with k > 1 use the Monte Carlo ELBO or the IWAE bound",
+        );
+    }
+    if t.analytic_kl && t.estimator == Estimator::Dreg {
+        r.error(&at(&["train", "estimator"]), "train.estimator", "the DReG estimator has no analytic-KL form; set analytic_kl = false");
+    }
+    let m = &run.model;
+    if m.likelihood == Likelihood::Gaussian && matches!(run.data.binarize, Binarize::Static | Binarize::Dynamic | Binarize::Threshold) {
+        r.error_help(
+            &at(&["model", "likelihood"]),
+            "model.likelihood",
+            format!("a Gaussian likelihood on binarized data (binarize = \"{}\") has no meaningful density", run.data.binarize),
+            "use likelihood = \"bernoulli\", or binarize = \"none\"",
+        );
+    }
+    if run.eval.curve_images == 0 {
+        r.error(&at(&["eval", "curve_images"]), "eval.curve_images", "must be at least 1");
+    }
+}
+

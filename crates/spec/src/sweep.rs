@@ -1,0 +1,83 @@
+//! `[sweep]`: a grid of values for keys of the spec, expanded into one run per point before
+//! anything runs. Keys are dotted paths (`"train.k" = [1, 5, 50]`, or nested `[sweep.train]`
+//! tables); points are ordered by key name (not file order), so reordering keys changes nothing.
+
+use crate::node::{Key, Node, Value};
+use crate::read::Reader;
+
+/// One swept key and its values.
+#[derive(Debug, Clone)]
+pub struct Axis {
+    pub key: Key,
+    pub path: Vec<String>,
+    pub values: Vec<Node>,
+}
+
+/// Keys that may not be swept.
+const FIXED: &[&str] = &["pipeline.name"];
+
+/// Reads the axes of `[sweep]`; errors are recorded in `r`.
+pub fn axes(root: &Node, r: &mut Reader) -> Vec<Axis> {
+    let Some(sweep) = root.get("sweep") else { return Vec::new() };
+    let mut out = Vec::new();
+    match &sweep.value {
+        Value::Table(entries) => flatten(entries, &mut Vec::new(), r, &mut out),
+        other => r.error(&sweep.origin, "sweep", format!("expected a table of arrays, found {}", other.type_name())),
+    }
+    out.sort_by(|a, b| a.key.name.cmp(&b.key.name));
+    out
+}
+
+fn flatten(entries: &[(Key, Node)], prefix: &mut Vec<String>, r: &mut Reader, out: &mut Vec<Axis>) {
+    for (key, node) in entries {
+        let mut path = prefix.clone();
+        path.extend(key.name.split('.').map(|s| s.trim().to_string()));
+        let dotted = path.join(".");
+        if path.iter().any(String::is_empty) {
+            r.error(&key.origin, &format!("sweep.{dotted}"), "a sweep key must be a dotted path like \"train.k\"");
+            continue;
+        }
+        match &node.value {
+            Value::Table(inner) => flatten(inner, &mut path, r, out),
+            Value::Array(values) => {
+                if path.len() < 2 {
+                    r.error_help(&key.origin, &format!("sweep.{dotted}"), format!("`{dotted}` is a section, not a key"), "sweep a key inside it, e.g. \"train.k\" = [1, 5]");
+                } else if path[0] == "sweep" {
+                    r.error(&key.origin, &format!("sweep.{dotted}"), "a sweep cannot sweep itself");
+                } else if FIXED.contains(&dotted.as_str()) {
+                    r.error(&key.origin, &format!("sweep.{dotted}"), format!("`{dotted}` cannot be swept: one pipeline has one name"));
+                } else if values.is_empty() {
+                    r.error(&node.origin, &format!("sweep.{dotted}"), "a sweep needs at least one value");
+                } else if out.iter().any(|a: &Axis| a.path == path) {
+                    r.error(&key.origin, &format!("sweep.{dotted}"), format!("`{dotted}` is swept twice"));
+                } else {
+                    let key = Key { name: dotted, origin: key.origin.clone() };
+                    out.push(Axis { key, path, values: values.clone() });
+                }
+            }
+            other => r.error_help(
+                &node.origin,
+                &format!("sweep.{dotted}"),
+                format!("expected an array of values to sweep over, found {}", other.type_name()),
+                format!("write \"{dotted}\" = [a, b, …]"),
+            ),
+        }
+    }
+}
+
+/// The grid: for each point, one value index per axis (first axis slowest).
+pub fn grid(axes: &[Axis]) -> Vec<Vec<usize>> {
+    let mut points = vec![Vec::new()];
+    for axis in axes {
+        let mut next = Vec::with_capacity(points.len() * axis.values.len());
+        for p in &points {
+            for i in 0..axis.values.len() {
+                let mut q = p.clone();
+                q.push(i);
+                next.push(q);
+            }
+        }
+        points = next;
+    }
+    points
+}
