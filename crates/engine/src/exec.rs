@@ -30,6 +30,9 @@ pub struct RunOptions {
     /// Recorded in manifests.
     pub tool_version: String,
     pub git_revision: Option<String>,
+    /// If set, only instances of these stages are computed; others that are not up to date
+    /// are reported as skipped (e.g. re-rendering a report without recomputing anything).
+    pub only_stages: Option<Vec<String>>,
 }
 
 /// What happened to one instance.
@@ -145,7 +148,8 @@ pub fn execute(
                 let inputs: Vec<&InstanceReport> =
                     plan.instances[i].inputs.iter().filter_map(|d| outcomes[*d].as_ref()).collect();
                 let stop = cancel.load(Ordering::SeqCst);
-                if let Some(report) = settle_without_running(registry, store, plan, i, &decisions[i], &inputs, stop) {
+                let excluded = options.only_stages.as_ref().is_some_and(|o| !o.iter().any(|s| s == plan.instances[i].stage));
+                if let Some(report) = settle_without_running(registry, store, plan, i, &decisions[i], &inputs, stop, excluded) {
                     events.event(&Event::Finish { instance: i, outcome: report.outcome.clone(), duration_s: 0.0 });
                     outcomes[i] = Some(report);
                     continue;
@@ -203,6 +207,7 @@ fn files_of(store: &Store, stage: &str, key: &str) -> Vec<String> {
 }
 
 /// Cached outputs and instances blocked by their inputs are settled here, without a thread.
+#[allow(clippy::too_many_arguments)]
 fn settle_without_running(
     registry: &Registry,
     store: &Store,
@@ -211,9 +216,10 @@ fn settle_without_running(
     decision: &Decision,
     inputs: &[&InstanceReport],
     stop: bool,
+    excluded: bool,
 ) -> Option<InstanceReport> {
     let inst = &plan.instances[i];
-    if decision.action == Action::Skip {
+    if decision.action == Action::Skip || excluded {
         if let Ok(None) = store.verify(inst.stage, &inst.key) {
             let mut r = base_report(store, plan, i, Outcome::Cached);
             r.files = files_of(store, inst.stage, &inst.key);
@@ -221,6 +227,9 @@ fn settle_without_running(
                 store.set_slot(&plan.pipeline, &plan.points[*p].id, inst.stage, &inst.key);
             }
             return Some(r);
+        }
+        if excluded {
+            return Some(base_report(store, plan, i, Outcome::Skipped(decision.reason.clone())));
         }
     }
     let accepts_missing = registry.get(inst.stage).is_some_and(|s| s.accepts_missing_inputs());
@@ -375,6 +384,7 @@ fn run_instance(
                 host: hostname(),
                 tool_version: options.tool_version.clone(),
                 git_revision: options.git_revision.clone(),
+                points: report.points.clone(),
             };
             match store.commit(&work, manifest) {
                 Ok(m) => {
@@ -427,4 +437,53 @@ fn record(store: &Store, stage: &str, key: &str, error: &str, log: &std::path::P
         time: now_rfc3339(),
         host: hostname(),
     });
+}
+
+/// Re-runs the stage of a committed store entry from its manifest alone (same parameters, the
+/// same stored inputs) into a fresh temporary directory, which is returned with the manifest.
+/// Used to re-render reports from the store on any machine.
+pub fn rerun_entry(registry: &Registry, store: &Store, entry: &std::path::Path) -> Result<(Manifest, PathBuf), EngineError> {
+    let path = entry.join("manifest.json");
+    let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| EngineError::Manifest { path: path.clone(), message: e.to_string() })?;
+    let stage = registry
+        .get(&manifest.stage)
+        .ok_or_else(|| EngineError::Plan(format!("{}: stage `{}` is not known to this vaepipe", path.display(), manifest.stage)))?;
+    let mut inputs = Vec::new();
+    for (name, key) in &manifest.inputs {
+        let input_stage = name.split('[').next().unwrap_or(name);
+        if let Some(problem) = store.verify(input_stage, key)? {
+            return Err(EngineError::Plan(format!("input {input_stage}/{key} of {} is not usable: {problem}", entry.display())));
+        }
+        let points = store.manifest(input_stage, key)?.map(|m| m.points).unwrap_or_default();
+        inputs.push(Input { stage: input_stage.to_string(), key: key.clone(), dir: store.output_dir(input_stage, key), points });
+    }
+    let out = store.root().join("tmp").join(format!("rerun-{}-{}-{}", manifest.stage, manifest.key, std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).map_err(|e| EngineError::io(&out, e))?;
+    let options = RunOptions { jobs: 1, ..Default::default() };
+    let cancel = AtomicBool::new(false);
+    let ctx = Context {
+        stage: stage.name(),
+        key: &manifest.key,
+        params: &manifest.params,
+        points: &manifest.points,
+        inputs: &inputs,
+        missing: &[],
+        out: &out,
+        resumed: false,
+        options: &options,
+        id: 0,
+        events: &NoEvents,
+        cancel: &cancel,
+        log: Mutex::new(None),
+        started: Instant::now(),
+    };
+    match stage.run(&ctx) {
+        Ok(()) => Ok((manifest.clone(), out)),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&out);
+            Err(EngineError::Plan(format!("re-running {}: {e:#}", entry.display())))
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub mod stage;
 pub mod store;
 pub mod time;
 
-pub use exec::{execute, Event, Events, InstanceReport, NoEvents, Outcome, RunOptions, RunReport};
+pub use exec::{execute, rerun_entry, Event, Events, InstanceReport, NoEvents, Outcome, RunOptions, RunReport};
 pub use plan::{explain, pick, plan, Action, Decision, Instance, Plan, Point};
 pub use stage::{Context, Input, Missing, PointRef, Registry, Scope, Stage, StageError};
 pub use store::{Manifest, Store};

@@ -50,6 +50,27 @@ pub struct Plan {
     pub instances: Vec<Instance>,
 }
 
+impl Plan {
+    /// The sub-plan of the instances whose stage `keep` accepts. Every kept instance's inputs
+    /// must be kept too (select whole upstream closures); instances whose inputs were dropped
+    /// are dropped as well.
+    pub fn restrict(self, keep: impl Fn(&str) -> bool) -> Plan {
+        let mut map: Vec<Option<usize>> = vec![None; self.instances.len()];
+        let mut instances = Vec::new();
+        for (i, inst) in self.instances.into_iter().enumerate() {
+            if !keep(inst.stage) {
+                continue;
+            }
+            let inputs: Option<Vec<usize>> = inst.inputs.iter().map(|d| map[*d]).collect();
+            if let Some(inputs) = inputs {
+                map[i] = Some(instances.len());
+                instances.push(Instance { inputs, ..inst });
+            }
+        }
+        Plan { pipeline: self.pipeline, points: self.points, instances }
+    }
+}
+
 /// Length of the hex keys used as directory names (80 bits).
 const KEY_LEN: usize = 20;
 
@@ -105,7 +126,7 @@ pub fn plan(registry: &Registry, store: &Store, pipeline: &str, points: Vec<Poin
                 if !include_gather || points.is_empty() {
                     continue;
                 }
-                let params = stage.params(&points[0].config);
+                let mut params = stage.params(&points[0].config);
                 for p in &points[1..] {
                     if canonical_json(&stage.params(&p.config)) != canonical_json(&params) {
                         return Err(EngineError::Plan(format!(
@@ -115,6 +136,13 @@ pub fn plan(registry: &Registry, store: &Store, pipeline: &str, points: Vec<Poin
                             p.label
                         )));
                     }
+                }
+                if let Some(m) = params.as_object_mut() {
+                    let all: Vec<Value> = points
+                        .iter()
+                        .map(|p| serde_json::json!({"index": p.index, "id": p.id, "label": p.label, "config": p.config}))
+                        .collect();
+                    m.insert("points".into(), Value::Array(all));
                 }
                 let mut inputs = BTreeSet::new();
                 for name in stage.inputs() {

@@ -36,7 +36,9 @@ pub trait Stage: Send + Sync {
     }
     /// The parameters this stage depends on, picked from one point's configuration. Everything
     /// that changes the stage's output must be in here (or in its inputs), nothing else.
-    /// `{"$file": path}` objects are hashed by content.
+    /// `{"$file": path}` objects are hashed by content. For [`Scope::Gather`] stages the
+    /// result must be the same for every point; the engine adds `"points"`: every point's
+    /// index, id, label and full configuration.
     fn params(&self, point: &Value) -> Value;
     /// May an interrupted attempt continue from what it left in its output directory
     /// (checkpoints)? If false, the engine empties the directory before every attempt.
@@ -102,7 +104,7 @@ impl Registry {
 }
 
 /// A sweep point as a stage sees it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct PointRef {
     pub index: usize,
     pub id: String,

@@ -48,6 +48,9 @@ pub struct Manifest {
     pub host: String,
     pub tool_version: String,
     pub git_revision: Option<String>,
+    /// The sweep points this output served when it was computed.
+    #[serde(default)]
+    pub points: Vec<crate::stage::PointRef>,
 }
 
 /// The last key run for one (pipeline, point, stage) slot.
