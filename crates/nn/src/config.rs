@@ -1,0 +1,194 @@
+//! Model configuration: layer sizes, activation, likelihood and posterior parametrization, with
+//! validation that rejects every setting the tensor backend would panic on.
+
+use crate::error::{NnError, Result};
+
+/// Largest total number of parameters accepted (2^30; 4 GiB of `f32`).
+const MAX_PARAMETERS: usize = 1 << 30;
+
+/// Hidden-layer nonlinearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// `tanh(x)` (Burda et al. 2016).
+    Tanh,
+    /// `max(x, 0)`.
+    Relu,
+    /// `ln(1 + eˣ)`, computed stably.
+    Softplus,
+}
+
+/// Observation model p(x|z).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Likelihood {
+    /// Independent Bernoulli pixels; the decoder outputs logits and log p(x|z) is computed as
+    /// −BCE-with-logits (stable for any logit). Data must lie in [0, 1].
+    Bernoulli,
+    /// Independent Gaussians N(mean(z), std²). With `learned`, a per-dimension log-std vector
+    /// `decoder.log_std` is a parameter initialised to ln(`std`); otherwise `std` is fixed.
+    Gaussian {
+        /// Standard deviation (initial value when learned); must be finite and > 0.
+        std: f32,
+        /// Whether the per-dimension standard deviation is learned.
+        learned: bool,
+    },
+}
+
+/// How the encoder's standard deviation is obtained from its linear head `s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PosteriorStd {
+    /// σ = exp(s), as in Burda et al. (2016); the head is named `encoder.log_std`.
+    Exp,
+    /// σ = softplus(s); the head is named `encoder.std_pre` (pre-softplus).
+    Softplus,
+}
+
+/// Architecture of a one-stochastic-layer VAE with diagonal-Gaussian posterior q(z|x).
+///
+/// Weights are stored `[in, out]` (the layer computes `x · W + b`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaeConfig {
+    /// Data dimension D (e.g. 784).
+    pub input_dim: usize,
+    /// Encoder hidden widths (may be empty: linear encoder).
+    pub encoder_hidden: Vec<usize>,
+    /// Latent dimension d.
+    pub latent_dim: usize,
+    /// Decoder hidden widths (may be empty: linear decoder).
+    pub decoder_hidden: Vec<usize>,
+    /// Hidden nonlinearity (both networks).
+    pub activation: Activation,
+    /// Observation model.
+    pub likelihood: Likelihood,
+    /// Posterior standard-deviation parametrization.
+    pub posterior_std: PosteriorStd,
+}
+
+/// Which part of the model a parameter belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Group {
+    Encoder,
+    Decoder,
+    Prior,
+}
+
+/// Name, shape and group of one parameter tensor.
+#[derive(Clone, Debug)]
+pub(crate) struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+impl VaeConfig {
+    /// Checks every size and setting; the error says which field is wrong and why.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(NnError::InvalidConfig(msg));
+        if self.input_dim == 0 {
+            return bad("input_dim must be at least 1".into());
+        }
+        if self.latent_dim == 0 {
+            return bad("latent_dim must be at least 1".into());
+        }
+        if let Some(i) = self.encoder_hidden.iter().position(|&h| h == 0) {
+            return bad(format!(
+                "encoder_hidden[{i}] is 0; layer widths must be at least 1"
+            ));
+        }
+        if let Some(i) = self.decoder_hidden.iter().position(|&h| h == 0) {
+            return bad(format!(
+                "decoder_hidden[{i}] is 0; layer widths must be at least 1"
+            ));
+        }
+        if let Likelihood::Gaussian { std, .. } = self.likelihood
+            && !(std.is_finite() && std > 0.0)
+        {
+            return bad(format!(
+                "Gaussian likelihood std must be finite and > 0, found {std}"
+            ));
+        }
+        let mut total = 0usize;
+        for spec in self.param_specs() {
+            let count = spec
+                .shape
+                .iter()
+                .try_fold(1usize, |a, &b| a.checked_mul(b))
+                .and_then(|c| total.checked_add(c));
+            match count {
+                Some(c) if c <= MAX_PARAMETERS => total = c,
+                _ => {
+                    return bad(format!(
+                        "the model is too large (more than {MAX_PARAMETERS} parameters; \
+                         tensor `{}` has shape {:?})",
+                        spec.name, spec.shape
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Total number of parameters (saturating; call [`VaeConfig::validate`] first).
+    pub fn parameter_count(&self) -> usize {
+        self.param_specs()
+            .iter()
+            .map(|s| s.shape.iter().fold(1usize, |a, &b| a.saturating_mul(b)))
+            .fold(0usize, |a, b| a.saturating_add(b))
+    }
+
+    /// Name of the encoder's standard-deviation head.
+    pub(crate) fn std_head_name(&self) -> &'static str {
+        match self.posterior_std {
+            PosteriorStd::Exp => "encoder.log_std",
+            PosteriorStd::Softplus => "encoder.std_pre",
+        }
+    }
+
+    /// Every parameter in canonical order (the order of `named_tensors`).
+    pub(crate) fn param_specs(&self) -> Vec<ParamSpec> {
+        let mut out = Vec::new();
+        let mut push_linear = |prefix: String, i: usize, o: usize| {
+            out.push(ParamSpec {
+                name: format!("{prefix}.weight"),
+                shape: vec![i, o],
+            });
+            out.push(ParamSpec {
+                name: format!("{prefix}.bias"),
+                shape: vec![o],
+            });
+        };
+        let mut width = self.input_dim;
+        for (i, &h) in self.encoder_hidden.iter().enumerate() {
+            push_linear(format!("encoder.{i}"), width, h);
+            width = h;
+        }
+        push_linear("encoder.mean".into(), width, self.latent_dim);
+        push_linear(self.std_head_name().into(), width, self.latent_dim);
+        let mut width = self.latent_dim;
+        for (i, &h) in self.decoder_hidden.iter().enumerate() {
+            push_linear(format!("decoder.{i}"), width, h);
+            width = h;
+        }
+        push_linear("decoder.out".into(), width, self.input_dim);
+        if let Likelihood::Gaussian { learned: true, .. } = self.likelihood {
+            out.push(ParamSpec {
+                name: "decoder.log_std".into(),
+                shape: vec![self.input_dim],
+            });
+        }
+        out
+    }
+}
+
+impl Group {
+    /// The group owning a parameter name, from its namespace.
+    pub(crate) fn of(name: &str) -> Option<Group> {
+        if name.starts_with("encoder.") {
+            Some(Group::Encoder)
+        } else if name.starts_with("decoder.") {
+            Some(Group::Decoder)
+        } else if name.starts_with("prior.") {
+            Some(Group::Prior)
+        } else {
+            None
+        }
+    }
+}

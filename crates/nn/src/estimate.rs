@@ -1,0 +1,1597 @@
+//! Evaluation of a trained VAE by importance sampling (Burda, Grosse & Salakhutdinov 2016, §5):
+//! the test log-likelihood estimate L̂_k = logsumexp_i log w_i − log k with k = 5000, the L_k
+//! curve from shared samples, the ELBO decomposition, active units and a PCA of the latent codes.
+//!
+//! [`Evaluator`] is a no-tape `f32` inference path built for large k. One image at k = 5000 is
+//! the decoder on a 5000 × d batch, so the work is GEMM-bound; this module therefore
+//!
+//! * runs images in parallel with rayon, each image on one thread with buffers reused across
+//!   chunks (no allocation in the sample loop);
+//! * multiplies with a register-blocked AVX2+FMA kernel on weights packed once (`packed`; the
+//!   `gemm` crate that dfdx uses is the fallback on CPUs without those features);
+//! * evaluates the samples of an image in chunks of [`Evaluator::with_chunk`] rows, so memory is
+//!   bounded (about chunk × 2 × widest layer × 4 bytes per thread) whatever k is;
+//! * replaces scalar libm `exp`/`log1p`/`tanh` by branch-free polynomial versions that the
+//!   compiler vectorizes (compiled for AVX2+FMA when the CPU has it, detected at run time),
+//!   accurate to a few units in the last place of `f32`;
+//! * accumulates the log-sum-exp per sample with a running maximum, in `f64`;
+//! * evaluates a mixture prior with many components (the exact aggregate posterior) as one
+//!   more `f32` matrix product per chunk, centred on the image's posterior mean ([`MixtureF32`];
+//!   within ~10⁻⁴ nats of the `f64` density, K × 2d × 4 bytes per thread).
+//!
+//! Determinism: the noise of image i comes from `stream_rng(seed, first_stream + i)` and is
+//! drawn in sample order, and every output of a matrix product is one sequential sum, so results
+//! do not depend on the number of threads nor on the chunk size (with the `gemm` fallback a
+//! chunk is never a single row, which would take its matrix-vector path). The noise of image i
+//! is exactly the noise [`crate::log_weights`] draws for that image alone from the same
+//! generator, which is how the tests check this path against the generic one.
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use rayon::prelude::*;
+
+use crate::bounds::analytic_kl;
+use crate::config::{Activation, Likelihood};
+use crate::error::{NnError, Result, check_len, checked_product};
+use crate::model::{Posterior, Vae, check_data};
+use crate::named::NamedTensor;
+use crate::prior::Prior;
+use crate::real::LN_2PI;
+use crate::stream_rng;
+
+/// Default number of sample rows per chunk (keeps a chunk's activations in the L2 cache).
+const DEFAULT_CHUNK: usize = 256;
+/// Mixture priors with more components than this take the `f32` GEMM path ([`MixtureF32`]).
+const FAST_MIXTURE_MIN: usize = 64;
+/// Mixture components per block of that path (a multiple of the kernel's 16 columns).
+const COMPONENT_BLOCK: usize = 1024;
+
+/// Options of one [`Evaluator::estimate`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleOptions {
+    /// Importance samples per image (≥ 1).
+    pub k: usize,
+    /// Seed of the noise streams.
+    pub seed: u64,
+    /// Stream of the first image (image i uses `stream_rng(seed, first_stream + i)`), so that a
+    /// data set evaluated in batches gets the same noise as in one call.
+    pub first_stream: u64,
+    /// Return every image's k log-weights (for the L_k curve) in [`ImageEstimate::log_weights`].
+    pub keep_log_weights: bool,
+}
+
+/// What [`Evaluator::estimate`] returns for one image (nats).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageEstimate {
+    /// L̂_k = logsumexp_i log w_i − log k, a stochastic lower bound on log p(x); the test NLL is
+    /// its negative.
+    pub bound: f64,
+    /// ELBO estimate `recon − kl`.
+    pub elbo: f64,
+    /// E_q log p(x|z), the mean of log p(x|z_i) over the k samples.
+    pub recon: f64,
+    /// KL(q(z|x) ‖ p(z)): analytic for the standard-normal prior, otherwise the mean of
+    /// log q(z_i|x) − log p(z_i) over the k samples.
+    pub kl: f64,
+    /// The k log-weights in sample order if requested, else empty.
+    pub log_weights: Vec<f64>,
+}
+
+/// One point of the L_k curve (see [`lk_curve`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Number of importance samples.
+    pub k: usize,
+    /// Mean over images of L̂_k (nats).
+    pub bound: f64,
+    /// Standard error of `bound` across images (NaN with fewer than two images).
+    pub stderr: f64,
+    /// Mean over images of L̂_k − L̂_k' for the previous k' of the curve (0 on the first point).
+    pub delta: f64,
+    /// Standard error of `delta` across images: the Monte Carlo error of the increase, which is
+    /// small because both bounds use the same samples (NaN with fewer than two images, 0 on the
+    /// first point).
+    pub delta_stderr: f64,
+    /// Number of images.
+    pub images: usize,
+}
+
+/// Latent codes projected on their principal components (see [`principal_components`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Projection {
+    /// Unit-norm principal directions, `count × dim` row-major, by decreasing variance; the
+    /// largest-magnitude entry of each is positive (a deterministic sign).
+    pub components: Vec<f64>,
+    /// Variance along each direction.
+    pub variances: Vec<f64>,
+    /// The centred rows projected on the directions, `rows × count` row-major.
+    pub points: Vec<f64>,
+}
+
+/// A dense layer `y = x · W + b` with `W` row-major `[inputs, outputs]`.
+#[derive(Clone, Debug)]
+struct Dense {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+    /// `w` packed for the AVX2+FMA kernel, when the CPU has those features.
+    packed: Option<packed::Panels>,
+}
+
+impl Dense {
+    /// `dst (m × outputs) = src (m × inputs) · W`.
+    fn multiply(&self, dst: &mut [f32], src: &[f32], m: usize) {
+        match &self.packed {
+            Some(p) => p.multiply(dst, src, m),
+            None => matmul(dst, src, &self.w, m, self.inputs, self.outputs),
+        }
+    }
+}
+
+/// The observation model, prepared for the row kernels.
+#[derive(Clone, Debug)]
+enum Lik {
+    Bernoulli,
+    /// Σ_j c_j (μ_j − x_j)² + constant, with c_j = −½ σ_j⁻² and constant = −Σ ln σ_j − (D/2) ln 2π.
+    Gaussian {
+        coef: Vec<f32>,
+        constant: f64,
+    },
+}
+
+/// Importance-sampling evaluation of one model under one prior (see the module documentation).
+#[derive(Clone)]
+pub struct Evaluator {
+    vae: Vae<f32>,
+    /// The prior; a VampPrior is replaced by the equal-weight mixture of its encoded
+    /// pseudo-inputs (the same density, encoded once instead of at every call).
+    prior: Prior<f32>,
+    /// A large mixture prior, prepared for the `f32` GEMM path.
+    mixture: Option<MixtureF32>,
+    layers: Vec<Dense>,
+    activation: Activation,
+    likelihood: Lik,
+    chunk: usize,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("vae", &self.vae)
+            .field("prior", &self.prior.kind())
+            .field("chunk", &self.chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Evaluator {
+    /// Prepares `vae` and `prior` for evaluation (copies the decoder's parameters).
+    pub fn new(vae: &Vae<f32>, prior: &Prior<f32>) -> Result<Self> {
+        prior.check_compatible(vae)?;
+        let cfg = vae.config();
+        let tensors = vae.named_tensors();
+        let take = |name: &str| -> Result<&NamedTensor<f32>> {
+            tensors
+                .iter()
+                .find(|t| t.name == name)
+                .ok_or_else(|| NnError::MissingTensor {
+                    name: name.to_string(),
+                    expected: vec![],
+                })
+        };
+        let dense = |prefix: &str| -> Result<Dense> {
+            let w = take(&format!("{prefix}.weight"))?;
+            let b = take(&format!("{prefix}.bias"))?;
+            Ok(Dense {
+                w: w.data.clone(),
+                b: b.data.clone(),
+                inputs: w.shape[0],
+                outputs: w.shape[1],
+                packed: packed::Panels::new(&w.data, w.shape[0], w.shape[1]),
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.decoder_hidden.len() + 1);
+        for i in 0..cfg.decoder_hidden.len() {
+            layers.push(dense(&format!("decoder.{i}"))?);
+        }
+        layers.push(dense("decoder.out")?);
+        let dd = cfg.input_dim;
+        let likelihood = match cfg.likelihood {
+            Likelihood::Bernoulli => Lik::Bernoulli,
+            Likelihood::Gaussian { learned: true, .. } => {
+                let ls = &take("decoder.log_std")?.data;
+                Lik::Gaussian {
+                    coef: ls.iter().map(|l| (l * -2.0).exp() * -0.5).collect(),
+                    constant: -ls.iter().map(|&l| l as f64).sum::<f64>() - 0.5 * LN_2PI * dd as f64,
+                }
+            }
+            Likelihood::Gaussian { std, .. } => {
+                let s = std as f64;
+                Lik::Gaussian {
+                    coef: vec![(-0.5 / (s * s)) as f32; dd],
+                    constant: -(dd as f64) * (s.ln() + 0.5 * LN_2PI),
+                }
+            }
+        };
+        let prior = match prior {
+            Prior::Vamp(v) => {
+                let k = v.components();
+                let (mean, log_std) = vae.encode_values(&v.pseudo_inputs(), k)?;
+                Prior::mixture(k, cfg.latent_dim, vec![0.0; k], mean, log_std)?
+            }
+            other => other.clone(),
+        };
+        let mixture = match &prior {
+            Prior::Mixture(m) if m.components() > FAST_MIXTURE_MIN => {
+                Some(MixtureF32::new(&m.logits(), &m.means(), &m.log_stds()))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            vae: vae.clone(),
+            prior,
+            mixture,
+            layers,
+            activation: cfg.activation,
+            likelihood,
+            chunk: DEFAULT_CHUNK,
+        })
+    }
+
+    /// Sets the number of sample rows evaluated at once (at least 2; results do not depend on
+    /// it). Memory per thread is about `rows × (2 · widest layer + 2 · latent) × 4` bytes.
+    pub fn with_chunk(mut self, rows: usize) -> Self {
+        self.chunk = rows.max(2);
+        self
+    }
+
+    /// The model.
+    pub fn vae(&self) -> &Vae<f32> {
+        &self.vae
+    }
+
+    /// The posterior q(z|x) of the rows of `x` (the model's encoder; batch-size independent up
+    /// to the backend's rounding, so encode a data set once and slice it).
+    pub fn encode(&self, x: &[f32]) -> Result<Posterior<f32>> {
+        self.vae.encode(x)
+    }
+
+    /// Estimates L_k, the ELBO, its reconstruction term and the KL for every row of `x`
+    /// (`post.rows × input_dim`, with `post` = [`Evaluator::encode`] of those rows), images in
+    /// parallel.
+    pub fn estimate(
+        &self,
+        x: &[f32],
+        post: &Posterior<f32>,
+        opts: &SampleOptions,
+    ) -> Result<Vec<ImageEstimate>> {
+        let cfg = self.vae.config();
+        let (n, d, dd) = (post.rows, cfg.latent_dim, cfg.input_dim);
+        check_data(cfg, x, n)?;
+        if post.dim != d {
+            return Err(NnError::InvalidArgument {
+                what: "post".into(),
+                reason: format!(
+                    "posterior dimension {} differs from the model's latent_dim {d}",
+                    post.dim
+                ),
+            });
+        }
+        let nd = checked_product("post", &[n, d])?;
+        for (name, v) in [
+            ("post.mean", &post.mean),
+            ("post.std", &post.std),
+            ("post.log_std", &post.log_std),
+        ] {
+            check_len(|| format!("{name} (rows={n} × dim={d})"), nd, v.len())?;
+        }
+        if opts.k == 0 {
+            return Err(NnError::InvalidArgument {
+                what: "k".into(),
+                reason: "the number of importance samples must be at least 1".into(),
+            });
+        }
+        if opts.keep_log_weights {
+            checked_product("log_weights", &[n, opts.k])?;
+        }
+        let standard = matches!(self.prior, Prior::StandardNormal);
+        let kl = if standard {
+            analytic_kl(&post.mean, &post.log_std, d)
+        } else {
+            vec![0.0; n]
+        };
+        (0..n)
+            .into_par_iter()
+            .map_init(
+                || Work::new(self),
+                |ws, i| {
+                    let image = Image {
+                        x: &x[i * dd..(i + 1) * dd],
+                        mean: &post.mean[i * d..(i + 1) * d],
+                        std: &post.std[i * d..(i + 1) * d],
+                        sum_log_std: post.log_std[i * d..(i + 1) * d]
+                            .iter()
+                            .map(|&v| v as f64)
+                            .sum(),
+                    };
+                    let mut rng = stream_rng(opts.seed, opts.first_stream.wrapping_add(i as u64));
+                    let mut est = self.image(ws, &image, &mut rng, opts)?;
+                    if standard {
+                        est.kl = kl[i];
+                        est.elbo = est.recon - est.kl;
+                    }
+                    Ok(est)
+                },
+            )
+            .collect()
+    }
+
+    /// All k samples of one image, chunk by chunk.
+    fn image<R: Rng + Clone>(
+        &self,
+        ws: &mut Work,
+        image: &Image<'_>,
+        rng: &mut R,
+        opts: &SampleOptions,
+    ) -> Result<ImageEstimate> {
+        let k = opts.k;
+        if let Some(mix) = &self.mixture {
+            mix.prepare(&mut ws.mix, image.mean);
+        }
+        let mut lse = LogSumExp::default();
+        let (mut sum_ll, mut sum_kl) = (0.0f64, 0.0f64);
+        let mut kept = Vec::with_capacity(if opts.keep_log_weights { k } else { 0 });
+        let mut done = 0;
+        while done < k {
+            let m = chunk_rows(k - done, self.chunk);
+            self.chunk_terms(ws, image, rng, m)?;
+            for r in 0..m {
+                let lw = ws.ll[r] + ws.lp[r] - ws.lq[r];
+                lse.push(lw);
+                sum_ll += ws.ll[r];
+                sum_kl += ws.lq[r] - ws.lp[r];
+                if opts.keep_log_weights {
+                    kept.push(lw);
+                }
+            }
+            done += m;
+        }
+        let recon = sum_ll / k as f64;
+        let kl = sum_kl / k as f64;
+        Ok(ImageEstimate {
+            bound: lse.value() - (k as f64).ln(),
+            elbo: recon - kl,
+            recon,
+            kl,
+            log_weights: kept,
+        })
+    }
+
+    /// log p(x|z), log p(z) and log q(z|x) of `m` fresh samples into `ws.ll`, `ws.lp`, `ws.lq`.
+    fn chunk_terms<R: Rng>(
+        &self,
+        ws: &mut Work,
+        image: &Image<'_>,
+        rng: &mut R,
+        m: usize,
+    ) -> Result<()> {
+        let d = image.mean.len();
+        let const_p = -0.5 * d as f64 * LN_2PI;
+        let z = &mut ws.bufs[0][..m * d];
+        draw_z(image, rng, z, &mut ws.lq);
+        ws.lp.clear();
+        match (&self.prior, &self.mixture) {
+            (_, Some(mix)) => mix.log_density(&mut ws.mix, z, image.mean, m, &mut ws.lp),
+            (Prior::StandardNormal, None) => {
+                for row in z.chunks_exact(d) {
+                    let sq: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
+                    ws.lp.push(const_p - 0.5 * sq);
+                }
+            }
+            (prior, None) => ws.lp = prior.log_density_unchecked(&self.vae, z, m)?,
+        }
+        // Decoder: hidden layers alternate between the two buffers; the output layer feeds the
+        // likelihood kernel directly.
+        ws.ll.clear();
+        ws.ll.resize(m, 0.0);
+        let last = self.layers.len() - 1;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let (a, b) = ws.bufs.split_at_mut(1);
+            let (src, dst) = if li % 2 == 0 {
+                (&a[0], &mut b[0])
+            } else {
+                (&b[0], &mut a[0])
+            };
+            let src = &src[..m * layer.inputs];
+            let dst = &mut dst[..m * layer.outputs];
+            layer.multiply(dst, src, m);
+            if li < last {
+                kernels::bias_activation(dst, &layer.b, self.activation);
+            } else {
+                match &self.likelihood {
+                    Lik::Bernoulli => kernels::bernoulli_rows(dst, &layer.b, image.x, &mut ws.ll),
+                    Lik::Gaussian { coef, constant } => {
+                        kernels::gaussian_rows(dst, &layer.b, image.x, coef, *constant, &mut ws.ll)
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One image's data and posterior.
+struct Image<'a> {
+    x: &'a [f32],
+    mean: &'a [f32],
+    std: &'a [f32],
+    sum_log_std: f64,
+}
+
+/// Draws the next `z.len() / d` samples z = μ + σ ε of an image into `z` and their
+/// log q(z|x) = −Σ ln σ − ½ Σ ε² − (d/2) ln 2π into `lq`, exactly as crate::bounds does (noise
+/// drawn in f64 and rounded, sums in f64 in the same order).
+fn draw_z<R: Rng>(image: &Image<'_>, rng: &mut R, z: &mut [f32], lq: &mut Vec<f64>) {
+    let d = image.mean.len();
+    let const_q = -image.sum_log_std - 0.5 * d as f64 * LN_2PI;
+    lq.clear();
+    for row in z.chunks_exact_mut(d) {
+        let mut sq = 0.0f64;
+        for ((zj, &mu), &sd) in row.iter_mut().zip(image.mean).zip(image.std) {
+            let e: f64 = StandardNormal.sample(rng);
+            let e = e as f32;
+            sq += e as f64 * e as f64;
+            *zj = mu + sd * e;
+        }
+        lq.push(const_q - 0.5 * sq);
+    }
+}
+
+/// A mixture prior with many components (e.g. the exact aggregate posterior, K up to 60 000)
+/// evaluated with the `f32` matrix kernel.
+///
+/// For image x with posterior mean μ, write a sample as z = μ + δ and a component's mean as
+/// m_c = μ + a_c. Then log(π_c N(z; c)) = C_c − ½ Σ_j δ_j²/σ_cj² + Σ_j a_cj δ_j/σ_cj² with
+/// C_c = log π_c − Σ_j ln σ_cj − (d/2) ln 2π − ½ Σ_j a_cj²/σ_cj² (in `f64`): one product of the
+/// samples' `[δ², δ]` (m × 2d) with a per-image `[−½σ⁻², aσ⁻²]` (2d × K). Centring on the
+/// image keeps the terms small for the components that matter (those near μ), so `f32` loses
+/// ~10⁻⁵ nats where the uncentred expansion would lose ~10⁻². The log-sum-exp over components
+/// runs block by block with a running maximum (`f32` exponentials, sums in `f64`).
+#[derive(Clone, Debug)]
+struct MixtureF32 {
+    d: usize,
+    /// log π_c − Σ_j ln σ_cj − (d/2) ln 2π.
+    norm: Vec<f64>,
+    /// σ_cj⁻², K × d.
+    iv: Vec<f64>,
+    /// m_cj, K × d.
+    means: Vec<f64>,
+}
+
+/// Per-thread buffers of the mixture path.
+#[derive(Default)]
+struct MixWork {
+    /// Per component block: the per-image matrix, packed or row-major, and the constants C_c.
+    blocks: Vec<MixBlock>,
+    /// `[δ², δ]` of a chunk (m × 2d).
+    lhs: Vec<f32>,
+    /// One block of exponents (m × COMPONENT_BLOCK).
+    tile: Vec<f32>,
+    max: Vec<f64>,
+    sum: Vec<f64>,
+}
+
+#[derive(Default)]
+struct MixBlock {
+    /// 2d × cols, row-major (kept only without the packed kernel).
+    w: Vec<f32>,
+    packed: Option<packed::Panels>,
+    consts: Vec<f32>,
+}
+
+impl MixtureF32 {
+    fn new(logits: &[f32], means: &[f32], log_stds: &[f32]) -> Self {
+        let kk = logits.len();
+        let d = means.len() / kk.max(1);
+        let lse = lse_slice(&logits.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let norm = (0..kk)
+            .map(|c| {
+                let ls: f64 = log_stds[c * d..(c + 1) * d].iter().map(|&v| v as f64).sum();
+                logits[c] as f64 - lse - ls - 0.5 * d as f64 * LN_2PI
+            })
+            .collect();
+        Self {
+            d,
+            norm,
+            iv: log_stds.iter().map(|&l| (-2.0 * l as f64).exp()).collect(),
+            means: means.iter().map(|&v| v as f64).collect(),
+        }
+    }
+
+    /// Builds the per-image matrix and constants for posterior mean `mu`.
+    fn prepare(&self, w: &mut MixWork, mu: &[f32]) {
+        let (d, kk) = (self.d, self.norm.len());
+        let blocks = kk.div_ceil(COMPONENT_BLOCK);
+        w.blocks.resize_with(blocks, MixBlock::default);
+        let mut rows = Vec::new();
+        for (b, block) in w.blocks.iter_mut().enumerate() {
+            let c0 = b * COMPONENT_BLOCK;
+            let cols = COMPONENT_BLOCK.min(kk - c0);
+            rows.clear();
+            rows.resize(2 * d * cols, 0.0f32);
+            block.consts.clear();
+            for c in 0..cols {
+                let g = c0 + c;
+                let mut quad = 0.0f64;
+                for j in 0..d {
+                    let iv = self.iv[g * d + j];
+                    let a = self.means[g * d + j] - mu[j] as f64;
+                    quad += iv * a * a;
+                    rows[j * cols + c] = (-0.5 * iv) as f32;
+                    rows[(d + j) * cols + c] = (iv * a) as f32;
+                }
+                block.consts.push((self.norm[g] - 0.5 * quad) as f32);
+            }
+            match &mut block.packed {
+                Some(p) => p.repack(&rows, 2 * d, cols),
+                None => match packed::Panels::new(&rows, 2 * d, cols) {
+                    Some(p) => block.packed = Some(p),
+                    None => block.w.clone_from(&rows),
+                },
+            }
+        }
+    }
+
+    /// log p(z) for the `m` rows of `z` (samples of the image `prepare` was called for) into
+    /// `out`.
+    fn log_density(&self, w: &mut MixWork, z: &[f32], mu: &[f32], m: usize, out: &mut Vec<f64>) {
+        let d = self.d;
+        w.lhs.clear();
+        for row in z.chunks_exact(d) {
+            let start = w.lhs.len();
+            w.lhs.resize(start + 2 * d, 0.0);
+            for j in 0..d {
+                let delta = row[j] - mu[j];
+                w.lhs[start + j] = delta * delta;
+                w.lhs[start + d + j] = delta;
+            }
+        }
+        w.max.clear();
+        w.max.resize(m, f64::NEG_INFINITY);
+        w.sum.clear();
+        w.sum.resize(m, 0.0);
+        w.tile.resize(m * COMPONENT_BLOCK, 0.0);
+        for block in &w.blocks {
+            let cols = block.consts.len();
+            let tile = &mut w.tile[..m * cols];
+            match &block.packed {
+                Some(p) => p.multiply(tile, &w.lhs, m),
+                None => matmul(tile, &w.lhs, &block.w, m, 2 * d, cols),
+            }
+            kernels::lse_block(tile, &block.consts, &mut w.max, &mut w.sum);
+        }
+        out.clear();
+        out.extend(w.max.iter().zip(&w.sum).map(|(mx, s)| mx + s.ln()));
+    }
+}
+
+/// Per-thread buffers, reused across chunks and images.
+struct Work {
+    bufs: [Vec<f32>; 2],
+    mix: MixWork,
+    ll: Vec<f64>,
+    lp: Vec<f64>,
+    lq: Vec<f64>,
+}
+
+impl Work {
+    fn new(ev: &Evaluator) -> Self {
+        let rows = ev.chunk + 1;
+        let widest = ev
+            .layers
+            .iter()
+            .map(|l| l.inputs.max(l.outputs))
+            .max()
+            .unwrap_or(0);
+        Work {
+            bufs: [vec![0.0; rows * widest], vec![0.0; rows * widest]],
+            mix: MixWork::default(),
+            ll: Vec::with_capacity(rows),
+            lp: Vec::with_capacity(rows),
+            lq: Vec::with_capacity(rows),
+        }
+    }
+}
+
+/// Rows of the next chunk when `remaining` samples are left: at most `chunk`, except that a
+/// single leftover row is merged into this chunk (gemm treats one-row products differently).
+fn chunk_rows(remaining: usize, chunk: usize) -> usize {
+    let m = chunk.min(remaining);
+    if remaining - m == 1 { m + 1 } else { m }
+}
+
+/// `dst (m × n) = a (m × k) · b (k × n)`, all row-major, single-threaded (callers parallelize
+/// over images).
+fn matmul(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    // Sizes are fixed by the evaluator's own buffers; these checks guard the raw-pointer call.
+    assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst.fill(0.0);
+        return;
+    }
+    // SAFETY: the three slices hold exactly m×n, m×k and k×n elements (checked above), laid
+    // out row-major with the strides passed; `dst` does not alias the inputs (&mut borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A log-sum-exp accumulated one value at a time with a running maximum (independent of how
+/// the values are chunked), in `f64`.
+#[derive(Clone, Copy, Debug)]
+struct LogSumExp {
+    max: f64,
+    sum: f64,
+    nan: bool,
+}
+
+impl Default for LogSumExp {
+    fn default() -> Self {
+        Self {
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            nan: false,
+        }
+    }
+}
+
+impl LogSumExp {
+    fn push(&mut self, v: f64) {
+        if v.is_nan() {
+            self.nan = true;
+        } else if v > self.max {
+            self.sum = self.sum * (self.max - v).exp() + 1.0;
+            self.max = v;
+        } else if v > f64::NEG_INFINITY {
+            self.sum += (v - self.max).exp();
+        }
+    }
+
+    fn value(&self) -> f64 {
+        if self.nan {
+            f64::NAN
+        } else if self.max == f64::NEG_INFINITY || self.max == f64::INFINITY {
+            self.max
+        } else {
+            self.max + self.sum.ln()
+        }
+    }
+}
+
+/// Stable log Σ exp over a slice (NaN propagates).
+fn lse_slice(v: &[f64]) -> f64 {
+    let mut acc = LogSumExp::default();
+    v.iter().for_each(|&x| acc.push(x));
+    acc.value()
+}
+
+/// Mean and standard error (NaN for fewer than two values).
+fn mean_stderr(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, f64::NAN);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// The L_k curve from shared samples: `log_weights` holds `images × samples` log-weights
+/// (row-major); for each k of `ks` (1 ≤ k ≤ samples), every image's L̂_k is the average of
+/// logsumexp − log k over the ⌊samples/k⌋ disjoint groups of k consecutive samples, so all k
+/// use the same draws and the curve is monotone up to Monte Carlo error (Burda et al. 2016,
+/// Theorem 1: E L̂_k ≤ E L̂_m for k ≤ m). `ks` is sorted and deduplicated.
+pub fn lk_curve(
+    log_weights: &[f64],
+    images: usize,
+    samples: usize,
+    ks: &[usize],
+) -> Result<Vec<CurvePoint>> {
+    if images == 0 || samples == 0 {
+        return Err(NnError::InvalidArgument {
+            what: "images, samples".into(),
+            reason: format!("both must be at least 1, found {images} and {samples}"),
+        });
+    }
+    let len = checked_product("log_weights", &[images, samples])?;
+    check_len(
+        || format!("log_weights (images={images} × samples={samples})"),
+        len,
+        log_weights.len(),
+    )?;
+    let mut ks = ks.to_vec();
+    ks.sort_unstable();
+    ks.dedup();
+    if let Some(&bad) = ks.iter().find(|&&k| k == 0 || k > samples) {
+        return Err(NnError::InvalidArgument {
+            what: "ks".into(),
+            reason: format!("k = {bad} is outside 1..={samples} (the samples drawn per image)"),
+        });
+    }
+    let per_image: Vec<Vec<f64>> = log_weights
+        .par_chunks(samples)
+        .map(|row| {
+            ks.iter()
+                .map(|&k| {
+                    let groups = samples / k;
+                    let ln_k = (k as f64).ln();
+                    row[..groups * k]
+                        .chunks_exact(k)
+                        .map(|g| lse_slice(g) - ln_k)
+                        .sum::<f64>()
+                        / groups as f64
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(ks.len());
+    for (j, &k) in ks.iter().enumerate() {
+        let values: Vec<f64> = per_image.iter().map(|r| r[j]).collect();
+        let (bound, stderr) = mean_stderr(&values);
+        let (delta, delta_stderr) = if j == 0 {
+            (0.0, 0.0)
+        } else {
+            let diffs: Vec<f64> = per_image.iter().map(|r| r[j] - r[j - 1]).collect();
+            mean_stderr(&diffs)
+        };
+        out.push(CurvePoint {
+            k,
+            bound,
+            stderr,
+            delta,
+            delta_stderr,
+            images,
+        });
+    }
+    Ok(out)
+}
+
+/// Cov_x(E_q[z_j]) for every latent dimension j: the variance across rows of the posterior
+/// means (`rows × dim`, row-major; n − 1 denominator, 0 for a single row). A unit is *active*
+/// when this exceeds a threshold (Burda et al. 2016, §5.2, use 10⁻²).
+pub fn latent_variances(means: &[f32], rows: usize, dim: usize) -> Result<Vec<f64>> {
+    if rows == 0 || dim == 0 {
+        return Err(NnError::InvalidArgument {
+            what: "rows, dim".into(),
+            reason: format!("both must be at least 1, found {rows} and {dim}"),
+        });
+    }
+    let len = checked_product("means", &[rows, dim])?;
+    check_len(
+        || format!("means (rows={rows} × dim={dim})"),
+        len,
+        means.len(),
+    )?;
+    let mut mean = vec![0.0f64; dim];
+    for row in means.chunks_exact(dim) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += v as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f64);
+    if rows < 2 {
+        return Ok(vec![0.0; dim]);
+    }
+    let mut var = vec![0.0f64; dim];
+    for row in means.chunks_exact(dim) {
+        for ((s, &v), m) in var.iter_mut().zip(row).zip(&mean) {
+            *s += (v as f64 - m).powi(2);
+        }
+    }
+    Ok(var.into_iter().map(|s| s / (rows - 1) as f64).collect())
+}
+
+/// Projects the rows of `x` (`rows × dim`, row-major) on their first `count` principal
+/// components (eigenvectors of the sample covariance by cyclic Jacobi rotations; deterministic).
+/// Directions beyond `dim` are zero.
+pub fn principal_components(
+    x: &[f64],
+    rows: usize,
+    dim: usize,
+    count: usize,
+) -> Result<Projection> {
+    if rows == 0 || dim == 0 {
+        return Err(NnError::InvalidArgument {
+            what: "rows, dim".into(),
+            reason: format!("both must be at least 1, found {rows} and {dim}"),
+        });
+    }
+    let len = checked_product("x", &[rows, dim])?;
+    check_len(|| format!("x (rows={rows} × dim={dim})"), len, x.len())?;
+    crate::error::check_finite("x", x)?;
+    let mut mean = vec![0.0; dim];
+    for row in x.chunks_exact(dim) {
+        mean.iter_mut().zip(row).for_each(|(m, v)| *m += v);
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f64);
+    let denom = (rows.max(2) - 1) as f64;
+    let mut cov = vec![0.0; dim * dim];
+    for row in x.chunks_exact(dim) {
+        for i in 0..dim {
+            let a = row[i] - mean[i];
+            for j in i..dim {
+                cov[i * dim + j] += a * (row[j] - mean[j]);
+            }
+        }
+    }
+    for i in 0..dim {
+        for j in i..dim {
+            cov[i * dim + j] /= denom;
+            cov[j * dim + i] = cov[i * dim + j];
+        }
+    }
+    let (values, vectors) = symmetric_eigen(cov, dim);
+    let mut order: Vec<usize> = (0..dim).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    let mut components = vec![0.0; count * dim];
+    let mut variances = vec![0.0; count];
+    for (c, &e) in order.iter().take(count).enumerate() {
+        let v: Vec<f64> = (0..dim).map(|i| vectors[i * dim + e]).collect();
+        let big = v
+            .iter()
+            .copied()
+            .fold(0.0f64, |acc, a| if a.abs() > acc.abs() { a } else { acc });
+        let sign = if big < 0.0 { -1.0 } else { 1.0 };
+        for i in 0..dim {
+            components[c * dim + i] = sign * v[i];
+        }
+        variances[c] = values[e].max(0.0);
+    }
+    let mut points = vec![0.0; rows * count];
+    for (r, row) in x.chunks_exact(dim).enumerate() {
+        for c in 0..count {
+            points[r * count + c] = row
+                .iter()
+                .zip(&mean)
+                .zip(&components[c * dim..(c + 1) * dim])
+                .map(|((v, m), w)| (v - m) * w)
+                .sum();
+        }
+    }
+    Ok(Projection {
+        components,
+        variances,
+        points,
+    })
+}
+
+/// Eigen-decomposition of a symmetric `n × n` matrix by cyclic Jacobi rotations: returns the
+/// eigenvalues and the eigenvectors as the columns of a row-major `n × n` matrix.
+fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let norm: f64 = a.iter().map(|x| x * x).sum();
+    for _sweep in 0..100 {
+        let mut off = 0.0;
+        for p in 0..n {
+            for q in p + 1..n {
+                off += a[p * n + q] * a[p * n + q];
+            }
+        }
+        if off <= 1e-30 * norm || off == 0.0 {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for r in 0..n {
+                    let (arp, arq) = (a[r * n + p], a[r * n + q]);
+                    a[r * n + p] = c * arp - s * arq;
+                    a[r * n + q] = s * arp + c * arq;
+                }
+                for r in 0..n {
+                    let (apr, aqr) = (a[p * n + r], a[q * n + r]);
+                    a[p * n + r] = c * apr - s * aqr;
+                    a[q * n + r] = s * apr + c * aqr;
+                }
+                for r in 0..n {
+                    let (vrp, vrq) = (v[r * n + p], v[r * n + q]);
+                    v[r * n + p] = c * vrp - s * vrq;
+                    v[r * n + q] = s * vrp + c * vrq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| a[i * n + i]).collect(), v)
+}
+
+/// A matrix product for the decoder's shapes: the weights (`k × n`, fixed for the evaluator's
+/// life) are packed once into panels of 16 columns, and a 6 × 16 AVX2+FMA register-blocked
+/// kernel (twelve 8-lane accumulators) streams the activations past each panel, which stays in
+/// the L1 cache. Every output is one sequential sum over k, so results do not depend on the
+/// number of rows. Used only when the CPU has AVX2 and FMA; otherwise the `gemm` crate.
+mod packed {
+    /// Columns per panel (two 8-lane vectors).
+    const NR: usize = 16;
+    /// Rows per kernel call.
+    const MR: usize = 6;
+
+    /// Weights in panels: panel j holds `w[p][16j .. 16j + 16]` for p = 0..k (zero-padded).
+    #[derive(Clone, Debug)]
+    pub(super) struct Panels {
+        k: usize,
+        n: usize,
+        data: Vec<f32>,
+    }
+
+    impl Panels {
+        /// Packs `w` (`k × n`, row-major), or `None` without AVX2+FMA.
+        pub(super) fn new(w: &[f32], k: usize, n: usize) -> Option<Panels> {
+            if !available() || w.len() != k * n || k == 0 || n == 0 {
+                return None;
+            }
+            let mut p = Panels {
+                k,
+                n,
+                data: Vec::new(),
+            };
+            p.repack(w, k, n);
+            Some(p)
+        }
+
+        /// Packs another `k × n` matrix into the same storage.
+        pub(super) fn repack(&mut self, w: &[f32], k: usize, n: usize) {
+            assert_eq!(w.len(), k * n);
+            let panels = n.div_ceil(NR);
+            self.data.clear();
+            self.data.resize(panels * k * NR, 0.0);
+            for (j, panel) in self.data.chunks_exact_mut(k * NR).enumerate() {
+                let cols = NR.min(n - j * NR);
+                for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    row[..cols].copy_from_slice(&w[p * n + j * NR..p * n + j * NR + cols]);
+                }
+            }
+            self.k = k;
+            self.n = n;
+        }
+
+        /// `dst (m × n) = a (m × k) · w`, row-major.
+        pub(super) fn multiply(&self, dst: &mut [f32], a: &[f32], m: usize) {
+            let (k, n) = (self.k, self.n);
+            // The kernel reads and writes through raw pointers within these bounds.
+            assert!(
+                a.len() == m * k
+                    && dst.len() == m * n
+                    && self.data.len() == n.div_ceil(NR) * k * NR
+            );
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Panels` exist only if the CPU has AVX2 and FMA (see `new`); the sizes
+            // are checked above.
+            unsafe {
+                multiply_avx2(&self.data, k, n, a, m, dst)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("packed panels are only built on x86_64")
+        }
+    }
+
+    fn available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Panels outer (one panel stays in L1), blocks of MR rows inner.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn multiply_avx2(
+        panels: &[f32],
+        k: usize,
+        n: usize,
+        a: &[f32],
+        m: usize,
+        dst: &mut [f32],
+    ) {
+        for (j, panel) in panels.chunks_exact(k * NR).enumerate() {
+            let col = j * NR;
+            let cols = NR.min(n - col);
+            let mut i = 0;
+            while i + MR <= m {
+                // SAFETY (all calls): rows i..i+R of `a` (stride k) and of `dst` (stride n, columns
+                // col..col+cols) are in bounds because i + R ≤ m, col + cols ≤ n and the caller
+                // checked a.len() = m·k, dst.len() = m·n; the panel holds k·NR values.
+                unsafe {
+                    kernel::<MR>(
+                        k,
+                        a.as_ptr().add(i * k),
+                        panel.as_ptr(),
+                        dst.as_mut_ptr().add(i * n + col),
+                        n,
+                        cols,
+                    )
+                };
+                i += MR;
+            }
+            let (ap, cp) = (
+                a.as_ptr().wrapping_add(i * k),
+                dst.as_mut_ptr().wrapping_add(i * n + col),
+            );
+            unsafe {
+                match m - i {
+                    1 => kernel::<1>(k, ap, panel.as_ptr(), cp, n, cols),
+                    2 => kernel::<2>(k, ap, panel.as_ptr(), cp, n, cols),
+                    3 => kernel::<3>(k, ap, panel.as_ptr(), cp, n, cols),
+                    4 => kernel::<4>(k, ap, panel.as_ptr(), cp, n, cols),
+                    5 => kernel::<5>(k, ap, panel.as_ptr(), cp, n, cols),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `R` rows × 16 columns: c[r][0..cols] = Σ_p a[r·k + p] · panel[p·16 .. p·16 + cols].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn kernel<const R: usize>(
+        k: usize,
+        a: *const f32,
+        panel: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for p in 0..k {
+            // SAFETY: p < k, so the panel row p and a[r·k + p] (r < R) are in bounds.
+            unsafe {
+                let b0 = _mm256_loadu_ps(panel.add(p * NR));
+                let b1 = _mm256_loadu_ps(panel.add(p * NR + 8));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*a.add(r * k + p));
+                    row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row r of `c` has `cols` writable values from `c + r·ldc`.
+            unsafe {
+                let out = c.add(r * ldc);
+                if cols == NR {
+                    _mm256_storeu_ps(out, row[0]);
+                    _mm256_storeu_ps(out.add(8), row[1]);
+                } else {
+                    let mut tmp = [0.0f32; NR];
+                    _mm256_storeu_ps(tmp.as_mut_ptr(), row[0]);
+                    _mm256_storeu_ps(tmp.as_mut_ptr().add(8), row[1]);
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), out, cols);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn packed_product_matches_gemm() {
+            if !available() {
+                return;
+            }
+            let mut seed = 1u32;
+            let mut next = || {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            };
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (5, 3, 17),
+                (6, 50, 16),
+                (7, 200, 200),
+                (13, 20, 784),
+                (256, 200, 40),
+            ] {
+                let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                let w: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let mut got = vec![f32::NAN; m * n];
+                Panels::new(&w, k, n).unwrap().multiply(&mut got, &a, m);
+                let mut want = vec![0.0; m * n];
+                super::super::matmul(&mut want, &a, &w, m, k, n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let exact: f64 = (0..k)
+                            .map(|p| a[i * k + p] as f64 * w[p * n + j] as f64)
+                            .sum();
+                        let scale: f64 = (0..k)
+                            .map(|p| (a[i * k + p] * w[p * n + j]).abs() as f64)
+                            .sum();
+                        let (g, h) = (got[i * n + j] as f64, want[i * n + j] as f64);
+                        assert!(
+                            (g - exact).abs() <= 1e-6 * scale + 1e-30,
+                            "({m},{k},{n}) [{i},{j}]: {g} vs {exact}"
+                        );
+                        assert!(
+                            (g - h).abs() <= 2e-6 * scale + 1e-30,
+                            "gemm {h}, packed {g}"
+                        );
+                    }
+                }
+                // Row results do not depend on how many rows are multiplied together.
+                if m > 1 {
+                    let mut one = vec![0.0; n];
+                    Panels::new(&w, k, n)
+                        .unwrap()
+                        .multiply(&mut one, &a[k..2 * k], 1);
+                    assert_eq!(one, got[n..2 * n]);
+                }
+            }
+        }
+    }
+}
+
+/// Elementwise kernels of the decoder: branch-free `f32` approximations of exp, log1p, tanh
+/// and softplus written so that the compiler vectorizes them, instantiated twice — generic
+/// and with AVX2+FMA enabled (chosen at run time). Both compute the same values (no fused
+/// multiply-adds are introduced).
+mod kernels {
+    use crate::config::Activation;
+
+    /// 1.5 · 2²³: adding it to |t| < 2²² rounds t to the nearest integer in the mantissa.
+    const MAGIC: f32 = 12_582_912.0;
+
+    /// a·b + c rounded once (a single instruction where FMA is enabled; `fmaf` elsewhere). Both
+    /// instantiations of the kernels therefore compute identical values.
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
+    /// eˣ to ~1 ulp on [−87, 88] (clamped outside; NaN propagates): Cody–Waite reduction
+    /// x = n ln 2 + r, |r| ≤ ½ ln 2, and the Cephes `expf` polynomial.
+    #[inline(always)]
+    pub(super) fn exp(x: f32) -> f32 {
+        let x = if x < -87.0 { -87.0 } else { x };
+        let x = if x > 88.0 { 88.0 } else { x };
+        let j = fma(x, std::f32::consts::LOG2_E, MAGIC);
+        let n = j - MAGIC;
+        let r = fma(n, 2.121_944_4e-4, fma(n, -0.693_359_4, x));
+        let mut p = fma(1.987_569_2e-4, r, 1.398_199_9e-3);
+        p = fma(p, r, 8.333_452e-3);
+        p = fma(p, r, 4.166_579_6e-2);
+        p = fma(p, r, 0.166_666_65);
+        p = fma(p, r, 0.5);
+        let p = fma(p, r * r, r) + 1.0;
+        let e = ((j.to_bits() as i32).wrapping_sub(0x4B40_0000) + 127) << 23;
+        p * f32::from_bits(e as u32)
+    }
+
+    /// ln(1 + e) for e ∈ [0, 1]: 2 atanh(s) with s = e/(2 + e) ≤ ⅓, by its series to s¹³
+    /// (truncation error < 2·10⁻⁸ relative).
+    #[inline(always)]
+    pub(super) fn log1p_unit(e: f32) -> f32 {
+        let s = e / (2.0 + e);
+        let s2 = s * s;
+        let mut p = fma(1.0 / 13.0, s2, 1.0 / 11.0);
+        p = fma(p, s2, 1.0 / 9.0);
+        p = fma(p, s2, 1.0 / 7.0);
+        p = fma(p, s2, 1.0 / 5.0);
+        p = fma(p, s2, 1.0 / 3.0);
+        p = fma(p, s2, 1.0);
+        2.0 * s * p
+    }
+
+    /// softplus(x) = ln(1 + eˣ) = max(x, 0) + ln(1 + e^−|x|), stable for every x.
+    #[inline(always)]
+    pub(super) fn softplus(x: f32) -> f32 {
+        let pos = if x > 0.0 { x } else { 0.0 };
+        pos + log1p_unit(exp(-x.abs()))
+    }
+
+    /// tanh(x) = sign(x) (1 − t)/(1 + t) with t = e^−2|x| (absolute error ~1e-7).
+    #[inline(always)]
+    pub(super) fn tanh(x: f32) -> f32 {
+        let t = exp(-2.0 * x.abs());
+        let y = (1.0 - t) / (1.0 + t);
+        if x < 0.0 { -y } else { y }
+    }
+
+    #[inline(always)]
+    fn relu(x: f32) -> f32 {
+        if x < 0.0 { 0.0 } else { x }
+    }
+
+    /// Lane count of the row sums (lets the compiler keep the partial sums in vector registers).
+    const LANES: usize = 16;
+
+    /// Σ of a row in LANES partial sums, then combined in `f64`.
+    #[inline(always)]
+    fn row_sum(row: &[f32]) -> f64 {
+        let mut acc = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for l in 0..LANES {
+                acc[l] += c[l];
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+        acc.iter().map(|&v| v as f64).sum::<f64>() + tail
+    }
+
+    #[inline(always)]
+    fn bias_activation_impl(buf: &mut [f32], bias: &[f32], act: Activation) {
+        let o = bias.len();
+        match act {
+            Activation::Tanh => {
+                for row in buf.chunks_exact_mut(o) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v = tanh(*v + b);
+                    }
+                }
+            }
+            Activation::Relu => {
+                for row in buf.chunks_exact_mut(o) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v = relu(*v + b);
+                    }
+                }
+            }
+            Activation::Softplus => {
+                for row in buf.chunks_exact_mut(o) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v = softplus(*v + b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// log Bernoulli(x | sigmoid(l)) = −(max(l, 0) − l x + ln(1 + e^−|l|)) summed over a row,
+    /// with l = logits + bias (the logits are overwritten).
+    #[inline(always)]
+    fn bernoulli_rows_impl(logits: &mut [f32], bias: &[f32], x: &[f32], out: &mut [f64]) {
+        let dd = bias.len();
+        for (row, o) in logits.chunks_exact_mut(dd).zip(out.iter_mut()) {
+            for ((v, b), &xv) in row.iter_mut().zip(bias).zip(x) {
+                let l = *v + b;
+                let pos = if l > 0.0 { l } else { 0.0 };
+                *v = fma(l, xv, -pos) - log1p_unit(exp(-l.abs()));
+            }
+            *o = row_sum(row);
+        }
+    }
+
+    /// Σ_j c_j (μ_j − x_j)² + constant per row, with μ = out + bias (overwritten).
+    #[inline(always)]
+    fn gaussian_rows_impl(
+        out: &mut [f32],
+        bias: &[f32],
+        x: &[f32],
+        coef: &[f32],
+        constant: f64,
+        ll: &mut [f64],
+    ) {
+        let dd = bias.len();
+        for (row, o) in out.chunks_exact_mut(dd).zip(ll.iter_mut()) {
+            for (((v, b), &xv), c) in row.iter_mut().zip(bias).zip(x).zip(coef) {
+                let r = *v + b - xv;
+                *v = r * r * c;
+            }
+            *o = row_sum(row) + constant;
+        }
+    }
+
+    /// One block of a mixture's log-sum-exp: for each row, e = row + consts; the row's running
+    /// (max, Σ exp(e − max)) in `f64` absorbs the block's own maximum and sum (NaN propagates
+    /// through the sum).
+    #[inline(always)]
+    fn lse_block_impl(tile: &mut [f32], consts: &[f32], maxes: &mut [f64], sums: &mut [f64]) {
+        let cols = consts.len();
+        for ((row, mx), sm) in tile
+            .chunks_exact_mut(cols)
+            .zip(maxes.iter_mut())
+            .zip(sums.iter_mut())
+        {
+            let mut lane_max = [f32::NEG_INFINITY; LANES];
+            let mut chunks = row.chunks_exact_mut(LANES);
+            let mut cs = consts.chunks_exact(LANES);
+            for (c, k) in (&mut chunks).zip(&mut cs) {
+                for l in 0..LANES {
+                    c[l] += k[l];
+                    lane_max[l] = lane_max[l].max(c[l]);
+                }
+            }
+            let mut bmax = lane_max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for (v, k) in chunks.into_remainder().iter_mut().zip(cs.remainder()) {
+                *v += k;
+                bmax = bmax.max(*v);
+            }
+            let mut acc = [0.0f32; LANES];
+            let mut chunks = row.chunks_exact(LANES);
+            for c in &mut chunks {
+                for l in 0..LANES {
+                    acc[l] += exp(c[l] - bmax);
+                }
+            }
+            let tail: f64 = chunks
+                .remainder()
+                .iter()
+                .map(|&v| exp(v - bmax) as f64)
+                .sum();
+            let bsum = acc.iter().map(|&v| v as f64).sum::<f64>() + tail;
+            let bmax = bmax as f64;
+            if bmax > *mx {
+                *sm = *sm * (*mx - bmax).exp() + bsum;
+                *mx = bmax;
+            } else {
+                *sm += bsum * (bmax - *mx).exp();
+            }
+        }
+    }
+
+    macro_rules! dispatched {
+        ($(fn $name:ident / $avx:ident => $imp:ident ($($arg:ident : $ty:ty),*);)*) => {$(
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn $avx($($arg: $ty),*) {
+                $imp($($arg),*)
+            }
+
+            pub(super) fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU supports the features `$avx` is compiled for.
+                    return unsafe { $avx($($arg),*) };
+                }
+                $imp($($arg),*)
+            }
+        )*};
+    }
+
+    dispatched! {
+        fn bias_activation / bias_activation_avx2 => bias_activation_impl(
+            buf: &mut [f32], bias: &[f32], act: Activation);
+        fn bernoulli_rows / bernoulli_rows_avx2 => bernoulli_rows_impl(
+            logits: &mut [f32], bias: &[f32], x: &[f32], out: &mut [f64]);
+        fn lse_block / lse_block_avx2 => lse_block_impl(
+            tile: &mut [f32], consts: &[f32], maxes: &mut [f64], sums: &mut [f64]);
+        fn gaussian_rows / gaussian_rows_avx2 => gaussian_rows_impl(
+            out: &mut [f32], bias: &[f32], x: &[f32], coef: &[f32], constant: f64,
+            ll: &mut [f64]);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn grid(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+            (0..=n)
+                .map(|i| lo + (hi - lo) * i as f32 / n as f32)
+                .collect()
+        }
+
+        /// Checks `f` against `exact` on `xs`; with `act`, also checks that the dispatched
+        /// (vectorized) activation kernel gives the scalar values bit for bit.
+        fn check(
+            name: &str,
+            f: fn(f32) -> f32,
+            exact: fn(f64) -> f64,
+            xs: &[f32],
+            (rel, abs): (f64, f64),
+            act: Option<Activation>,
+        ) {
+            let mut v = xs.to_vec();
+            if let Some(a) = act {
+                bias_activation(&mut v, &[0.0], a);
+            }
+            for (&x, &y) in xs.iter().zip(&v) {
+                let s = f(x);
+                let e = exact(x as f64);
+                assert!(
+                    (s as f64 - e).abs() <= rel * e.abs() + abs,
+                    "{name}({x}) = {s}, exact {e}"
+                );
+                if act.is_some() {
+                    assert_eq!(y.to_bits(), s.to_bits(), "vectorized {name}({x})");
+                }
+            }
+        }
+
+        #[test]
+        fn exp_is_accurate_to_a_few_ulp() {
+            check(
+                "exp",
+                exp,
+                f64::exp,
+                &grid(-87.0, 88.0, 200_001),
+                (3e-7, 0.0),
+                None,
+            );
+        }
+
+        #[test]
+        fn log1p_and_softplus_are_accurate() {
+            let xs = grid(0.0, 1.0, 100_001);
+            check("log1p", log1p_unit, f64::ln_1p, &xs, (3e-7, 0.0), None);
+            let sp = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+            let xs = grid(-100.0, 100.0, 200_001);
+            check(
+                "softplus",
+                softplus,
+                sp,
+                &xs,
+                (4e-7, 1e-30),
+                Some(Activation::Softplus),
+            );
+        }
+
+        #[test]
+        fn tanh_is_accurate() {
+            let xs = grid(-20.0, 20.0, 400_001);
+            check(
+                "tanh",
+                tanh,
+                f64::tanh,
+                &xs,
+                (0.0, 2.5e-7),
+                Some(Activation::Tanh),
+            );
+            let xs = grid(-1e-3, 1e-3, 1_001);
+            check(
+                "tanh",
+                tanh,
+                f64::tanh,
+                &xs,
+                (0.0, 1e-7),
+                Some(Activation::Tanh),
+            );
+        }
+
+        #[test]
+        fn non_finite_inputs_propagate() {
+            assert!(exp(f32::NAN).is_nan());
+            assert!(softplus(f32::NAN).is_nan());
+            assert!(tanh(f32::NAN).is_nan());
+            assert_eq!(softplus(f32::INFINITY), f32::INFINITY);
+            assert_eq!(tanh(f32::INFINITY), 1.0);
+            assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Activation, Likelihood};
+
+    #[test]
+    fn running_log_sum_exp_matches_the_two_pass_one() {
+        let v = [-3.0, 10.0, f64::NEG_INFINITY, 9.5, -700.0, 11.0, 11.0];
+        let two_pass = crate::prior::log_sum_exp(&v);
+        assert!((lse_slice(&v) - two_pass).abs() < 1e-12);
+        assert_eq!(lse_slice(&[f64::NEG_INFINITY; 3]), f64::NEG_INFINITY);
+        assert!(lse_slice(&[1.0, f64::NAN]).is_nan());
+    }
+
+    #[test]
+    fn single_leftover_rows_are_merged() {
+        assert_eq!(chunk_rows(5000, 256), 256);
+        assert_eq!(chunk_rows(257, 256), 257);
+        assert_eq!(chunk_rows(258, 256), 256);
+        assert_eq!(chunk_rows(1, 256), 1);
+        assert_eq!(chunk_rows(3, 2), 3);
+    }
+
+    #[test]
+    fn f32_mixture_density_matches_the_f64_one() {
+        // 300 components of width 0.05–0.2 around points spread over [−3, 3]^d, samples near
+        // an image's posterior mean.
+        let (kk, d, m) = (300, 6, 50);
+        let mut state = 7u64;
+        let mut unif = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let means: Vec<f32> = (0..kk * d).map(|_| (6.0 * unif() - 3.0) as f32).collect();
+        let log_stds: Vec<f32> = (0..kk * d)
+            .map(|_| (0.05 + 0.15 * unif()).ln() as f32)
+            .collect();
+        let logits: Vec<f32> = (0..kk).map(|_| unif() as f32).collect();
+        let mu: Vec<f32> = means[..d].iter().map(|v| v + 0.05).collect();
+        let z: Vec<f32> = (0..m * d)
+            .map(|i| mu[i % d] + (0.3 * unif() - 0.15) as f32)
+            .collect();
+        let prior = Prior::mixture(kk, d, logits.clone(), means.clone(), log_stds.clone()).unwrap();
+        let cfg = crate::VaeConfig {
+            input_dim: 3,
+            encoder_hidden: vec![],
+            latent_dim: d,
+            decoder_hidden: vec![],
+            activation: Activation::Tanh,
+            likelihood: Likelihood::Bernoulli,
+            posterior_std: crate::PosteriorStd::Exp,
+        };
+        let vae = Vae::<f32>::new(&cfg, 1).unwrap();
+        let exact = prior.log_density(&vae, &z, m).unwrap();
+        let mix = MixtureF32::new(&logits, &means, &log_stds);
+        let mut w = MixWork::default();
+        mix.prepare(&mut w, &mu);
+        let mut got = Vec::new();
+        mix.log_density(&mut w, &z, &mu, m, &mut got);
+        let worst = got
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "largest |Δ log p(z)| = {worst:.2e}; {:?} vs {:?}",
+            &got[..3],
+            &exact[..3]
+        );
+        assert!(worst < 2e-5, "{worst}");
+    }
+
+    #[test]
+    fn jacobi_recovers_a_known_spectrum() {
+        // A = Q diag(5, 2, 0.5) Qᵀ for a rotation Q.
+        let (c, s) = (0.6f64, 0.8f64);
+        let q = [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0];
+        let d = [5.0, 2.0, 0.5];
+        let mut a = vec![0.0; 9];
+        for i in 0..3 {
+            for j in 0..3 {
+                a[i * 3 + j] = (0..3).map(|m| q[i * 3 + m] * d[m] * q[j * 3 + m]).sum();
+            }
+        }
+        let (mut values, _) = symmetric_eigen(a, 3);
+        values.sort_by(|a, b| b.total_cmp(a));
+        for (v, e) in values.iter().zip(d) {
+            assert!((v - e).abs() < 1e-12, "{v} vs {e}");
+        }
+    }
+}

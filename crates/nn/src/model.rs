@@ -1,0 +1,417 @@
+//! The VAE: a Gaussian encoder q(z|x) = N(μ(x), diag σ(x)²) and a Bernoulli or Gaussian decoder
+//! p(x|z), as in Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders".
+//!
+//! The forward functions are generic over the dfdx tape, so inference (no tape) and training
+//! (recording tape) run the same code, and over the element type (`f32`/`f64`).
+
+use dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal, Uniform};
+
+use crate::config::{Activation, Likelihood, PosteriorStd, VaeConfig};
+use crate::error::{NnError, Result, check_finite, check_len, checked_product};
+use crate::named::{Lookup, NamedTensor};
+use crate::param::{ParamMut, ParamRef, mat_from, vec_from};
+use crate::real::{LN_2PI, Mat, Real, TapeOf, Vector};
+
+/// Rows per chunk in the inference paths (bounds memory for large batches).
+pub(crate) const CHUNK_ROWS: usize = 8192;
+
+/// A dense layer `y = x · W + b` with `W` stored `[in, out]`.
+#[derive(Clone)]
+pub(crate) struct Linear<E: Real> {
+    pub w: Mat<E>,
+    pub b: Vector<E>,
+}
+
+impl<E: Real> Linear<E> {
+    pub fn forward<T: TapeOf<E>>(&self, x: Mat<E, T>) -> Mat<E, T> {
+        let n = x.shape().0;
+        let o = self.b.shape().0;
+        x.matmul(self.w.retaped::<T>())
+            + self
+                .b
+                .retaped::<T>()
+                .broadcast_like::<(usize, usize), Axis<0>>(&(n, o))
+    }
+}
+
+/// softplus(x) = ln(1 + eˣ), via dfdx's stable BCE-with-logits against a zero target.
+pub(crate) fn softplus<E: Real, T: TapeOf<E>>(x: Mat<E, T>) -> Mat<E, T> {
+    let s = *x.shape();
+    let zeros = x
+        .device()
+        .zeros_like(&())
+        .broadcast_like::<(usize, usize), Axes2<0, 1>>(&s);
+    x.bce_with_logits(zeros)
+}
+
+fn activate<E: Real, T: TapeOf<E>>(a: Activation, x: Mat<E, T>) -> Mat<E, T> {
+    match a {
+        Activation::Tanh => x.tanh(),
+        Activation::Relu => x.relu(),
+        Activation::Softplus => softplus(x),
+    }
+}
+
+/// The encoder's output for a batch: row-major `rows × dim` arrays.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Posterior<E = f32> {
+    /// Number of rows (data points).
+    pub rows: usize,
+    /// Latent dimension d.
+    pub dim: usize,
+    /// Posterior means μ(x).
+    pub mean: Vec<E>,
+    /// Posterior standard deviations σ(x) = exp(`log_std`).
+    pub std: Vec<E>,
+    /// ln σ(x) (exactly the encoder's head output for [`PosteriorStd::Exp`]).
+    pub log_std: Vec<E>,
+}
+
+/// A variational autoencoder with run-time layer sizes.
+///
+/// Generic over the element type (default `f32`); `Vae::new(&cfg, seed)` infers it from use,
+/// or write `Vae::<f32>::new`.
+#[derive(Clone)]
+pub struct Vae<E: Real = f32> {
+    cfg: VaeConfig,
+    enc: Vec<Linear<E>>,
+    enc_mean: Linear<E>,
+    enc_std: Linear<E>,
+    dec: Vec<Linear<E>>,
+    dec_out: Linear<E>,
+    dec_log_std: Option<Vector<E>>,
+}
+
+impl<E: Real> std::fmt::Debug for Vae<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vae")
+            .field("precision", &E::NAME)
+            .field("config", &self.cfg)
+            .field("parameters", &self.cfg.parameter_count())
+            .finish()
+    }
+}
+
+impl<E: Real> Vae<E> {
+    /// A freshly initialised model: Glorot-uniform weights (U(±√(6/(in+out)))), zero biases,
+    /// `decoder.log_std` = ln(std); all drawn from a ChaCha8 stream seeded with `seed`.
+    pub fn new(cfg: &VaeConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let tensors = cfg
+            .param_specs()
+            .into_iter()
+            .map(|spec| {
+                let n: usize = spec.shape.iter().product();
+                let data: Vec<E> = if spec.name.ends_with(".weight") {
+                    let a = (6.0 / (spec.shape[0] + spec.shape[1]) as f64).sqrt();
+                    let u = Uniform::new_inclusive(-a, a);
+                    (0..n).map(|_| E::of_f64(u.sample(&mut rng))).collect()
+                } else if spec.name == "decoder.log_std" {
+                    let std = match cfg.likelihood {
+                        Likelihood::Gaussian { std, .. } => std as f64,
+                        Likelihood::Bernoulli => 1.0,
+                    };
+                    vec![E::of_f64(std.ln()); n]
+                } else {
+                    vec![E::zero(); n]
+                };
+                NamedTensor {
+                    name: spec.name,
+                    shape: spec.shape,
+                    data,
+                }
+            })
+            .collect::<Vec<_>>();
+        Self::from_named_tensors(cfg, &tensors)
+    }
+
+    /// Builds a model from named tensors (see [`Vae::named_tensors`] for the names).
+    ///
+    /// The VAE owns the `encoder.` and `decoder.` namespaces: a tensor there that the
+    /// configuration does not use, a missing tensor, a wrong shape or a non-finite value is an
+    /// error naming the tensor. Tensors of other namespaces (`prior.`, `adam.`, ...) are ignored.
+    pub fn from_named_tensors(cfg: &VaeConfig, tensors: &[NamedTensor<E>]) -> Result<Self> {
+        cfg.validate()?;
+        let mut lookup = Lookup::new(tensors, |n| {
+            n.starts_with("encoder.") || n.starts_with("decoder.")
+        })?;
+        let mut take_linear = |prefix: &str, i: usize, o: usize| -> Result<Linear<E>> {
+            let w = lookup.take(&format!("{prefix}.weight"), &[i, o])?.to_vec();
+            let b = lookup.take(&format!("{prefix}.bias"), &[o])?.to_vec();
+            Ok(Linear {
+                w: mat_from(i, o, w)?,
+                b: vec_from(b)?,
+            })
+        };
+        let mut width = cfg.input_dim;
+        let mut enc = Vec::with_capacity(cfg.encoder_hidden.len());
+        for (i, &h) in cfg.encoder_hidden.iter().enumerate() {
+            enc.push(take_linear(&format!("encoder.{i}"), width, h)?);
+            width = h;
+        }
+        let enc_mean = take_linear("encoder.mean", width, cfg.latent_dim)?;
+        let enc_std = take_linear(cfg.std_head_name(), width, cfg.latent_dim)?;
+        let mut width = cfg.latent_dim;
+        let mut dec = Vec::with_capacity(cfg.decoder_hidden.len());
+        for (i, &h) in cfg.decoder_hidden.iter().enumerate() {
+            dec.push(take_linear(&format!("decoder.{i}"), width, h)?);
+            width = h;
+        }
+        let dec_out = take_linear("decoder.out", width, cfg.input_dim)?;
+        let dec_log_std = match cfg.likelihood {
+            Likelihood::Gaussian { learned: true, .. } => Some(vec_from(
+                lookup.take("decoder.log_std", &[cfg.input_dim])?.to_vec(),
+            )?),
+            _ => None,
+        };
+        lookup.finish("not a parameter of this VAE configuration")?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            enc,
+            enc_mean,
+            enc_std,
+            dec,
+            dec_out,
+            dec_log_std,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
+    /// All parameters in canonical order: `encoder.{i}.weight|bias` (hidden layers),
+    /// `encoder.mean.*`, `encoder.log_std.*` (or `encoder.std_pre.*` for softplus σ),
+    /// `decoder.{i}.*`, `decoder.out.*`, and `decoder.log_std` for a learned Gaussian std.
+    pub fn named_tensors(&self) -> Vec<NamedTensor<E>> {
+        self.params()
+            .iter()
+            .map(|(name, p)| p.named(name))
+            .collect()
+    }
+
+    /// The same model in another precision (`f32` → `f64` is exact; `f64` → `f32` rounds, and
+    /// fails only if a value overflows `f32`).
+    pub fn cast<F: Real>(&self) -> Result<Vae<F>> {
+        let tensors: Vec<NamedTensor<F>> = self.named_tensors().iter().map(|t| t.cast()).collect();
+        Vae::from_named_tensors(&self.cfg, &tensors)
+    }
+
+    /// The posterior q(z|x) for the rows of `x` (row-major `rows × input_dim`).
+    pub fn encode(&self, x: &[E]) -> Result<Posterior<E>> {
+        let d_in = self.cfg.input_dim;
+        if x.is_empty() || !x.len().is_multiple_of(d_in) {
+            return Err(NnError::InvalidArgument {
+                what: "x".into(),
+                reason: format!(
+                    "{} values is not a positive multiple of input_dim = {d_in}",
+                    x.len()
+                ),
+            });
+        }
+        check_finite("x", x)?;
+        let rows = x.len() / d_in;
+        let (mean, log_std) = self.encode_values(x, rows)?;
+        let std = log_std.iter().map(|v| v.exp()).collect();
+        Ok(Posterior {
+            rows,
+            dim: self.cfg.latent_dim,
+            mean,
+            std,
+            log_std,
+        })
+    }
+
+    /// The decoder's mean for the rows of `z` (row-major `rows × latent_dim`): Bernoulli
+    /// probabilities sigmoid(logits), or the Gaussian mean.
+    pub fn decode_mean(&self, z: &[E]) -> Result<Vec<E>> {
+        let d = self.cfg.latent_dim;
+        if z.is_empty() || !z.len().is_multiple_of(d) {
+            return Err(NnError::InvalidArgument {
+                what: "z".into(),
+                reason: format!(
+                    "{} values is not a positive multiple of latent_dim = {d}",
+                    z.len()
+                ),
+            });
+        }
+        check_finite("z", z)?;
+        let rows = z.len() / d;
+        let mut out = Vec::with_capacity(rows * self.cfg.input_dim);
+        for start in (0..rows).step_by(CHUNK_ROWS) {
+            let m = CHUNK_ROWS.min(rows - start);
+            let zt = mat_from(m, d, z[start * d..(start + m) * d].to_vec())?;
+            let o = self.decode_t(zt);
+            let o = match self.cfg.likelihood {
+                Likelihood::Bernoulli => o.sigmoid(),
+                Likelihood::Gaussian { .. } => o,
+            };
+            out.extend(o.as_vec());
+        }
+        Ok(out)
+    }
+
+    /// Encoder means and log-stds for `rows` rows (inference, chunked).
+    pub(crate) fn encode_values(&self, x: &[E], rows: usize) -> Result<(Vec<E>, Vec<E>)> {
+        let (d_in, d) = (self.cfg.input_dim, self.cfg.latent_dim);
+        let mut mean = Vec::with_capacity(rows * d);
+        let mut log_std = Vec::with_capacity(rows * d);
+        for start in (0..rows).step_by(CHUNK_ROWS) {
+            let m = CHUNK_ROWS.min(rows - start);
+            let xt = mat_from(m, d_in, x[start * d_in..(start + m) * d_in].to_vec())?;
+            let (mu, ls) = self.encode_t(xt);
+            mean.extend(mu.as_vec());
+            log_std.extend(ls.as_vec());
+        }
+        Ok((mean, log_std))
+    }
+
+    /// Encoder forward: `(mean, log_std)`, each `rows × latent_dim`.
+    ///
+    /// Tape invariant: the ops upstream of the heads are recorded on `log_std`'s tape, so a
+    /// caller that differentiates must include `log_std` in its loss (every caller does).
+    pub(crate) fn encode_t<T: TapeOf<E>>(&self, x: Mat<E, T>) -> (Mat<E, T>, Mat<E, T>) {
+        let mut h = x;
+        for l in &self.enc {
+            h = activate(self.cfg.activation, l.forward(h));
+        }
+        let mean = self.enc_mean.forward(h.with_empty_tape());
+        let s = self.enc_std.forward(h);
+        let log_std = match self.cfg.posterior_std {
+            PosteriorStd::Exp => s,
+            PosteriorStd::Softplus => softplus(s).ln(),
+        };
+        (mean, log_std)
+    }
+
+    /// Decoder forward: logits (Bernoulli) or means (Gaussian), `rows × input_dim`.
+    pub(crate) fn decode_t<T: TapeOf<E>>(&self, z: Mat<E, T>) -> Mat<E, T> {
+        let mut h = z;
+        for l in &self.dec {
+            h = activate(self.cfg.activation, l.forward(h));
+        }
+        self.dec_out.forward(h)
+    }
+
+    /// log p(x|z) per row of the decoder output `out` (`(n·k) × D`, rows ordered example-major:
+    /// row `i·k + j` is sample `j` of example `i`), against `x` (`n × D`).
+    pub(crate) fn log_likelihood_t<T: TapeOf<E>>(
+        &self,
+        out: Mat<E, T>,
+        x: &Mat<E>,
+        n: usize,
+        k: usize,
+    ) -> Vector<E, T> {
+        let dd = self.cfg.input_dim;
+        let shape3 = (n, k, dd);
+        let out3 = out.reshape_like(&shape3);
+        let xb = x
+            .clone()
+            .broadcast_like::<(usize, usize, usize), Axis<1>>(&shape3);
+        let per_row = match (self.cfg.likelihood, &self.dec_log_std) {
+            (Likelihood::Bernoulli, _) => out3
+                .bce_with_logits(xb)
+                .sum::<(usize, usize), Axis<2>>()
+                .negate(),
+            (Likelihood::Gaussian { learned: true, .. }, Some(ls)) => {
+                let ls_b = ls
+                    .retaped::<T>()
+                    .broadcast_like::<(usize, usize, usize), Axes2<0, 1>>(&shape3);
+                let inv_var = (ls_b.with_empty_tape() * E::of_f64(-2.0)).exp();
+                ((out3 - xb).square() * inv_var * E::of_f64(-0.5) - ls_b)
+                    .sum::<(usize, usize), Axis<2>>()
+                    - E::of_f64(0.5 * LN_2PI * dd as f64)
+            }
+            (Likelihood::Gaussian { std, .. }, _) => {
+                let std = std as f64;
+                (out3 - xb).square().sum::<(usize, usize), Axis<2>>()
+                    * E::of_f64(-0.5 / (std * std))
+                    - E::of_f64(dd as f64 * (std.ln() + 0.5 * LN_2PI))
+            }
+        };
+        per_row.reshape_like(&(n * k,))
+    }
+
+    /// Parameters in canonical order with their names.
+    pub(crate) fn params(&self) -> Vec<(String, ParamRef<'_, E>)> {
+        let mut refs: Vec<ParamRef<'_, E>> = Vec::new();
+        for l in self.enc.iter().chain([&self.enc_mean, &self.enc_std]) {
+            refs.push(ParamRef::Mat(&l.w));
+            refs.push(ParamRef::Vec(&l.b));
+        }
+        for l in self.dec.iter().chain([&self.dec_out]) {
+            refs.push(ParamRef::Mat(&l.w));
+            refs.push(ParamRef::Vec(&l.b));
+        }
+        if let Some(ls) = &self.dec_log_std {
+            refs.push(ParamRef::Vec(ls));
+        }
+        let names = self.cfg.param_specs().into_iter().map(|s| s.name);
+        names.zip(refs).collect()
+    }
+
+    /// Mutable parameters in canonical order with their names.
+    pub(crate) fn params_mut(&mut self) -> Vec<(String, ParamMut<'_, E>)> {
+        let names: Vec<String> = self.cfg.param_specs().into_iter().map(|s| s.name).collect();
+        let mut refs: Vec<ParamMut<'_, E>> = Vec::new();
+        for l in self
+            .enc
+            .iter_mut()
+            .chain([&mut self.enc_mean, &mut self.enc_std])
+        {
+            refs.push(ParamMut::Mat(&mut l.w));
+            refs.push(ParamMut::Vec(&mut l.b));
+        }
+        for l in self.dec.iter_mut().chain([&mut self.dec_out]) {
+            refs.push(ParamMut::Mat(&mut l.w));
+            refs.push(ParamMut::Vec(&mut l.b));
+        }
+        if let Some(ls) = &mut self.dec_log_std {
+            refs.push(ParamMut::Vec(ls));
+        }
+        names.into_iter().zip(refs).collect()
+    }
+}
+
+/// Checks a data batch: `n ≥ 1`, `n × input_dim` finite values, and values in [0, 1] for a
+/// Bernoulli likelihood.
+pub(crate) fn check_data<E: Real>(cfg: &VaeConfig, x: &[E], n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(NnError::InvalidArgument {
+            what: "n".into(),
+            reason: "the batch must hold at least one example".into(),
+        });
+    }
+    let expected = checked_product("x", &[n, cfg.input_dim])?;
+    check_len(
+        || format!("x (n={n} × input_dim={})", cfg.input_dim),
+        expected,
+        x.len(),
+    )?;
+    check_finite("x", x)?;
+    if cfg.likelihood == Likelihood::Bernoulli
+        && let Some(i) = x.iter().position(|&v| v < E::zero() || v > E::one())
+    {
+        return Err(NnError::InvalidArgument {
+            what: "x".into(),
+            reason: format!(
+                "value {} at index {i} is outside [0, 1], required by the Bernoulli likelihood",
+                x[i]
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `len` independent standard-normal draws (sampled in `f64`, so `f32` and `f64` callers that
+/// share a seed get the same noise up to rounding).
+pub fn standard_normal_noise<E: Real, R: Rng + ?Sized>(rng: &mut R, len: usize) -> Vec<E> {
+    (0..len)
+        .map(|_| E::of_f64(StandardNormal.sample(rng)))
+        .collect()
+}

@@ -1,0 +1,451 @@
+//! Training objectives and their gradients at fixed noise.
+//!
+//! * ELBO with k samples: mean_i log w_i (optionally with the analytic KL for k = 1 under the
+//!   standard-normal prior).
+//! * IWAE (Burda et al. 2016): L̂_k = logsumexp_i log w_i − log k, whose gradient is
+//!   Σ_i w̃_i ∇ log w_i with w̃ = softmax(log w) held constant.
+//! * DReG (Tucker, Lawson, Gu & Maddison 2019) for the encoder: Σ_i w̃_i² (∂ log w_i/∂z_i)
+//!   (∂z_i/∂φ) with q's parameters stopped inside log q(z_i|x); the decoder and the prior keep
+//!   the IWAE gradient. With k = 1 this is the sticking-the-landing estimator (Roeder et al.
+//!   2017). For the ELBO objective, `Dreg` means sticking-the-landing per sample:
+//!   (1/k) Σ_i (∂ log w_i/∂z_i)(∂z_i/∂φ) with q stopped, i.e. the reparameterised ELBO gradient
+//!   minus its zero-mean score term.
+//!
+//! # How the gradient is computed (two tapes)
+//! The model tape (decoder, prior) starts at a leaf z; its surrogate Σ_r c_r (log p(x|z_r) +
+//! log p(z_r)), with constant weights c_r (w̃/n for IWAE, 1/(nk) for the ELBO), yields the
+//! decoder and prior gradients and G_r = ∂/∂z_r. The encoder cotangents are then formed outside
+//! any tape — ∂/∂μ = Σ_j G, ∂/∂ln σ = σ Σ_j G ε plus, for the standard estimator, the
+//! derivative of −log q = Σ ln σ + const — and pulled back through the encoder on its own tape.
+//! For DReG, G_r is replaced by w̃_r (G_r + c_r ε_r/σ) (the +ε/σ is −∂ log q_stop/∂z), and the
+//! score term is dropped. The value returned is the objective itself, never the surrogate.
+
+use dfdx::prelude::*;
+
+use crate::bounds::{analytic_kl, check_inputs, check_noise, log_q, sample_z};
+use crate::config::Group;
+use crate::error::{NnError, Result};
+use crate::model::Vae;
+use crate::named::NamedTensor;
+use crate::param::{mat_from, vec_from};
+use crate::prior::Prior;
+use crate::real::{Mat, Real, Taped, Vector};
+
+/// Which bound is maximised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectiveKind {
+    /// The (k-sample) evidence lower bound, mean_i log w_i.
+    Elbo,
+    /// The importance-weighted bound L̂_k (Burda et al. 2016).
+    Iwae,
+}
+
+/// Gradient estimator for the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Estimator {
+    /// Plain reparameterisation gradient of the objective.
+    Reparam,
+    /// Doubly reparameterised gradient (Tucker et al. 2019); sticking-the-landing for the ELBO.
+    Dreg,
+}
+
+/// A training objective.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Objective {
+    /// ELBO or IWAE.
+    pub kind: ObjectiveKind,
+    /// Number of importance samples per example (≥ 1).
+    pub k: usize,
+    /// Encoder gradient estimator.
+    pub estimator: Estimator,
+    /// Use KL(q ‖ N(0, I)) in closed form (ELBO, k = 1, standard-normal prior, reparam only).
+    pub analytic_kl: bool,
+}
+
+impl Objective {
+    /// The one-sample ELBO with the reparameterisation gradient.
+    pub fn elbo() -> Self {
+        Objective {
+            kind: ObjectiveKind::Elbo,
+            k: 1,
+            estimator: Estimator::Reparam,
+            analytic_kl: false,
+        }
+    }
+
+    /// The k-sample IWAE bound with the reparameterisation gradient.
+    pub fn iwae(k: usize) -> Self {
+        Objective {
+            kind: ObjectiveKind::Iwae,
+            k,
+            estimator: Estimator::Reparam,
+            analytic_kl: false,
+        }
+    }
+
+    /// Checks the combination against the prior it will be used with.
+    pub fn validate<E: Real>(&self, prior: &Prior<E>) -> Result<()> {
+        let bad = |m: &str| Err(NnError::InvalidConfig(format!("objective {self:?}: {m}")));
+        if self.k == 0 {
+            return bad("k must be at least 1");
+        }
+        if self.analytic_kl {
+            if self.kind != ObjectiveKind::Elbo {
+                return bad("analytic_kl is only defined for the ELBO");
+            }
+            if self.k != 1 {
+                return bad("analytic_kl requires k = 1");
+            }
+            if !matches!(prior, Prior::StandardNormal) {
+                return bad("analytic_kl requires the standard-normal prior");
+            }
+            if self.estimator != Estimator::Reparam {
+                return bad("analytic_kl has no score term to remove; use estimator = Reparam");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which parameter groups receive gradients (and are updated by the trainer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Trainable {
+    /// Encoder parameters (`encoder.*`).
+    pub encoder: bool,
+    /// Decoder parameters (`decoder.*`).
+    pub decoder: bool,
+    /// Prior parameters (`prior.*`).
+    pub prior: bool,
+}
+
+impl Trainable {
+    /// Encoder and decoder (normal training, or fine-tuning under a fixed prior).
+    pub const MODEL: Trainable = Trainable {
+        encoder: true,
+        decoder: true,
+        prior: false,
+    };
+    /// Only the prior (prior refit with the model fixed).
+    pub const PRIOR: Trainable = Trainable {
+        encoder: false,
+        decoder: false,
+        prior: true,
+    };
+    /// Everything.
+    pub const ALL: Trainable = Trainable {
+        encoder: true,
+        decoder: true,
+        prior: true,
+    };
+
+    pub(crate) fn includes(&self, g: Group) -> bool {
+        match g {
+            Group::Encoder => self.encoder,
+            Group::Decoder => self.decoder,
+            Group::Prior => self.prior,
+        }
+    }
+}
+
+/// Result of one gradient evaluation.
+pub(crate) struct Evaluation<E> {
+    /// Batch mean of the objective.
+    pub value: f64,
+    /// Gradients of the batch-mean objective (ascent direction), trainable parameters only,
+    /// in canonical order (model, then prior).
+    pub grads: Vec<(String, Vec<E>)>,
+}
+
+/// Names of the trainable parameters in canonical order; errors if there are none.
+pub(crate) fn trainable_names<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    tr: Trainable,
+) -> Result<Vec<String>> {
+    let names: Vec<String> = vae
+        .params()
+        .into_iter()
+        .chain(prior.params())
+        .map(|(n, _)| n)
+        .filter(|n| Group::of(n).is_some_and(|g| tr.includes(g)))
+        .collect();
+    if names.is_empty() {
+        return Err(NnError::InvalidConfig(format!(
+            "nothing to train: {tr:?} selects no parameters (the standard-normal prior has none)"
+        )));
+    }
+    Ok(names)
+}
+
+/// The batch-mean objective and its gradient with respect to the trainable parameters at fixed
+/// noise `eps` (n·k·latent_dim values, as in
+/// [`log_weights_with_noise`](crate::log_weights_with_noise)).
+///
+/// For `Estimator::Reparam` the gradients are exactly ∇ of the returned value (for IWAE, of the
+/// batch mean of logsumexp − log k). For `Dreg` they are the DReG/STL estimates, which equal it
+/// only in expectation over the noise. Gradient names are the parameter names.
+pub fn objective_and_grads_with_noise<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    objective: &Objective,
+    trainable: Trainable,
+    x: &[E],
+    n: usize,
+    eps: &[E],
+) -> Result<(f64, Vec<NamedTensor<E>>)> {
+    let ev = evaluate(vae, prior, objective, trainable, x, n, eps)?;
+    let shapes: Vec<(String, Vec<usize>)> = vae
+        .params()
+        .into_iter()
+        .chain(prior.params())
+        .map(|(name, p)| (name, p.shape()))
+        .collect();
+    let grads = ev
+        .grads
+        .into_iter()
+        .map(|(name, data)| {
+            let shape = shapes
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            NamedTensor { name, shape, data }
+        })
+        .collect();
+    Ok((ev.value, grads))
+}
+
+/// See [`objective_and_grads_with_noise`]; the trainer's entry point.
+pub(crate) fn evaluate<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    obj: &Objective,
+    tr: Trainable,
+    x: &[E],
+    n: usize,
+    eps: &[E],
+) -> Result<Evaluation<E>> {
+    obj.validate(prior)?;
+    let names = trainable_names(vae, prior, tr)?;
+    let k = obj.k;
+    let len = check_inputs(vae, prior, x, n, k)?;
+    let cfg = vae.config();
+    let (dd, d) = (cfg.input_dim, cfg.latent_dim);
+    check_noise(eps, n, k, d, len)?;
+    let nk = n * k;
+
+    // Encoder: on its own tape when it is trained.
+    let x_t: Mat<E> = mat_from(n, dd, x.to_vec())?;
+    let (enc_tape, mean, log_std) = if tr.encoder {
+        let (mu_t, ls_t) = vae.encode_t(x_t.clone().leaky_traced());
+        let (mu, ls) = (mu_t.as_vec(), ls_t.as_vec());
+        (Some((mu_t, ls_t)), mu, ls)
+    } else {
+        let (mu_t, ls_t) = vae.encode_t(x_t.clone());
+        (None, mu_t.as_vec(), ls_t.as_vec())
+    };
+    let std: Vec<E> = log_std.iter().map(|v| v.exp()).collect();
+    let lq = log_q(&log_std, eps, k, d);
+
+    // Model tape, from the leaf z.
+    let z_leaf: Mat<E, Taped<E>> =
+        mat_from(nk, d, sample_z(&mean, &std, eps, k, d))?.leaky_traced();
+    let z_ref: Mat<E> = z_leaf.retaped();
+    let (ll_vals, ll_taped): (Vec<E>, Option<Vector<E, Taped<E>>>) = if tr.encoder || tr.decoder {
+        let ll = vae.log_likelihood_t(vae.decode_t(z_leaf.with_empty_tape()), &x_t, n, k);
+        (ll.as_vec(), Some(ll))
+    } else {
+        let ll = vae.log_likelihood_t(vae.decode_t(z_ref.clone()), &x_t, n, k);
+        (ll.as_vec(), None)
+    };
+    let (lp_vals, lp_taped) = if obj.analytic_kl {
+        (Vec::new(), None)
+    } else {
+        let lp = prior.log_density_t(vae, z_leaf);
+        (lp.as_vec(), Some(lp))
+    };
+
+    let kl = if obj.analytic_kl {
+        analytic_kl(&mean, &log_std, d)
+    } else {
+        Vec::new()
+    };
+    let Weights { value, w_tilde, c } = weigh(obj, &ll_vals, &lp_vals, &lq, &kl, n)?;
+
+    // Backward through the model tape.
+    let c_t: Vector<E> = vec_from(c.iter().map(|&v| E::of_f64(v)).collect())?;
+    let surrogate = match (ll_taped, lp_taped) {
+        (Some(ll), Some(lp)) => Some((ll * c_t.clone()).sum::<(), _>() + (lp * c_t).sum::<(), _>()),
+        (Some(ll), None) => Some((ll * c_t).sum::<(), _>()),
+        (None, Some(lp)) => Some((lp * c_t).sum::<(), _>()),
+        (None, None) => None,
+    };
+    let mut grads_model = match surrogate {
+        Some(s) => Some(s.try_backward()?),
+        None => None,
+    };
+
+    // Encoder cotangents and backward through the encoder tape.
+    let mut grads_enc = None;
+    if let (Some((mu_t, ls_t)), Some(gm)) = (enc_tape, grads_model.as_mut()) {
+        let gz: Vec<E> = gm.get_or_alloc_mut(&z_ref)?.to_vec();
+        let (g_mu, g_ls) = encoder_cotangents(
+            obj,
+            Cotangents {
+                gz: &gz,
+                eps,
+                mean: &mean,
+                std: &std,
+                w_tilde: &w_tilde,
+                c: &c,
+                n,
+                d,
+            },
+        );
+        let to_mat = |v: Vec<f64>| mat_from(n, d, v.into_iter().map(E::of_f64).collect());
+        let s_enc = (mu_t * to_mat(g_mu)?).sum::<(), _>() + (ls_t * to_mat(g_ls)?).sum::<(), _>();
+        grads_enc = Some(s_enc.try_backward()?);
+    }
+
+    // Collect gradients of the trainable parameters.
+    let mut grads = Vec::with_capacity(names.len());
+    for (name, p) in vae.params().into_iter().chain(prior.params()) {
+        if !names.contains(&name) {
+            continue;
+        }
+        let mut acc = vec![E::zero(); p.len()];
+        if let Some(gm) = grads_model.as_mut() {
+            p.add_grad_to(gm, &mut acc)?;
+        }
+        if Group::of(&name) == Some(Group::Encoder)
+            && let Some(ge) = grads_enc.as_mut()
+        {
+            p.add_grad_to(ge, &mut acc)?;
+        }
+        grads.push((name, acc));
+    }
+    Ok(Evaluation { value, grads })
+}
+
+/// The objective's value and the weights of the model-tape surrogate.
+struct Weights {
+    /// Batch mean of the objective.
+    value: f64,
+    /// Normalised importance weights w̃ = softmax(log w) per example (1 for the ELBO with an
+    /// analytic KL), per sample row.
+    w_tilde: Vec<f64>,
+    /// Surrogate weights c: w̃/n for IWAE, 1/(nk) for the ELBO, per sample row.
+    c: Vec<f64>,
+}
+
+/// Forms log w = log p(x|z) + log p(z) − log q(z|x) per row (or uses the analytic KL), the
+/// per-example objective, its batch mean and the weights. Non-finite log-weights are a
+/// divergence.
+fn weigh<E: Real>(
+    obj: &Objective,
+    ll: &[E],
+    lp: &[E],
+    lq: &[f64],
+    kl: &[f64],
+    n: usize,
+) -> Result<Weights> {
+    let k = obj.k;
+    let mut w_tilde = vec![0.0f64; n * k];
+    let mut c = vec![0.0f64; n * k];
+    let mut total = 0.0f64;
+    for i in 0..n {
+        let rows = i * k..(i + 1) * k;
+        if obj.analytic_kl {
+            // k = 1 (validated): reconstruction − KL.
+            total += ll[i].as_f64() - kl[i];
+            w_tilde[i] = 1.0;
+            c[i] = 1.0 / n as f64;
+            continue;
+        }
+        let lw: Vec<f64> = rows
+            .clone()
+            .map(|r| ll[r].as_f64() + lp[r].as_f64() - lq[r])
+            .collect();
+        if let Some(j) = lw.iter().position(|v| !v.is_finite()) {
+            return Err(NnError::Diverged {
+                what: format!("log-weight of example {i}, sample {j} ({})", lw[j]),
+            });
+        }
+        let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = lw.iter().map(|v| (v - max).exp()).sum();
+        total += match obj.kind {
+            ObjectiveKind::Iwae => max + sum.ln() - (k as f64).ln(),
+            ObjectiveKind::Elbo => lw.iter().sum::<f64>() / k as f64,
+        };
+        for (j, r) in rows.enumerate() {
+            w_tilde[r] = (lw[j] - max).exp() / sum;
+            c[r] = match obj.kind {
+                ObjectiveKind::Iwae => w_tilde[r] / n as f64,
+                ObjectiveKind::Elbo => 1.0 / (n * k) as f64,
+            };
+        }
+    }
+    let value = total / n as f64;
+    if !value.is_finite() {
+        return Err(NnError::Diverged {
+            what: format!("objective ({value})"),
+        });
+    }
+    Ok(Weights { value, w_tilde, c })
+}
+
+/// Inputs of [`encoder_cotangents`].
+struct Cotangents<'a, E> {
+    /// ∂(model-tape surrogate)/∂z per sample row (already weighted by c).
+    gz: &'a [E],
+    eps: &'a [E],
+    mean: &'a [E],
+    std: &'a [E],
+    w_tilde: &'a [f64],
+    c: &'a [f64],
+    n: usize,
+    d: usize,
+}
+
+/// Cotangents of the batch objective with respect to the encoder outputs μ and ln σ
+/// (n × d each), from z = μ + σ ε: ∂/∂μ = Σ_j G_j, ∂/∂ln σ = σ Σ_j G_j ε_j, plus the direct
+/// terms of −log q (standard estimator) or of −KL (analytic KL). For DReG,
+/// G_r = w̃_r (G_r + c_r ε_r/σ) (IWAE) or G_r + c_r ε_r/σ (ELBO, sticking the landing) and the
+/// score term is dropped.
+fn encoder_cotangents<E: Real>(obj: &Objective, a: Cotangents<'_, E>) -> (Vec<f64>, Vec<f64>) {
+    let (n, d, k) = (a.n, a.d, obj.k);
+    let mut g_mu = vec![0.0f64; n * d];
+    let mut g_ls = vec![0.0f64; n * d];
+    for r in 0..n * k {
+        let i = r / k;
+        for l in 0..d {
+            let e = a.eps[r * d + l].as_f64();
+            let s = a.std[i * d + l].as_f64();
+            let g = a.gz[r * d + l].as_f64();
+            let g = match (obj.estimator, obj.kind) {
+                (Estimator::Reparam, _) => g,
+                (Estimator::Dreg, ObjectiveKind::Iwae) => a.w_tilde[r] * (g + a.c[r] * e / s),
+                (Estimator::Dreg, ObjectiveKind::Elbo) => g + a.c[r] * e / s,
+            };
+            g_mu[i * d + l] += g;
+            g_ls[i * d + l] += g * e * s;
+            if obj.estimator == Estimator::Reparam && !obj.analytic_kl {
+                // −c_r log q(z_r|x) = c_r Σ ln σ + const.
+                g_ls[i * d + l] += a.c[r];
+            }
+        }
+    }
+    if obj.analytic_kl {
+        // −KL/n with KL = Σ ½(μ² + σ² − 1) − ln σ.
+        for ((gm, gl), (&m, &s)) in g_mu
+            .iter_mut()
+            .zip(g_ls.iter_mut())
+            .zip(a.mean.iter().zip(a.std))
+        {
+            let (m, s) = (m.as_f64(), s.as_f64());
+            *gm -= m / n as f64;
+            *gl -= (s * s - 1.0) / n as f64;
+        }
+    }
+    (g_mu, g_ls)
+}

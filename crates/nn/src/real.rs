@@ -1,0 +1,106 @@
+//! The floating-point element types the numeric core is generic over: `f32` for training and
+//! evaluation, `f64` for finite-difference checks. Both run the same code.
+
+use std::fmt;
+use std::ops::DerefMut;
+
+use dfdx::dtypes::NotMixedPrecision;
+use dfdx::prelude::*;
+use dfdx::tensor_ops::Device;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point element type of the numeric core (implemented for `f32` and `f64` only).
+///
+/// The associated device is always dfdx's CPU device; it is an associated type only so that
+/// generic code needs no extra `where` clauses.
+pub trait Real:
+    Dtype
+    + num_traits::Float
+    + NotMixedPrecision
+    + std::iter::Sum
+    + fmt::Display
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
+    + sealed::Sealed
+{
+    /// The dfdx device (always `dfdx::tensor::Cpu`).
+    #[doc(hidden)]
+    type Dev: Device<Self>
+        + Default
+        + Storage<Self, Vec: DerefMut<Target = Vec<Self>>>
+        + HasErr<Err = CpuError>;
+    /// `"f32"` or `"f64"`, for messages.
+    const NAME: &'static str;
+    /// Converts from `f64` (rounding to nearest for `f32`).
+    fn of_f64(v: f64) -> Self;
+    /// Converts to `f64` (exact).
+    fn as_f64(self) -> f64;
+    /// Converts from `f32` (exact).
+    fn of_f32(v: f32) -> Self;
+    /// Converts to `f32` (rounding to nearest for `f64`).
+    fn as_f32(self) -> f32;
+}
+
+impl Real for f32 {
+    type Dev = Cpu;
+    const NAME: &'static str = "f32";
+    fn of_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    fn of_f32(v: f32) -> Self {
+        v
+    }
+    fn as_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Real for f64 {
+    type Dev = Cpu;
+    const NAME: &'static str = "f64";
+    fn of_f64(v: f64) -> Self {
+        v
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+    fn of_f32(v: f32) -> Self {
+        v as f64
+    }
+    fn as_f32(self) -> f32 {
+        self as f32
+    }
+}
+
+/// The device of element type `E`.
+pub(crate) type Dev<E> = <E as Real>::Dev;
+/// A run-time-shaped matrix on the CPU, optionally carrying a tape.
+pub(crate) type Mat<E, T = NoneTape> = Tensor<(usize, usize), E, Dev<E>, T>;
+/// A run-time-shaped vector on the CPU, optionally carrying a tape.
+pub(crate) type Vector<E, T = NoneTape> = Tensor<(usize,), E, Dev<E>, T>;
+/// The recording tape.
+pub(crate) type Taped<E> = OwnedTape<E, Dev<E>>;
+/// A gradient buffer of dfdx's CPU device (dereferences to `Vec<E>`).
+pub(crate) type Buf<E> = <Dev<E> as Storage<E>>::Vec;
+
+/// Tapes the forward code is generic over: [`Taped`] (records) or [`NoneTape`] (inference).
+pub(crate) trait TapeOf<E: Real>: Tape<E, Dev<E>> + Merge<Self> + Merge<NoneTape> {}
+impl<E: Real, T: Tape<E, Dev<E>> + Merge<T> + Merge<NoneTape>> TapeOf<E> for T {}
+
+/// `ln(2π)`.
+pub(crate) const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// Converts a slice to `f64`.
+pub(crate) fn to_f64<E: Real>(v: &[E]) -> Vec<f64> {
+    v.iter().map(|x| x.as_f64()).collect()
+}

@@ -1,0 +1,353 @@
+//! Adam training with dfdx's own Adam kernel (`AdamConfig::try_update`), optimizer moments in
+//! plain buffers, divergence detection before any update, and exact save/restore of the full
+//! training state (bit-identical continuation).
+
+use std::fmt;
+
+use dfdx::prelude::*;
+use rand::Rng;
+
+use crate::bounds::check_inputs;
+use crate::config::Group;
+use crate::error::{NnError, Result};
+use crate::model::{Vae, standard_normal_noise};
+use crate::named::{Lookup, NamedTensor};
+use crate::objective::{Objective, Trainable, evaluate, trainable_names};
+use crate::param::ParamMut;
+use crate::prior::Prior;
+use crate::real::{Buf, Dev, Real};
+
+/// Name of the step-counter tensor in [`Trainer::state`].
+const STEP_TENSOR: &str = "trainer.step";
+/// The step counter is stored as two exactly representable values `[step >> 24, step & 0xFFFFFF]`.
+const STEP_SPLIT: u64 = 1 << 24;
+
+/// Adam hyperparameters (Kingma & Ba 2015). Burda et al. (2016) used β = (0.9, 0.999), ε = 1e-4.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamHyper {
+    /// Learning rate (≥ 0).
+    pub lr: f64,
+    /// First-moment decay β₁ ∈ [0, 1).
+    pub beta1: f64,
+    /// Second-moment decay β₂ ∈ [0, 1).
+    pub beta2: f64,
+    /// Denominator offset ε (> 0).
+    pub eps: f64,
+}
+
+impl Default for AdamHyper {
+    fn default() -> Self {
+        AdamHyper {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+impl AdamHyper {
+    /// Checks the ranges above.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(NnError::InvalidConfig(format!("Adam: {m}")));
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad(format!("lr must be finite and ≥ 0, found {}", self.lr));
+        }
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return bad(format!("{name} must lie in [0, 1), found {b}"));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad(format!("eps must be finite and > 0, found {}", self.eps));
+        }
+        Ok(())
+    }
+}
+
+/// What one optimisation step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Batch mean of the objective before the update: L̂_k for IWAE, mean_i log w_i for the
+    /// ELBO (reconstruction − KL with `analytic_kl`).
+    pub bound: f64,
+    /// Euclidean norm of the gradient over all trained parameters.
+    pub grad_norm: f64,
+}
+
+struct Slot<E: Real> {
+    name: String,
+    shape: Vec<usize>,
+    m: Buf<E>,
+    v: Buf<E>,
+    g: Buf<E>,
+}
+
+/// Trains a VAE and/or its prior with Adam on one objective.
+pub struct Trainer<E: Real = f32> {
+    vae: Vae<E>,
+    prior: Prior<E>,
+    objective: Objective,
+    hyper: AdamHyper,
+    trainable: Trainable,
+    step: u64,
+    slots: Vec<Slot<E>>,
+}
+
+impl<E: Real> fmt::Debug for Trainer<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trainer")
+            .field("objective", &self.objective)
+            .field("hyper", &self.hyper)
+            .field("trainable", &self.trainable)
+            .field("step", &self.step)
+            .field("prior", &self.prior.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Real> Trainer<E> {
+    /// A trainer at step 0 with zero Adam moments. Errors if the objective does not fit the
+    /// prior, the prior does not fit the model, or `trainable` selects no parameter.
+    pub fn new(
+        vae: Vae<E>,
+        prior: Prior<E>,
+        objective: Objective,
+        hyper: AdamHyper,
+        trainable: Trainable,
+    ) -> Result<Self> {
+        objective.validate(&prior)?;
+        prior.check_compatible(&vae)?;
+        hyper.validate()?;
+        let names = trainable_names(&vae, &prior, trainable)?;
+        let dev = Dev::<E>::default();
+        let mut slots = Vec::with_capacity(names.len());
+        for (name, p) in vae.params().into_iter().chain(prior.params()) {
+            if names.contains(&name) {
+                let len = p.len();
+                slots.push(Slot {
+                    name,
+                    shape: p.shape(),
+                    m: Storage::<E>::try_alloc_len(&dev, len)?,
+                    v: Storage::<E>::try_alloc_len(&dev, len)?,
+                    g: Storage::<E>::try_alloc_len(&dev, len)?,
+                });
+            }
+        }
+        Ok(Trainer {
+            vae,
+            prior,
+            objective,
+            hyper,
+            trainable,
+            step: 0,
+            slots,
+        })
+    }
+
+    /// Sets the learning rate (for schedules; not part of [`Trainer::state`]).
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        AdamHyper { lr, ..self.hyper }.validate()?;
+        self.hyper.lr = lr;
+        Ok(())
+    }
+
+    /// The current learning rate.
+    pub fn lr(&self) -> f64 {
+        self.hyper.lr
+    }
+
+    /// Number of completed steps.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The model.
+    pub fn vae(&self) -> &Vae<E> {
+        &self.vae
+    }
+
+    /// The prior.
+    pub fn prior(&self) -> &Prior<E> {
+        &self.prior
+    }
+
+    /// The objective.
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// Model and prior, consuming the trainer.
+    pub fn into_parts(self) -> (Vae<E>, Prior<E>) {
+        (self.vae, self.prior)
+    }
+
+    /// One Adam step on the batch `x` (n × input_dim), with noise drawn from `rng`.
+    ///
+    /// For exact resumption, derive `rng` from the run seed and the step number (e.g. with
+    /// [`stream_rng`](crate::stream_rng)) rather than carrying one generator across steps.
+    /// A non-finite objective or gradient returns [`NnError::Diverged`] and leaves every
+    /// parameter and moment unchanged.
+    pub fn step<R: Rng + ?Sized>(&mut self, x: &[E], n: usize, rng: &mut R) -> Result<StepStats> {
+        let len = check_inputs(&self.vae, &self.prior, x, n, self.objective.k)?;
+        let eps = standard_normal_noise(rng, len);
+        self.step_with_noise(x, n, &eps)
+    }
+
+    /// [`Trainer::step`] at caller-supplied noise (n·k·latent_dim values).
+    pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
+        let ev = evaluate(
+            &self.vae,
+            &self.prior,
+            &self.objective,
+            self.trainable,
+            x,
+            n,
+            eps,
+        )?;
+        let mut sq = 0.0f64;
+        for (name, g) in &ev.grads {
+            for &v in g {
+                if !v.is_finite() {
+                    return Err(NnError::Diverged {
+                        what: format!("gradient of {name}"),
+                    });
+                }
+                sq += v.as_f64() * v.as_f64();
+            }
+        }
+        if !sq.is_finite() {
+            return Err(NnError::Diverged {
+                what: "gradient norm".into(),
+            });
+        }
+        let t = i32::try_from(self.step + 1).map_err(|_| {
+            NnError::InvalidConfig("step counter exceeds the i32 range of dfdx's Adam".into())
+        })?;
+        let cfg = AdamConfig {
+            lr: self.hyper.lr,
+            betas: [self.hyper.beta1, self.hyper.beta2],
+            eps: self.hyper.eps,
+            weight_decay: None,
+        };
+        let Trainer {
+            vae, prior, slots, ..
+        } = self;
+        let names: Vec<&String> = slots.iter().map(|s| &s.name).collect();
+        let mut params: Vec<(String, ParamMut<'_, E>)> = vae
+            .params_mut()
+            .into_iter()
+            .chain(prior.params_mut())
+            .filter(|(n, _)| names.contains(&n))
+            .collect();
+        for ((slot, (name, p)), (gname, g)) in
+            slots.iter_mut().zip(params.iter_mut()).zip(&ev.grads)
+        {
+            // Invariant: slots, parameters and gradients are all built in canonical order
+            // filtered by the same trainable set.
+            debug_assert!(slot.name == *name && name == gname);
+            for (dst, &src) in slot.g.iter_mut().zip(g) {
+                *dst = -src; // Adam minimises; the objective is maximised.
+            }
+            p.adam_update(&cfg, t, &mut slot.m, &mut slot.v, &slot.g)?;
+        }
+        self.step += 1;
+        Ok(StepStats {
+            bound: ev.value,
+            grad_norm: sq.sqrt(),
+        })
+    }
+
+    /// The complete training state: model tensors, prior tensors (`prior.*`), Adam moments
+    /// `adam.m.<name>` and `adam.v.<name>` of every trained parameter, and the step counter
+    /// `trainer.step` = `[step >> 24, step & 0xFFFFFF]` (exact in `f32`).
+    pub fn state(&self) -> Vec<NamedTensor<E>> {
+        let mut out = self.vae.named_tensors();
+        out.extend(self.prior.named_tensors());
+        for s in &self.slots {
+            out.push(NamedTensor {
+                name: format!("adam.m.{}", s.name),
+                shape: s.shape.clone(),
+                data: s.m.to_vec(),
+            });
+            out.push(NamedTensor {
+                name: format!("adam.v.{}", s.name),
+                shape: s.shape.clone(),
+                data: s.v.to_vec(),
+            });
+        }
+        out.push(NamedTensor {
+            name: STEP_TENSOR.into(),
+            shape: vec![2],
+            data: vec![
+                E::of_f64((self.step / STEP_SPLIT) as f64),
+                E::of_f64((self.step % STEP_SPLIT) as f64),
+            ],
+        });
+        out
+    }
+
+    /// Restores a state written by [`Trainer::state`] of a trainer with the same model
+    /// configuration, prior kind and trainable set. Every tensor must be used and well-formed;
+    /// on error the trainer is unchanged.
+    pub fn restore(&mut self, state: &[NamedTensor<E>]) -> Result<()> {
+        if let Some(t) = state.iter().find(|t| {
+            Group::of(&t.name).is_none()
+                && !t.name.starts_with("adam.")
+                && !t.name.starts_with("trainer.")
+        }) {
+            return Err(NnError::UnexpectedTensor {
+                name: t.name.clone(),
+                context:
+                    "not in a trainer-state namespace (encoder., decoder., prior., adam., trainer.)"
+                        .into(),
+            });
+        }
+        let vae = Vae::from_named_tensors(self.vae.config(), state)?;
+        let prior = Prior::from_named_tensors(self.prior.kind(), self.vae.config(), state)?;
+        let mut lookup = Lookup::new(state, |n| {
+            n.starts_with("adam.") || n.starts_with("trainer.")
+        })?;
+        let mut moments = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let m = lookup
+                .take(&format!("adam.m.{}", s.name), &s.shape)?
+                .to_vec();
+            let vname = format!("adam.v.{}", s.name);
+            let v = lookup.take(&vname, &s.shape)?.to_vec();
+            if let Some(i) = v.iter().position(|&x| x < E::zero()) {
+                return Err(NnError::BadTensor {
+                    name: vname,
+                    reason: format!("second moment at index {i} is negative ({})", v[i]),
+                });
+            }
+            moments.push((m, v));
+        }
+        let st = lookup.take(STEP_TENSOR, &[2])?;
+        let part = |x: E| -> Option<u64> {
+            let f = x.as_f64();
+            (f >= 0.0 && f < STEP_SPLIT as f64 && f.fract() == 0.0).then_some(f as u64)
+        };
+        let step = match (part(st[0]), part(st[1])) {
+            (Some(hi), Some(lo)) => hi * STEP_SPLIT + lo,
+            _ => {
+                return Err(NnError::BadTensor {
+                    name: STEP_TENSOR.into(),
+                    reason: format!(
+                        "expected two integers in [0, 2^24), found [{}, {}]",
+                        st[0], st[1]
+                    ),
+                });
+            }
+        };
+        lookup.finish("not part of this trainer's state (different trainable set or prior?)")?;
+        for (s, (m, v)) in self.slots.iter_mut().zip(moments) {
+            s.m.copy_from_slice(&m);
+            s.v.copy_from_slice(&v);
+        }
+        self.vae = vae;
+        self.prior = prior;
+        self.step = step;
+        Ok(())
+    }
+}
