@@ -306,8 +306,8 @@ fn run_instance(
         Err(e) => return finish(InstanceReport { outcome: Outcome::Failed(e.to_string()), ..report }),
     };
     // Someone else may have finished it while we waited.
-    if !decision.forced {
-        if let Ok(None) = store.verify(inst.stage, &key) {
+    if !decision.forced
+        && let Ok(None) = store.verify(inst.stage, &key) {
             report.outcome = Outcome::Cached;
             report.files = files_of(store, inst.stage, &key);
             for p in &inst.points {
@@ -315,7 +315,6 @@ fn run_instance(
             }
             return finish(report);
         }
-    }
     events.event(&Event::Start {
         instance: i,
         stage: inst.stage.to_string(),

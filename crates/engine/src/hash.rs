@@ -144,11 +144,10 @@ impl FileHashCache {
         let size = meta.len();
         {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = entries.get(file) {
-                if s.size == size && s.mtime_ns == mtime_ns {
+            if let Some(s) = entries.get(file)
+                && s.size == size && s.mtime_ns == mtime_ns {
                     return Ok(s.blake3.clone());
                 }
-            }
         }
         let blake3 = hash_file(file)?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());

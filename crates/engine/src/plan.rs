@@ -248,35 +248,26 @@ pub fn explain(plan: &Plan, store: &Store, force: &[String]) -> Result<Vec<Decis
     Ok(out)
 }
 
-/// Slot identity of an instance: gather instances use `*`.
 /// Compares an instance with the one last run in the same slot.
 fn why_changed(plan: &Plan, store: &Store, inst: &Instance) -> Option<String> {
     let mut previous = None;
     for p in &inst.points {
-        if let Some(rec) = store.slot(&plan.pipeline, &plan.points[*p].id, inst.stage) {
-            if rec.key != inst.key {
+        if let Some(rec) = store.slot(&plan.pipeline, &plan.points[*p].id, inst.stage)
+            && rec.key != inst.key {
                 previous = Some(rec.key);
                 break;
             }
-        }
     }
     let old = store.manifest(inst.stage, &previous?).ok()??;
     if old.version != inst.version {
         return Some(format!("stage version changed ({} → {})", old.version, inst.version));
     }
-    let mut reasons = Vec::new();
     let mut changed = Vec::new();
     diff_json("", &old.params, &inst.params, &mut changed);
-    for (path, before, after) in changed.iter().take(3) {
-        reasons.push(format!("parameter `{path}` changed ({before} → {after})"));
-    }
-    if changed.len() > 3 {
-        reasons.push(format!("{} more parameters changed", changed.len() - 3));
-    }
+    let mut files = Vec::new();
     for (file, hash) in &inst.input_files {
-        match old.input_files.get(file) {
-            Some(h) if h != hash => reasons.push(format!("input file {file} changed")),
-            _ => {}
+        if old.input_files.get(file).is_some_and(|h| h != hash) {
+            files.push(format!("input file {file} changed"));
         }
     }
     // Input keys per upstream stage (gather manifests name them `stage[i]`).
@@ -289,11 +280,22 @@ fn why_changed(plan: &Plan, store: &Store, inst: &Instance) -> Option<String> {
         let stage = name.split('[').next().unwrap_or(name);
         before.entry(stage).or_default().insert(key.as_str());
     }
-    for (name, keys) in &current {
-        if before.get(name).is_some_and(|k| k != keys) {
-            reasons.push(format!("input `{name}` changed"));
-        }
+    let inputs: Vec<String> = current
+        .iter()
+        .filter(|(name, keys)| before.get(*name).is_some_and(|k| k != *keys))
+        .map(|(name, _)| format!("input `{name}` changed"))
+        .collect();
+    // The `points` the engine adds to gather stages change whenever an upstream input does; name
+    // them only when nothing else explains the change.
+    let own: Vec<_> = changed.iter().filter(|(p, _, _)| !p.starts_with("points")).collect();
+    let shown: Vec<_> = if own.is_empty() && inputs.is_empty() && files.is_empty() { changed.iter().collect() } else { own };
+    let mut reasons: Vec<String> =
+        shown.iter().take(3).map(|(path, a, b)| format!("parameter `{path}` changed ({a} → {b})")).collect();
+    if shown.len() > 3 {
+        reasons.push(format!("{} more parameters changed", shown.len() - 3));
     }
+    reasons.extend(files);
+    reasons.extend(inputs);
     if reasons.is_empty() { None } else { Some(reasons.join("; ")) }
 }
 
@@ -305,6 +307,11 @@ fn diff_json(prefix: &str, a: &Value, b: &Value, out: &mut Vec<(String, String, 
                 let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 let null = Value::Null;
                 diff_json(&path, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                diff_json(&format!("{prefix}[{i}]"), u, v, out);
             }
         }
         _ if a != b => out.push((prefix.to_string(), short(a), short(b))),

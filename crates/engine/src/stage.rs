@@ -167,11 +167,10 @@ impl Context<'_> {
     pub fn log(&self, line: impl AsRef<str>) {
         let line = line.as_ref();
         let t = self.started.elapsed().as_secs_f64();
-        if let Ok(mut guard) = self.log.lock() {
-            if let Some(f) = guard.as_mut() {
+        if let Ok(mut guard) = self.log.lock()
+            && let Some(f) = guard.as_mut() {
                 let _ = writeln!(f, "[{t:9.2}s] {line}");
             }
-        }
         self.events.event(&Event::Log { instance: self.id, line: line.to_string() });
     }
 

@@ -279,13 +279,11 @@ impl Store {
             for point in read_dir_names(&base.join(&pipeline))? {
                 let dir = base.join(&pipeline).join(&point);
                 for file in read_dir_names(&dir)? {
-                    if let Some(stage) = file.strip_suffix(".json") {
-                        if let Ok(b) = fs::read(dir.join(&file)) {
-                            if let Ok(rec) = serde_json::from_slice::<SlotRecord>(&b) {
+                    if let Some(stage) = file.strip_suffix(".json")
+                        && let Ok(b) = fs::read(dir.join(&file))
+                            && let Ok(rec) = serde_json::from_slice::<SlotRecord>(&b) {
                                 out.push((stage.to_string(), rec.key));
                             }
-                        }
-                    }
                 }
             }
         }

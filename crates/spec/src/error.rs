@@ -159,11 +159,10 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let candidates: Vec<&str> = candidates.into_iter().collect();
     // A known word that the input starts with (`vampprior` → `vamp`) or that starts with it.
     let lower = word.to_ascii_lowercase();
-    if lower.len() >= 3 {
-        if let Some(c) = candidates.iter().filter(|c| c.len() >= 3 && (lower.starts_with(**c) || c.starts_with(lower.as_str()))).max_by_key(|c| c.len()) {
+    if lower.len() >= 3
+        && let Some(c) = candidates.iter().filter(|c| c.len() >= 3 && (lower.starts_with(**c) || c.starts_with(lower.as_str()))).max_by_key(|c| c.len()) {
             return Some(c);
         }
-    }
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))

@@ -131,24 +131,37 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
         }
     }
 
-    // Expansion: one tree per point, each read and validated.
+    // Expansion: one tree per point (explicit points × grid), each read and validated.
+    let explicit = sweep::explicit_points(&root, &axes, &mut r);
     let mut runs = Vec::new();
     let mut labels = BTreeMap::new();
     if r.errors.is_empty() {
-        for (index, point) in sweep::grid(&axes).into_iter().enumerate() {
+        let explicit: Vec<Vec<sweep::Assignment>> = if explicit.is_empty() { vec![Vec::new()] } else { explicit };
+        let grid = sweep::grid(&axes);
+        let combos = explicit.iter().flat_map(|e| grid.iter().map(move |g| (e, g)));
+        for (index, (fixed, point)) in combos.enumerate() {
             let mut tree = root.clone();
             let mut assignments = BTreeMap::new();
-            for (axis, &vi) in axes.iter().zip(&point) {
-                let value = axis.values[vi].clone();
-                assignments.insert(axis.key.name.clone(), to_json(&value));
-                if let Err(prefix) = tree.set_path(&axis.path, &axis.key.origin, value) {
-                    r.error(&axis.key.origin, &format!("sweep.{}", axis.key.name), format!("cannot sweep `{}`: `{prefix}` is not a table", axis.key.name));
+            let mut set = |key: &node::Key, path: &[String], value: Node, r: &mut Reader| {
+                assignments.insert(key.name.clone(), to_json(&value));
+                if let Err(prefix) = tree.set_path(path, &key.origin, value) {
+                    r.error(&key.origin, &format!("sweep.{}", key.name), format!("cannot sweep `{}`: `{prefix}` is not a table", key.name));
                 }
+            };
+            for a in fixed {
+                set(&a.key, &a.path, a.value.clone(), &mut r);
+            }
+            for (axis, &vi) in axes.iter().zip(point) {
+                set(&axis.key, &axis.path, axis.values[vi].clone(), &mut r);
             }
             let label = label(&assignments);
             if let Some(prev) = labels.insert(label.clone(), index) {
-                let axis = &axes[0];
-                r.error(&axis.key.origin, &format!("sweep.{}", axis.key.name), format!("sweep points {prev} and {index} are identical ({label}): a value is repeated"));
+                let (origin, key) = match (axes.first(), fixed.first()) {
+                    (Some(a), _) => (a.key.origin.clone(), format!("sweep.{}", a.key.name)),
+                    (None, Some(a)) => (a.key.origin.clone(), "sweep.points".to_string()),
+                    (None, None) => (root.origin.clone(), "sweep".to_string()),
+                };
+                r.error(&origin, &key, format!("sweep points {prev} and {index} are identical ({label}): a value is repeated"));
             }
             if let Some(config) = schema::read_run(&tree, &mut r) {
                 let id = point_id(&assignments);
@@ -166,7 +179,12 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
         path: base_dir.join(name),
         sources,
         overrides: overrides.to_vec(),
-        sweep_keys: axes.iter().map(|a| a.key.name.clone()).collect(),
+        sweep_keys: {
+            let mut keys: Vec<String> = runs.iter().flat_map(|r: &Run| r.assignments.keys().cloned()).collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        },
         runs,
     })
 }

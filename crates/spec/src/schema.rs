@@ -298,13 +298,11 @@ fn read_pipeline(node: &Node, root: &Origin, r: &mut Reader, present: bool) -> O
 
 fn read_source(node: &Node, path: &str, format: Option<DataFormat>, r: &mut Reader) -> Option<DataSource> {
     let mut t = r.table(node, path)?;
-    let out = match format {
+    
+    match format {
         Some(DataFormat::Idx) => {
             let images = t.req::<SpecPath>(r, "images").and_then(|(p, o)| existing_file(p, o, &t.key_path("images"), r));
-            let labels = match t.opt::<SpecPath>(r, "labels") {
-                Some((p, o)) => Some(existing_file(p, o, &t.key_path("labels"), r)),
-                None => None,
-            };
+            let labels = t.opt::<SpecPath>(r, "labels").map(|(p, o)| existing_file(p, o, &t.key_path("labels"), r));
             t.finish(r, &["images", "labels"]);
             let labels = match labels {
                 Some(None) => return None,
@@ -326,8 +324,7 @@ fn read_source(node: &Node, path: &str, format: Option<DataFormat>, r: &mut Read
             t.finish(r, &["images", "labels", "path"]);
             None
         }
-    };
-    out
+    }
 }
 
 fn existing_file(p: SpecPath, origin: &Origin, key: &str, r: &mut Reader) -> Option<FileRef> {
@@ -369,11 +366,10 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
         }
     };
     let label_column = t.opt::<String>(r, "label_column").map(|(v, _)| v);
-    if let (Some(DataFormat::Idx), Some(_)) = (format, &label_column) {
-        if let Some(n) = t.node("label_column") {
+    if let (Some(DataFormat::Idx), Some(_)) = (format, &label_column)
+        && let Some(n) = t.node("label_column") {
             r.error(&n.origin, "data.label_column", "`label_column` applies to csv and parquet data, not idx (labels come from the `labels` file)");
         }
-    }
     let scale = t.get(r, "scale", Scale::Max);
     let binarize = t.get(r, "binarize", Binarize::Dynamic);
     let threshold = t.get_checked(r, "threshold", 0.5f64, |v| {
@@ -414,7 +410,7 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
     })
 }
 
-fn sizes(v: &Vec<usize>) -> Result<(), String> {
+fn sizes(v: &[usize]) -> Result<(), String> {
     match v.iter().position(|s| *s == 0) {
         Some(i) => Err(format!("layer sizes must be at least 1 (entry {i} is 0)")),
         None => Ok(()),
@@ -424,13 +420,12 @@ fn sizes(v: &Vec<usize>) -> Result<(), String> {
 fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
     let mut t = r.table(node, "model")?;
     let latent = t.get_checked(r, "latent", 50usize, positive);
-    let encoder = t.get_checked(r, "encoder", vec![200usize, 200], sizes);
+    let encoder = t.get_checked(r, "encoder", vec![200usize, 200], |v: &Vec<usize>| sizes(v));
     let decoder = t.opt::<Vec<usize>>(r, "decoder");
-    if let Some((d, o)) = &decoder {
-        if let Err(e) = sizes(d) {
+    if let Some((d, o)) = &decoder
+        && let Err(e) = sizes(d) {
             r.error(o, "model.decoder", e);
         }
-    }
     let decoder = decoder.map_or_else(|| encoder.iter().rev().copied().collect(), |(d, _)| d);
     let activation = t.get(r, "activation", Activation::Tanh);
     let likelihood = t.get(r, "likelihood", Likelihood::Bernoulli);

@@ -1,6 +1,8 @@
 //! `[sweep]`: a grid of values for keys of the spec, expanded into one run per point before
 //! anything runs. Keys are dotted paths (`"train.k" = [1, 5, 50]`, or nested `[sweep.train]`
 //! tables); points are ordered by key name (not file order), so reordering keys changes nothing.
+//! Explicit points (`[[sweep.points]]`, each a table of key = value) list combinations that a
+//! grid cannot express; the runs are every explicit point × every grid point.
 
 use crate::node::{Key, Node, Value};
 use crate::read::Reader;
@@ -16,21 +18,93 @@ pub struct Axis {
 /// Keys that may not be swept.
 const FIXED: &[&str] = &["pipeline.name"];
 
+/// The key of `[sweep]` that holds explicit points.
+const POINTS: &str = "points";
+
 /// Reads the axes of `[sweep]`; errors are recorded in `r`.
 pub fn axes(root: &Node, r: &mut Reader) -> Vec<Axis> {
     let Some(sweep) = root.get("sweep") else { return Vec::new() };
     let mut out = Vec::new();
     match &sweep.value {
-        Value::Table(entries) => flatten(entries, &mut Vec::new(), r, &mut out),
+        Value::Table(entries) => {
+            let grid: Vec<(Key, Node)> = entries.iter().filter(|(k, _)| k.name != POINTS).cloned().collect();
+            flatten(&grid, &mut Vec::new(), r, &mut out)
+        }
         other => r.error(&sweep.origin, "sweep", format!("expected a table of arrays, found {}", other.type_name())),
     }
     out.sort_by(|a, b| a.key.name.cmp(&b.key.name));
     out
 }
 
-fn flatten(entries: &[(Key, Node)], prefix: &mut Vec<String>, r: &mut Reader, out: &mut Vec<Axis>) {
+/// One explicit assignment: a key path and its value.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub key: Key,
+    pub path: Vec<String>,
+    pub value: Node,
+}
+
+/// Reads `[[sweep.points]]`: one list of assignments per explicit point (empty: no explicit
+/// points). A key may not also be a grid axis.
+pub fn explicit_points(root: &Node, axes: &[Axis], r: &mut Reader) -> Vec<Vec<Assignment>> {
+    let Some(points) = root.get("sweep").and_then(|s| s.get(POINTS)) else { return Vec::new() };
+    let Value::Array(items) = &points.value else {
+        r.error_help(
+            &points.origin,
+            "sweep.points",
+            format!("expected an array of tables, found {}", points.value.type_name()),
+            "write each point as [[sweep.points]] followed by key = value lines",
+        );
+        return Vec::new();
+    };
+    if items.is_empty() {
+        r.error(&points.origin, "sweep.points", "needs at least one point");
+    }
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Value::Table(entries) = &item.value else {
+            r.error(&item.origin, &format!("sweep.points[{i}]"), format!("expected a table of key = value, found {}", item.value.type_name()));
+            continue;
+        };
+        let mut assignments = Vec::new();
+        collect(entries, &[], i, r, &mut assignments);
+        for a in &assignments {
+            let dotted = a.path.join(".");
+            if axes.iter().any(|x| x.path == a.path) {
+                r.error(&a.key.origin, &format!("sweep.points[{i}].{dotted}"), format!("`{dotted}` is also a grid axis of [sweep]; set it in one place"));
+            }
+        }
+        assignments.sort_by(|a, b| a.key.name.cmp(&b.key.name));
+        out.push(assignments);
+    }
+    out
+}
+
+fn collect(entries: &[(Key, Node)], prefix: &[String], i: usize, r: &mut Reader, out: &mut Vec<Assignment>) {
     for (key, node) in entries {
-        let mut path = prefix.clone();
+        let mut path = prefix.to_vec();
+        path.extend(key.name.split('.').map(|s| s.trim().to_string()));
+        let dotted = path.join(".");
+        let at = format!("sweep.points[{i}].{dotted}");
+        if path.iter().any(String::is_empty) {
+            r.error(&key.origin, &at, "a key must be a dotted path like \"train.k\"");
+        } else if let (Value::Table(inner), true) = (&node.value, path.len() < 2) {
+            collect(inner, &path, i, r, out);
+        } else if path.len() < 2 {
+            r.error_help(&key.origin, &at, format!("`{dotted}` is a section, not a key"), "e.g. \"train.k\" = 5");
+        } else if FIXED.contains(&dotted.as_str()) {
+            r.error(&key.origin, &at, format!("`{dotted}` cannot be swept: one pipeline has one name"));
+        } else if path[0] == "sweep" {
+            r.error(&key.origin, &at, "a sweep cannot sweep itself");
+        } else {
+            out.push(Assignment { key: Key { name: dotted, origin: key.origin.clone() }, path, value: node.clone() });
+        }
+    }
+}
+
+fn flatten(entries: &[(Key, Node)], prefix: &mut [String], r: &mut Reader, out: &mut Vec<Axis>) {
+    for (key, node) in entries {
+        let mut path = prefix.to_vec();
         path.extend(key.name.split('.').map(|s| s.trim().to_string()));
         let dotted = path.join(".");
         if path.iter().any(String::is_empty) {

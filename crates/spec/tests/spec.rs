@@ -110,6 +110,36 @@ fn sweep_expands_to_a_grid_with_stable_ids() {
 }
 
 #[test]
+fn explicit_points_combine_with_the_grid() {
+    let dir = fixture();
+    let text = format!(
+        "{GOOD}\n[sweep]\n\"pipeline.seed\" = [1, 2]\n\n[[sweep.points]]\n\"train.objective\" = \"elbo\"\n\"train.k\" = 1\n\n\
+         [[sweep.points]]\ntrain = {{ objective = \"iwae\", k = 5 }}\n"
+    );
+    let spec = load(&text, dir.path(), &[]).unwrap();
+    let got: Vec<_> = spec.runs.iter().map(|r| (r.config.train.objective, r.config.train.k, r.config.pipeline.seed)).collect();
+    assert_eq!(
+        got,
+        vec![(Objective::Elbo, 1, 1), (Objective::Elbo, 1, 2), (Objective::Iwae, 5, 1), (Objective::Iwae, 5, 2)]
+    );
+    assert!(spec.runs[2].label.contains("objective=iwae") && spec.runs[2].label.contains("k=5") && spec.runs[2].label.contains("seed=1"));
+    assert_eq!(spec.sweep_keys, vec!["pipeline.seed", "train.k", "train.objective"]);
+
+    // A key in both places, a bad value inside a point, and a non-table point are located errors.
+    let bad = format!("{GOOD}\n[sweep]\n\"train.k\" = [1, 2]\n\n[[sweep.points]]\n\"train.k\" = 3\n\"train.epochs\" = 0\n");
+    let err = load(&bad, dir.path(), &[]).unwrap_err();
+    let recs = err.records();
+    assert!(recs.iter().any(|r| r.key == "sweep.points[0].train.k" && r.message.contains("also a grid axis")), "{err}");
+    let bad = format!("{GOOD}\n[[sweep.points]]\n\"train.epochs\" = 0\n");
+    let err = load(&bad, dir.path(), &[]).unwrap_err();
+    let line = bad.lines().position(|l| l.starts_with("\"train.epochs\"")).unwrap() + 1;
+    assert!(err.records().iter().any(|r| r.key == "train.epochs" && r.message.contains("at least 1") && r.line == line), "{err}");
+    let bad = format!("{GOOD}\n[sweep]\npoints = [1, 2]\n");
+    let err = load(&bad, dir.path(), &[]).unwrap_err();
+    assert!(err.records().iter().any(|r| r.key == "sweep.points[0]"), "{err}");
+}
+
+#[test]
 fn overrides_apply_and_are_validated() {
     let dir = fixture();
     let spec = load(GOOD, dir.path(), &["train.k=50", "train.objective=elbo", "model.encoder=[400, 300]"]).unwrap();
