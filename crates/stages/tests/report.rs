@@ -1,0 +1,1058 @@
+//! Tests of the report stage, run through the engine like `vaepipe run`.
+//!
+//! - Against the artifact contract (docs/artifacts.md): stand-in upstream stages write small
+//!   synthetic artifacts whose numbers are known, so the tests can check where each number lands
+//!   (results table, the Burda et al. Table 1 layout), how many-point sweeps, failed points and
+//!   unreadable files are handled.
+//! - On the real pipeline (embedded MNIST subset, tiny model, one or two epochs): every figure
+//!   decodes, the documents reference only what exists, re-rendering is byte-identical, spec
+//!   text is escaped, and a failed point is listed while the report still renders.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::{Value, json};
+use vaepipe_data::{Column, Table};
+use vaepipe_engine::{
+    Context, NoEvents, Outcome, Point, Registry, RunOptions, RunReport, Stage, StageError, Store,
+    execute, explain, pick, plan,
+};
+use vaepipe_stages::{DataStage, EvalStage, PriorStage, ReportStage, TrainStage};
+
+const SUBSET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-subset");
+
+// ---------------------------------------------------------------------------------------------
+// Running pipelines
+
+fn load(text: &str) -> vaepipe_spec::Spec {
+    let dir = std::env::temp_dir();
+    vaepipe_spec::load_str("test.toml", text, &dir, &[], &dir)
+        .unwrap_or_else(|e| panic!("invalid spec:\n{}", e.render(false)))
+}
+
+/// As `vaepipe`'s `points_of`: the resolved config plus `point` (id, label, swept values).
+fn points_of(spec: &vaepipe_spec::Spec) -> Vec<Point> {
+    spec.runs
+        .iter()
+        .map(|r| {
+            let mut config = serde_json::to_value(&r.config).expect("config serializes");
+            config.as_object_mut().expect("config is an object").insert(
+                "point".into(),
+                json!({"id": r.id, "label": r.label, "values": r.assignments}),
+            );
+            Point {
+                index: r.index,
+                id: r.id.clone(),
+                label: r.label.clone(),
+                config,
+            }
+        })
+        .collect()
+}
+
+fn run(registry: &Registry, store: &Store, spec: &vaepipe_spec::Spec, force: &[&str]) -> RunReport {
+    let p = plan(registry, store, spec.name(), points_of(spec), true).expect("plan");
+    let force: Vec<String> = force.iter().map(|s| s.to_string()).collect();
+    let decisions = explain(&p, store, &force).expect("explain");
+    let options = RunOptions {
+        jobs: 2,
+        tool_version: "0.0.0-test".into(),
+        ..Default::default()
+    };
+    execute(
+        registry,
+        store,
+        &p,
+        &decisions,
+        &options,
+        &NoEvents,
+        &AtomicBool::new(false),
+    )
+    .expect("execute")
+}
+
+/// The committed report directory of a run (panics with every outcome if there is none).
+fn report_dir(r: &RunReport) -> PathBuf {
+    match r
+        .instances
+        .iter()
+        .find(|i| i.stage == "report" && matches!(i.outcome, Outcome::Ran | Outcome::Cached))
+    {
+        Some(i) => i.dir.clone(),
+        None => {
+            let outcomes: Vec<String> = r
+                .instances
+                .iter()
+                .map(|i| format!("{} {:?}", i.stage, i.outcome))
+                .collect();
+            panic!("no report was rendered: {outcomes:#?}")
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking a report directory
+
+/// Every file under `dir` except the engine's manifest: relative path → bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).expect("readable directory") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if p.file_name().is_some_and(|n| n != "manifest.json") {
+                let rel = p
+                    .strip_prefix(root)
+                    .expect("inside")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.insert(rel, std::fs::read(&p).expect("readable file"));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let mut reader = png::Decoder::new(bytes)
+        .read_info()
+        .expect("PNG header decodes");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("PNG data decodes");
+    let distinct: BTreeSet<&[u8]> = buf[..info.buffer_size()].chunks(3).collect();
+    assert!(
+        distinct.len() > 2,
+        "the PNG is (nearly) blank: {} colours",
+        distinct.len()
+    );
+    (info.width, info.height)
+}
+
+fn parse_html(html: &str) -> roxmltree::Document<'_> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    roxmltree::Document::parse_with_options(html, options).expect("index.html is well-formed")
+}
+
+/// Checks the figures, the Markdown's references and the HTML's self-containment; returns the
+/// figure stems.
+fn check_report(dir: &Path) -> BTreeSet<String> {
+    let figures = dir.join("figures");
+    let mut by_stem: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in std::fs::read_dir(&figures).expect("figures/ exists") {
+        let name = e.expect("entry").file_name().to_string_lossy().to_string();
+        let (stem, ext) = name
+            .rsplit_once('.')
+            .expect("figure files have an extension");
+        by_stem
+            .entry(stem.to_string())
+            .or_default()
+            .insert(ext.to_string());
+    }
+    assert!(!by_stem.is_empty(), "no figures written");
+    for (stem, exts) in &by_stem {
+        assert_eq!(
+            exts,
+            &BTreeSet::from(["png".to_string(), "svg".to_string()]),
+            "figure {stem} needs exactly a PNG and an SVG"
+        );
+        let png = std::fs::read(figures.join(format!("{stem}.png"))).expect("PNG readable");
+        let (w, h) = png_size(&png);
+        let svg =
+            std::fs::read_to_string(figures.join(format!("{stem}.svg"))).expect("SVG is UTF-8");
+        let doc = roxmltree::Document::parse(&svg)
+            .unwrap_or_else(|e| panic!("{stem}.svg is not well-formed: {e}"));
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg");
+        assert_eq!(
+            root.attribute("width"),
+            Some(w.to_string().as_str()),
+            "{stem}: SVG and PNG widths differ"
+        );
+        assert_eq!(
+            root.attribute("height"),
+            Some(h.to_string().as_str()),
+            "{stem}: SVG and PNG heights differ"
+        );
+        assert!(w >= 300 && h >= 100, "{stem}: implausible size {w}×{h}");
+    }
+
+    // Markdown: every link target exists, and every figure is referenced.
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let mut referenced = BTreeSet::new();
+    for (i, _) in md.match_indices("](") {
+        let target = md[i + 2..].split(')').next().unwrap_or("");
+        assert!(
+            !target.contains(':') && !target.starts_with('/'),
+            "index.md links outside the report: {target}"
+        );
+        assert!(
+            dir.join(target).is_file(),
+            "index.md references a missing file: {target}"
+        );
+        if let Some(stem) = target
+            .strip_prefix("figures/")
+            .and_then(|t| t.strip_suffix(".png"))
+        {
+            referenced.insert(stem.to_string());
+        }
+    }
+    let stems: BTreeSet<String> = by_stem.keys().cloned().collect();
+    assert_eq!(
+        referenced, stems,
+        "figures written and figures referenced by index.md differ"
+    );
+
+    // HTML: one file; every resource is embedded, one image per figure.
+    let html = std::fs::read_to_string(dir.join("index.html")).expect("index.html");
+    let doc = parse_html(&html);
+    let mut images = 0;
+    for n in doc.descendants().filter(|n| n.is_element()) {
+        for a in ["src", "href"] {
+            if let Some(v) = n.attribute(a) {
+                assert!(
+                    v.starts_with("data:") || v.starts_with('#'),
+                    "index.html refers to an external resource: {a}={v}"
+                );
+            }
+        }
+        if n.has_tag_name("img") {
+            images += 1;
+        }
+        assert!(
+            !n.has_tag_name("script") && !n.has_tag_name("link"),
+            "index.html has a <{}> element",
+            n.tag_name().name()
+        );
+    }
+    assert_eq!(
+        images,
+        stems.len(),
+        "index.html embeds one image per figure"
+    );
+    stems
+}
+
+/// Cells of the Markdown table rows whose first cells are `first`.
+fn md_rows<'a>(md: &'a str, first: &[&str]) -> Vec<Vec<&'a str>> {
+    md.lines()
+        .filter(|l| l.starts_with("| "))
+        .map(|l| {
+            l.trim_start_matches("| ")
+                .trim_end_matches(" |")
+                .split(" | ")
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        })
+        .filter(|cells| cells.len() >= first.len() && cells[..first.len()] == *first)
+        .collect()
+}
+
+/// The text of the level-2 section `title` of a Markdown report (up to the next section).
+fn section<'a>(md: &'a str, title: &str) -> &'a str {
+    let start = md
+        .find(&format!("\n## {title}\n"))
+        .unwrap_or_else(|| panic!("no section {title:?}"));
+    let rest = &md[start + 1..];
+    match rest[3..].find("\n## ") {
+        Some(end) => &rest[..end + 3],
+        None => rest,
+    }
+}
+
+/// The column index of `title` in the Markdown table header that contains it.
+fn md_column(md: &str, title: &str) -> usize {
+    md.lines()
+        .filter(|l| l.starts_with("| "))
+        .find_map(|l| {
+            l.trim_start_matches("| ")
+                .trim_end_matches(" |")
+                .split(" | ")
+                .position(|c| c.trim() == title)
+        })
+        .unwrap_or_else(|| panic!("no table column {title:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stand-in upstream stages writing synthetic artifacts per docs/artifacts.md
+
+/// Test NLL the stand-in eval stage reports: falls with k, more for IWAE; the refit prior helps.
+fn synthetic_nll(objective: &str, k: u64, variant: &str) -> f64 {
+    let k = k as f64;
+    95.0 - 2.0 * k.ln()
+        - if objective == "iwae" {
+            1.5 * k.ln()
+        } else {
+            0.0
+        }
+        - if variant == "refit" { 0.75 } else { 0.0 }
+}
+
+/// A deterministic value in [0, 1) for `i`.
+fn noise(i: usize) -> f64 {
+    ((i as f64 * 12.9898 + 0.5).sin() * 43_758.545_3)
+        .fract()
+        .abs()
+}
+
+fn write_table(dir: &Path, file: &str, columns: Vec<(&str, Column)>) -> Result<(), StageError> {
+    let t = Table::from_columns(
+        columns
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect(),
+    );
+    vaepipe_data::write_table(&dir.join(file), &t).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(())
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<(), StageError> {
+    std::fs::write(path, serde_json::to_vec_pretty(v).expect("serializes"))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(())
+}
+
+fn pixel_columns(images: &[Vec<f64>]) -> Vec<(String, Column)> {
+    (0..16)
+        .map(|p| {
+            (
+                format!("p{p:04}"),
+                Column::F64(images.iter().map(|im| im[p]).collect()),
+            )
+        })
+        .collect()
+}
+
+struct FakeData;
+impl Stage for FakeData {
+    fn name(&self) -> &'static str {
+        "data"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn params(&self, point: &Value) -> Value {
+        pick(point, &["data", "pipeline.seed"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        let split = |rows: u64| json!({"rows": rows, "features": 16, "label_counts": {}, "min": 0.0, "max": 1.0, "mean": 0.3});
+        write_json(
+            &ctx.out.join("summary.json"),
+            &json!({"features": 16, "image_shape": [4, 4], "scale_factor": 1.0, "binarize": "dynamic", "splits": {"train": split(90), "validation": split(10), "test": split(40)}, "seconds": 0.1}),
+        )
+    }
+}
+
+struct FakeTrain;
+impl Stage for FakeTrain {
+    fn name(&self) -> &'static str {
+        "train"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["data"]
+    }
+    fn params(&self, point: &Value) -> Value {
+        pick(point, &["model", "train", "pipeline.seed"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        let epochs = ctx.params["train"]["epochs"].as_u64().unwrap_or(1) as i64;
+        let k = ctx.params["train"]["k"].as_u64().unwrap_or(1) as f64;
+        let e: Vec<i64> = (1..=epochs).collect();
+        let bound = |off: f64| {
+            Column::F64(
+                e.iter()
+                    .map(|e| -(100.0 + 30.0 / *e as f64 - k.ln() + off))
+                    .collect(),
+            )
+        };
+        write_table(
+            ctx.out,
+            "history.parquet",
+            vec![
+                ("epoch", Column::I64(e.clone())),
+                ("step", Column::I64(e.iter().map(|e| e * 10).collect())),
+                ("train_bound", bound(0.0)),
+                ("validation_bound", bound(1.5)),
+                ("lr", Column::F64(vec![1e-3; e.len()])),
+                (
+                    "seconds",
+                    Column::F64(e.iter().map(|e| *e as f64 * 0.5).collect()),
+                ),
+                ("images_per_s", Column::F64(vec![1000.0; e.len()])),
+            ],
+        )?;
+        write_json(
+            &ctx.out.join("train.json"),
+            &json!({"objective": ctx.params["train"]["objective"], "k": k, "estimator": "reparam", "analytic_kl": false, "epochs_run": epochs,
+                    "best_epoch": epochs, "best_validation_bound": -101.0, "final_train_bound": -100.0, "final_validation_bound": -101.0,
+                    "stopped_early": false, "steps": epochs * 10, "seconds": epochs as f64 * 0.5, "parameters": 1234, "resumed": 0}),
+        )
+    }
+}
+
+struct FakePrior;
+impl Stage for FakePrior {
+    fn name(&self) -> &'static str {
+        "prior"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["data", "train"]
+    }
+    fn params(&self, point: &Value) -> Value {
+        pick(point, &["prior", "model", "train", "pipeline.seed"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        let sources = ["standard normal", "refit prior", "aggregate posterior"];
+        let n = 300;
+        let mut src = Vec::new();
+        let (mut z1, mut z2) = (Vec::new(), Vec::new());
+        for (s, name) in sources.iter().enumerate() {
+            for i in 0..n {
+                src.push(name.to_string());
+                z1.push((noise(i + 1000 * s) - 0.5) * 4.0 + s as f64 * 0.3);
+                z2.push((noise(i + 7 + 1000 * s) - 0.5) * 3.0);
+            }
+        }
+        write_table(
+            ctx.out,
+            "latent_samples.parquet",
+            vec![
+                ("source", Column::Str(src)),
+                ("z1", Column::F64(z1)),
+                ("z2", Column::F64(z2)),
+            ],
+        )?;
+        write_json(
+            &ctx.out.join("variants.json"),
+            &json!([
+                {"name": "standard", "label": "N(0, I)", "model_stage": "train", "model_file": "model.safetensors", "prior_file": null},
+                {"name": "refit", "label": "mog K=3", "model_stage": "train", "model_file": "model.safetensors", "prior_file": "prior.safetensors"}
+            ]),
+        )?;
+        let side = json!({"elbo_standard": -99.0, "elbo_refit": -98.5, "lk_standard": -97.0, "lk_refit": -96.6, "images": 40});
+        write_json(
+            &ctx.out.join("refit.json"),
+            &json!({"method": "mog", "components": 3, "subset": 0, "seed": 7, "k": 1, "objective": "elbo", "objective_before": -99.0,
+                    "objective_after": -98.4, "train": side, "test": side, "kl_qagg_standard": 2.5, "kl_qagg_refit": 0.4,
+                    "active_units": 4, "plot_dims": [2, 0], "seconds": 0.2}),
+        )
+    }
+}
+
+/// Writes a complete eval output; fails for the point labelled `fail`, and writes a corrupt
+/// `lk_curve.parquet` for the point labelled `corrupt`.
+struct FakeEval {
+    fail: Option<&'static str>,
+    corrupt: Option<&'static str>,
+}
+impl Stage for FakeEval {
+    fn name(&self) -> &'static str {
+        "eval"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &["data", "train", "prior"]
+    }
+    fn params(&self, point: &Value) -> Value {
+        pick(
+            point,
+            &["eval", "prior", "model", "train", "pipeline.seed", "point"],
+        )
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        let label = ctx.points.first().map(|p| p.label.as_str()).unwrap_or("");
+        if self.fail == Some(label) {
+            return Err(anyhow::anyhow!("injected failure for the test").into());
+        }
+        let objective = ctx.params["train"]["objective"]
+            .as_str()
+            .unwrap_or("elbo")
+            .to_string();
+        let k = ctx.params["train"]["k"].as_u64().unwrap_or(1);
+        let variants = [("standard", "N(0, I)"), ("refit", "mog K=3")];
+        write_json(
+            &ctx.out.join("variants.json"),
+            &json!(
+                variants
+                    .iter()
+                    .map(|(n, l)| json!({"name": n, "label": l, "dir": n}))
+                    .collect::<Vec<_>>()
+            ),
+        )?;
+        for (vi, (name, label_v)) in variants.iter().enumerate() {
+            let dir = ctx.out.join(name);
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!(e))?;
+            let nll = synthetic_nll(&objective, k, name);
+            write_json(
+                &dir.join("metrics.json"),
+                &json!({"test_nll": nll, "test_nll_stderr": 0.25, "eval_k": 50, "elbo": -(nll + 4.0), "kl": 20.0, "recon": -(nll - 16.0),
+                        "active_units": 3 + (k as usize % 2), "images": 40, "objective": objective, "k": k, "estimator": "reparam",
+                        "prior": label_v, "variant": name, "point": label, "point_id": ctx.points[0].id, "seconds": 0.3}),
+            )?;
+            let n = 40;
+            write_table(
+                &dir,
+                "per_image.parquet",
+                vec![
+                    ("index", Column::I64((0..n as i64).collect())),
+                    ("label", Column::I64((0..n as i64).map(|i| i % 3).collect())),
+                    (
+                        "nll",
+                        Column::F64((0..n).map(|i| nll - 10.0 + 20.0 * noise(i + vi)).collect()),
+                    ),
+                    ("elbo", Column::F64(vec![-nll - 4.0; n])),
+                    ("kl", Column::F64(vec![20.0; n])),
+                    ("recon", Column::F64(vec![16.0 - nll; n])),
+                ],
+            )?;
+            if self.corrupt == Some(label) {
+                std::fs::write(dir.join("lk_curve.parquet"), b"not parquet")
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            } else {
+                let ks = [1i64, 5, 50];
+                write_table(
+                    &dir,
+                    "lk_curve.parquet",
+                    vec![
+                        ("k", Column::I64(ks.to_vec())),
+                        (
+                            "bound",
+                            Column::F64(
+                                ks.iter()
+                                    .map(|kk| -(nll + 5.0 / (*kk as f64).sqrt()))
+                                    .collect(),
+                            ),
+                        ),
+                        ("stderr", Column::F64(vec![0.3; 3])),
+                        ("images", Column::I64(vec![20; 3])),
+                    ],
+                )?;
+            }
+            write_table(
+                &dir,
+                "units.parquet",
+                vec![
+                    ("dim", Column::I64((0..4).collect())),
+                    ("variance", Column::F64(vec![0.5, 0.2, 0.001, 0.3])),
+                    ("active", Column::Bool(vec![true, true, false, true])),
+                ],
+            )?;
+            let images: Vec<Vec<f64>> = (0..12)
+                .map(|i| (0..16).map(|p| noise(i * 16 + p + 100 * vi)).collect())
+                .collect();
+            let mut cols = vec![("image".to_string(), Column::I64((0..12).collect()))];
+            cols.extend(pixel_columns(&images));
+            vaepipe_data::write_table(&dir.join("samples.parquet"), &Table::from_columns(cols))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut cols = vec![
+                (
+                    "image".to_string(),
+                    Column::I64((0..8).map(|i| i / 2).collect()),
+                ),
+                (
+                    "index".to_string(),
+                    Column::I64((0..8).map(|i| 10 + i / 2).collect()),
+                ),
+                (
+                    "kind".to_string(),
+                    Column::Str(
+                        (0..8)
+                            .map(|i| {
+                                if i % 2 == 0 {
+                                    "original"
+                                } else {
+                                    "reconstruction"
+                                }
+                                .to_string()
+                            })
+                            .collect(),
+                    ),
+                ),
+            ];
+            cols.extend(pixel_columns(&images[..8]));
+            vaepipe_data::write_table(
+                &dir.join("reconstructions.parquet"),
+                &Table::from_columns(cols),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            write_table(
+                &dir,
+                "latents.parquet",
+                vec![
+                    ("index", Column::I64((0..n as i64).collect())),
+                    ("label", Column::I64((0..n as i64).map(|i| i % 3).collect())),
+                    (
+                        "x",
+                        Column::F64((0..n).map(|i| (i % 3) as f64 + noise(i)).collect()),
+                    ),
+                    ("y", Column::F64((0..n).map(|i| noise(i + 50)).collect())),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn fake_registry(eval: FakeEval) -> Registry {
+    let mut r = Registry::new();
+    let stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(FakeData),
+        Box::new(FakeTrain),
+        Box::new(FakePrior),
+        Box::new(eval),
+        Box::new(ReportStage),
+    ];
+    for s in stages {
+        r.register(s).expect("registers");
+    }
+    r
+}
+
+fn spec_text(name: &str, sweep: &str, epochs: usize) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "{name}"
+seed = 3
+description = "Checks <b>escaping</b> & the layout."
+[data]
+format = "idx"
+train = {{ images = "{SUBSET}/train-images-idx3-ubyte.gz", labels = "{SUBSET}/train-labels-idx1-ubyte.gz" }}
+test = {{ images = "{SUBSET}/t10k-images-idx3-ubyte.gz", labels = "{SUBSET}/t10k-labels-idx1-ubyte.gz" }}
+[train]
+epochs = {epochs}
+[sweep]
+{sweep}
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contract tests (stand-in upstream stages)
+
+#[test]
+fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    let registry = fake_registry(FakeEval {
+        fail: None,
+        corrupt: None,
+    });
+    let spec = load(&spec_text(
+        "contract",
+        r#""train.objective" = ["elbo", "iwae"]
+"train.k" = [1, 5]"#,
+        3,
+    ));
+    let report = run(&registry, &store, &spec, &[]);
+    let dir = report_dir(&report);
+    let stems = check_report(&dir);
+
+    let mut expected: BTreeSet<String> = [
+        "training_curves",
+        "bound_vs_k",
+        "test_nll",
+        "nll_histogram",
+        "active_units",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for p in 0..4 {
+        expected.extend([
+            format!("samples_p{p}_standard"),
+            format!("samples_p{p}_refit"),
+            // Both variants share the trained model: one reconstruction and latent figure each.
+            format!("reconstructions_p{p}_standard"),
+            format!("latents_p{p}_standard"),
+            format!("prior_density_p{p}"),
+        ]);
+    }
+    assert_eq!(stems, expected);
+
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    // Burda et al. layout: the cell at (objective, prior) × (k) holds that point's NLL.
+    let k5 = md_column(&md, "k = 5");
+    let k1 = md_column(&md, "k = 1");
+    for (row, objective) in [("VAE (ELBO)", "elbo"), ("IWAE (L\\_k)", "iwae")] {
+        for (prior, variant) in [("N(0, I)", "standard"), ("mog K=3", "refit")] {
+            let rows = md_rows(&md, &[row, prior]);
+            assert_eq!(rows.len(), 1, "one Table-1 row for {row} / {prior}:\n{md}");
+            assert_eq!(
+                rows[0][k1],
+                format!("{:.2} ± 0.25", synthetic_nll(objective, 1, variant))
+            );
+            assert_eq!(
+                rows[0][k5],
+                format!("{:.2} ± 0.25", synthetic_nll(objective, 5, variant))
+            );
+        }
+    }
+    // The paper's values are there, marked as the paper's.
+    let paper = md_rows(&md, &["IWAE (paper)"]);
+    assert_eq!(paper.len(), 1);
+    assert_eq!(paper[0][1..], ["86.76", "85.54", "84.78"]);
+    // The results table: one row per point and prior, with active units out of the latent size.
+    let units = md_column(&md, "active units");
+    let rows = md_rows(section(&md, "Results"), &["k=5 objective=iwae", "mog K=3"]);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0][2],
+        format!("{:.2} ± 0.25", synthetic_nll("iwae", 5, "refit"))
+    );
+    assert_eq!(rows[0][units], "4/50");
+    // Spec text is escaped in both documents.
+    assert!(
+        md.contains("Checks \\<b\\>escaping\\</b\\> \\& the layout."),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(dir.join("index.html")).expect("index.html");
+    assert!(
+        html.contains("Checks &lt;b&gt;escaping&lt;/b&gt; &amp; the layout.")
+            && !html.contains("<b>")
+    );
+    // Every point's resolved spec is shown (a `[train]` table per point, with its k).
+    assert_eq!(md.matches("\n[train]\n").count(), 4);
+    assert!(
+        !md.contains(tmp.path().to_str().expect("utf-8 path")),
+        "index.md names the store's absolute path"
+    );
+}
+
+#[test]
+fn large_sweeps_draw_images_for_one_representative_point() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    let registry = fake_registry(FakeEval {
+        fail: None,
+        corrupt: None,
+    });
+    let spec = load(&spec_text(
+        "many",
+        r#""train.k" = [1, 2, 3, 4, 5, 6, 7, 8]
+"train.objective" = ["iwae"]"#,
+        1,
+    ));
+    let dir = report_dir(&run(&registry, &store, &spec, &[]));
+    let stems = check_report(&dir);
+    // The lowest NLL is at the largest k (index 7): only its image figures are drawn.
+    let per_point: BTreeSet<&str> = stems
+        .iter()
+        .filter_map(|s| {
+            s.split('_')
+                .find(|p| p.starts_with('p') && p[1..].parse::<u32>().is_ok())
+        })
+        .collect();
+    assert_eq!(per_point, BTreeSet::from(["p7"]), "{stems:?}");
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    assert!(
+        md.contains("one representative run: k=8 objective=iwae"),
+        "{md}"
+    );
+    // All eight runs are in the results table all the same (two priors each).
+    let results = section(&md, "Results");
+    assert_eq!(
+        md_rows(results, &["k=3 objective=iwae", "N(0, I)"]).len(),
+        1
+    );
+    assert_eq!(
+        md_rows(results, &["k=3 objective=iwae", "mog K=3"]).len(),
+        1
+    );
+    // Beyond six points, later specs are shown as differences from the first.
+    assert!(
+        md.contains("As k=1 objective=iwae except:") && md.contains("\ntrain.k = 8\n"),
+        "{md}"
+    );
+}
+
+#[test]
+fn failed_points_and_unreadable_files_are_reported_and_rendering_is_stable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    let registry = fake_registry(FakeEval {
+        fail: Some("k=5 objective=iwae"),
+        corrupt: Some("k=1 objective=elbo"),
+    });
+    let spec = load(&spec_text(
+        "broken",
+        r#""train.objective" = ["elbo", "iwae"]
+"train.k" = [1, 5]"#,
+        2,
+    ));
+    let report = run(&registry, &store, &spec, &[]);
+    assert_eq!(report.failed().count(), 1, "only the injected eval failure");
+    let dir = report_dir(&report);
+    check_report(&dir);
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+
+    // The failure is listed with its reason and its log, relative to the store.
+    let failures = md
+        .split("## Failed or skipped stages")
+        .nth(1)
+        .expect("a failure section");
+    let line = failures
+        .lines()
+        .find(|l| l.contains("k=5 objective=iwae"))
+        .expect("the failed point is listed");
+    assert!(
+        line.starts_with("- eval for k=5 objective=iwae")
+            && line.contains("failed: injected failure for the test"),
+        "{line}"
+    );
+    assert!(line.contains("log: \\<store\\>/logs/eval/"), "{line}");
+    // Its cells say so; the other points keep their numbers.
+    let rows = md_rows(&md, &["IWAE (L\\_k)", "N(0, I)"]);
+    assert_eq!(rows[0][md_column(&md, "k = 5")], "eval failed");
+    assert_eq!(
+        rows[0][md_column(&md, "k = 1")],
+        format!("{:.2} ± 0.25", synthetic_nll("iwae", 1, "standard"))
+    );
+    // The corrupt file is a noted problem, named by store entry rather than absolute path.
+    let problems = md.split("## Problems").nth(1).expect("a problems section");
+    assert!(
+        problems.contains("lk\\_curve.parquet") && problems.contains("eval/"),
+        "{problems}"
+    );
+    assert!(
+        !md.contains(tmp.path().to_str().expect("utf-8 path")),
+        "index.md names the store's absolute path"
+    );
+
+    // Rendering again (forced) gives the same bytes.
+    let before = files(&dir);
+    let again = run(&registry, &store, &spec, &["report"]);
+    let dir2 = report_dir(&again);
+    assert_eq!(dir2, dir, "same inputs, same key");
+    let after = files(&dir2);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &before {
+        assert!(after[name] == *bytes, "{name} differs between two renders");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real pipeline
+
+/// A store holding one complete run of the real pipeline (two points), shared by the tests below.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    store: Store,
+    spec: vaepipe_spec::Spec,
+    report: PathBuf,
+}
+
+const REAL_NAME: &str = "tiny <script>alert(1)</script> & co";
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(tmp.path()).expect("store");
+        let spec = load(&format!(
+            r#"
+[pipeline]
+name = "{REAL_NAME}"
+seed = 5
+[data]
+format = "idx"
+train = {{ images = "{SUBSET}/train-images-idx3-ubyte.gz", labels = "{SUBSET}/train-labels-idx1-ubyte.gz" }}
+test = {{ images = "{SUBSET}/t10k-images-idx3-ubyte.gz", labels = "{SUBSET}/t10k-labels-idx1-ubyte.gz" }}
+train_rows = 500
+test_rows = 100
+validation = 100
+[model]
+latent = 8
+encoder = [64]
+[train]
+epochs = 2
+batch_size = 50
+[prior]
+method = "mog"
+components = 3
+samples = 1000
+steps = 20
+[eval]
+k = 50
+images = 60
+curve_k = [1, 5, 50]
+curve_images = 30
+samples = 20
+reconstructions = 6
+[sweep]
+"train.objective" = ["elbo", "iwae"]
+"train.k" = [3]
+"#
+        ));
+        let report = run(&vaepipe_stages::registry(), &store, &spec, &[]);
+        assert_eq!(report.failed().count(), 0, "the real pipeline failed: {:#?}", report.instances);
+        let dir = report_dir(&report);
+        Fixture { _tmp: tmp, store, spec, report: dir }
+    })
+}
+
+#[test]
+fn real_pipeline_report_is_complete_escaped_and_reproducible() {
+    let f = fixture();
+    let stems = check_report(&f.report);
+    for stem in [
+        "training_curves",
+        "bound_vs_k",
+        "test_nll",
+        "nll_histogram",
+        "active_units",
+    ] {
+        assert!(stems.contains(stem), "missing figure {stem}: {stems:?}");
+    }
+    for p in ["p0", "p1"] {
+        for kind in ["samples", "reconstructions", "latents", "prior_density"] {
+            assert!(
+                stems.iter().any(|s| s.starts_with(&format!("{kind}_{p}"))),
+                "missing {kind} figure of {p}: {stems:?}"
+            );
+        }
+    }
+    // The reconstructions have the data's image shape: 28×28 tiles make a wide grid.
+    let stem = stems
+        .iter()
+        .find(|s| s.starts_with("reconstructions_p0"))
+        .expect("a reconstruction figure");
+    let png = std::fs::read(f.report.join("figures").join(format!("{stem}.png"))).expect("png");
+    let (w, _) = png_size(&png);
+    assert!(w >= 600, "reconstruction grid only {w} pixels wide");
+
+    // The pipeline name is escaped: no markup from the spec reaches the HTML.
+    let html = std::fs::read_to_string(f.report.join("index.html")).expect("index.html");
+    assert!(
+        !html.to_ascii_lowercase().contains("<script"),
+        "unescaped <script> in index.html"
+    );
+    assert!(html.contains("<h1>tiny &lt;script&gt;alert(1)&lt;/script&gt; &amp; co</h1>"));
+    let md = std::fs::read_to_string(f.report.join("index.md")).expect("index.md");
+    assert!(
+        md.starts_with("# tiny \\<script\\>alert(1)\\</script\\> \\& co\n"),
+        "{}",
+        &md[..80.min(md.len())]
+    );
+    // Both points are evaluated: one results row per point and prior, with a number.
+    for label in ["k=3 objective=elbo", "k=3 objective=iwae"] {
+        let rows = md_rows(section(&md, "Results"), &[label]);
+        assert!(!rows.is_empty(), "no results row for {label}");
+        for r in rows {
+            assert!(
+                r[2].contains(" ± ")
+                    && r[2]
+                        .split(' ')
+                        .next()
+                        .and_then(|x| x.parse::<f64>().ok())
+                        .is_some_and(|x| x > 0.0),
+                "{r:?}"
+            );
+        }
+    }
+
+    // Re-rendering from the store entry alone (as `vaepipe report <dir>`) gives the same bytes.
+    let (_, rerun) = vaepipe_engine::rerun_entry(&vaepipe_stages::registry(), &f.store, &f.report)
+        .expect("rerun");
+    let (a, b) = (files(&f.report), files(&rerun));
+    let _ = std::fs::remove_dir_all(&rerun);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(b[name] == *bytes, "{name} differs when re-rendered");
+    }
+}
+
+/// The real eval stage, failing for one point (its version differs, so it is not a cache hit).
+struct FailingEval(&'static str);
+impl Stage for FailingEval {
+    fn name(&self) -> &'static str {
+        "eval"
+    }
+    fn version(&self) -> u32 {
+        EvalStage.version() + 1000
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        EvalStage.inputs()
+    }
+    fn params(&self, point: &Value) -> Value {
+        EvalStage.params(point)
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        if ctx.points.iter().any(|p| p.label == self.0) {
+            return Err(anyhow::anyhow!("injected eval failure").into());
+        }
+        EvalStage.run(ctx)
+    }
+}
+
+#[test]
+fn real_pipeline_with_a_failed_point_still_renders() {
+    let f = fixture();
+    let mut registry = Registry::new();
+    let stages: Vec<Box<dyn Stage>> = vec![
+        Box::new(DataStage),
+        Box::new(TrainStage),
+        Box::new(PriorStage),
+        Box::new(FailingEval("k=3 objective=iwae")),
+        Box::new(ReportStage),
+    ];
+    for s in stages {
+        registry.register(s).expect("registers");
+    }
+    let report = run(&registry, &f.store, &f.spec, &[]);
+    let failed: Vec<_> = report
+        .failed()
+        .map(|i| (i.stage.clone(), i.points[0].label.clone()))
+        .collect();
+    assert_eq!(
+        failed,
+        [("eval".to_string(), "k=3 objective=iwae".to_string())]
+    );
+    let dir = report_dir(&report);
+    assert_ne!(dir, f.report, "a partial report has its own key");
+    check_report(&dir);
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let failures = md
+        .split("## Failed or skipped stages")
+        .nth(1)
+        .expect("a failure section");
+    assert!(
+        failures.contains("eval for k=3 objective=iwae")
+            && failures.contains("injected eval failure"),
+        "{failures}"
+    );
+    let results = section(&md, "Results");
+    assert_eq!(
+        md_rows(results, &["k=3 objective=iwae"])
+            .iter()
+            .map(|r| r[2])
+            .collect::<Vec<_>>(),
+        ["eval failed"],
+        "{results}"
+    );
+    let ok = md_rows(results, &["k=3 objective=elbo"]);
+    assert!(
+        !ok.is_empty() && ok.iter().all(|r| r[2].contains(" ± ")),
+        "{results}"
+    );
+}
