@@ -1,0 +1,47 @@
+//! vaepipe-slurm: runs a vaepipe sweep on a SLURM cluster. It writes sbatch scripts (sorted
+//! `#SBATCH` lines; every value from a spec, a flag or the file system shell-quoted), submits a
+//! data job, one array task per sweep point and a report job that depends on the array, records
+//! the submission in the store, and answers "what is each point doing?" with one `squeue` call
+//! per poll for the whole submission.
+//!
+//! All jobs share the store (on a shared file system): the engine's per-key locks make
+//! concurrent tasks compute each stage instance once, and its checkpoints let a task stopped by
+//! SIGUSR1 (time limit warning, `scancel --signal=USR1 --batch`) requeue itself and resume.
+//! The user-facing description is docs/slurm.md.
+//!
+//! ```text
+//! prepare(Request) ──▶ <store>/slurm/<pipeline>/<id>/{data,points,report}.sbatch, logs/, submission.json
+//! submit(Submission, Tools) ──sbatch ×3──▶ Submission with job ids
+//! latest(store, pipeline, point ids) + query(squeue, job name) + point_state(..) ──▶ status
+//! ```
+
+pub mod queue;
+pub mod quote;
+pub mod script;
+pub mod state;
+pub mod submission;
+
+use std::path::PathBuf;
+
+pub use queue::{JobState, QueueEntry, query};
+pub use quote::{shell_quote, shell_quote_str};
+pub use script::{JobKind, Resources};
+pub use state::{PointState, StoreState, point_state};
+pub use submission::{PointInfo, Request, Submission, Tools, latest, prepare, submit};
+
+/// Errors of this crate; each names the value, file or command involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or value that cannot be used (bad time limit, unsafe partition name, …).
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
+    #[error("{}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    /// A SLURM command that could not run or failed.
+    #[error("`{command}` failed: {message}")]
+    Command { command: String, message: String },
+    #[error("cannot parse {what}: {message}")]
+    Parse { what: String, message: String },
+    #[error("submission failed: {message}")]
+    Submit { message: String },
+}

@@ -1,0 +1,774 @@
+//! The sbatch scripts of a submission: resources (checked before anything is written), the
+//! sorted `#SBATCH` lines, and the bash body that runs vaepipe in the background, forwards a
+//! stop signal to it, and requeues the job when vaepipe saved a checkpoint (exit code 3).
+//!
+//! Signal handling, in the manner of submitit: `--signal=B:USR1@GRACE` asks SLURM to send USR1
+//! to the batch shell GRACE seconds before the time limit (and tests or admins send it with
+//! `scancel --signal=USR1 --batch`). bash runs a trap only between commands, so vaepipe runs as
+//! `vaepipe … & wait`. The trap forwards one USR1 to vaepipe, which finishes the optimizer step,
+//! checkpoints and exits with 3; the script then calls `scontrol requeue` on its own job, so the
+//! task restarts (SLURM_RESTART_COUNT + 1, `--open-mode=append` keeps the log) and resumes from
+//! the checkpoint. SIGTERM (scancel, preemption, the time limit itself) is trapped but not
+//! forwarded: SLURM sends it to every process of the job, vaepipe included, and vaepipe ends at
+//! once (exit 130, no checkpoint) on a second stop signal. The trap only keeps the batch shell
+//! alive while vaepipe checkpoints — if the shell died first, SLURM would kill vaepipe with it.
+//! After SIGTERM the script does not requeue: SLURM requeues preempted jobs itself, and a
+//! cancelled job must stay cancelled.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::quote::{directive_safe, shell_join, shell_quote, shell_quote_str};
+
+/// The exit code with which vaepipe reports "interrupted; checkpoint saved".
+pub const EXIT_INTERRUPTED: i32 = 3;
+
+/// Cluster resources of every job of a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// `--partition` (a name or a comma-separated list); cluster default if absent.
+    pub partition: Option<String>,
+    /// `--time`: a SLURM time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`).
+    pub time: Option<String>,
+    /// `--cpus-per-task` (also vaepipe's thread count through RAYON_NUM_THREADS).
+    pub cpus_per_task: u32,
+    /// `--mem` per node: a number with an optional K/M/G/T suffix (SLURM's default unit is M).
+    pub mem: Option<String>,
+    /// Seconds between the USR1 warning and the time limit (`--signal=B:USR1@GRACE`).
+    pub grace_s: u32,
+    /// At most this many array tasks at once (`--array=0-N%MAX`); no limit if absent.
+    pub max_parallel: Option<usize>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            partition: None,
+            time: None,
+            cpus_per_task: 1,
+            mem: None,
+            grace_s: 120,
+            max_parallel: None,
+        }
+    }
+}
+
+impl Resources {
+    /// Checks every value before it is written into an `#SBATCH` line.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |what: &str, message: String| {
+            Err(Error::Invalid {
+                what: what.to_string(),
+                message,
+            })
+        };
+        if let Some(p) = &self.partition
+            && !directive_safe(p)
+        {
+            return invalid(
+                "--partition",
+                format!("{p:?} is not a partition name (letters, digits, `_.-`, comma-separated)"),
+            );
+        }
+        if let Some(t) = &self.time {
+            let Some(limit) = parse_time_limit(t) else {
+                return invalid(
+                    "--time",
+                    format!("{t:?} is not a SLURM time limit (e.g. 04:00:00, 90, 1-12:00:00)"),
+                );
+            };
+            if let Some(limit) = limit
+                && u64::from(self.grace_s) >= limit
+            {
+                return invalid(
+                    "--grace",
+                    format!(
+                        "{} s of warning before a {t} time limit leaves no time to work; lower --grace or raise --time",
+                        self.grace_s
+                    ),
+                );
+            }
+        }
+        if self.cpus_per_task == 0 {
+            return invalid("--cpus-per-task", "must be at least 1".into());
+        }
+        if let Some(m) = &self.mem
+            && !mem_ok(m)
+        {
+            return invalid(
+                "--mem",
+                format!("{m:?} is not a memory size (e.g. 4000, 4G, 512M)"),
+            );
+        }
+        if self.grace_s == 0 || self.grace_s > 65_535 {
+            return invalid(
+                "--grace",
+                format!("{} s: must be between 1 and 65535 seconds", self.grace_s),
+            );
+        }
+        if self.max_parallel == Some(0) {
+            return invalid("--max-parallel", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn mem_ok(m: &str) -> bool {
+    let digits = m
+        .strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't'])
+        .unwrap_or(m);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses a SLURM time limit into seconds: `Some(None)` for `UNLIMITED`/`INFINITE`, `None` if
+/// the text is not a time limit. Formats (sbatch(1)): `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`.
+pub fn parse_time_limit(t: &str) -> Option<Option<u64>> {
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return Some(None);
+    }
+    let num = |s: &str| -> Option<u64> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(num(d)?), r),
+        None => (None, t),
+    };
+    let parts: Vec<u64> = rest.split(':').map(num).collect::<Option<_>>()?;
+    let secs = match (days, parts.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86_400 + h * 3600,
+        (Some(d), [h, m]) => d * 86_400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86_400 + h * 3600 + m * 60 + s,
+        _ => return None,
+    };
+    Some(Some(secs))
+}
+
+/// The three jobs of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// The shared upstream stage: `vaepipe run SPEC --stage data`, once, first.
+    Data,
+    /// One array task per sweep point: `vaepipe run SPEC --point $SLURM_ARRAY_TASK_ID`.
+    Points,
+    /// `vaepipe report SPEC` after every task ended (whatever their outcome).
+    Report,
+}
+
+impl JobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Data => "data",
+            JobKind::Points => "points",
+            JobKind::Report => "report",
+        }
+    }
+
+    /// The script's file name in the submission directory.
+    pub fn script_name(self) -> String {
+        format!("{}.sbatch", self.name())
+    }
+
+    /// The `--output` pattern, relative to the submission directory (the jobs' working
+    /// directory at start; the script then changes to the submitter's directory).
+    pub fn log_pattern(self) -> String {
+        match self {
+            JobKind::Points => "logs/points-%A_%a.out".into(),
+            other => format!("logs/{}-%j.out", other.name()),
+        }
+    }
+
+    /// The log file of one job (or array task) once its ids are known.
+    pub fn log_file(self, job_id: &str, task: Option<usize>) -> PathBuf {
+        match (self, task) {
+            (JobKind::Points, Some(t)) => PathBuf::from(format!("logs/points-{job_id}_{t}.out")),
+            _ => PathBuf::from(format!("logs/{}-{job_id}.out", self.name())),
+        }
+    }
+}
+
+/// Everything a script needs to know. Paths should be absolute: the jobs run elsewhere.
+#[derive(Debug, Clone)]
+pub struct ScriptInputs<'a> {
+    /// The vaepipe binary (std::env::current_exe of the submitting process).
+    pub vaepipe: &'a Path,
+    /// The submitter's working directory: the jobs `cd` there, so relative paths in `--set`
+    /// overrides and the default `reports/` directory mean what they meant at submission.
+    pub workdir: &'a Path,
+    pub store: &'a Path,
+    pub spec: &'a Path,
+    pub overrides: &'a [String],
+    /// Shown (quoted) in the header comment only.
+    pub pipeline: &'a str,
+    pub submission: &'a str,
+    /// The one job name shared by every job of the submission.
+    pub job_name: &'a str,
+    /// Number of sweep points (array size).
+    pub points: usize,
+    pub resources: &'a Resources,
+    pub tool_version: &'a str,
+}
+
+/// The vaepipe command line a job runs (the array task index stays a shell variable).
+pub fn vaepipe_command(kind: JobKind, x: &ScriptInputs<'_>) -> String {
+    let mut words: Vec<OsString> = vec![
+        x.vaepipe.into(),
+        "--color".into(),
+        "never".into(),
+        "--store".into(),
+        x.store.into(),
+    ];
+    match kind {
+        JobKind::Data | JobKind::Points => words.extend(["run".into(), x.spec.into()]),
+        JobKind::Report => words.extend(["report".into(), x.spec.into()]),
+    }
+    if kind == JobKind::Data {
+        words.extend(["--stage".into(), "data".into()]);
+    }
+    for o in x.overrides {
+        words.push(format!("--set={o}").into());
+    }
+    let mut line = shell_join(&words);
+    if kind == JobKind::Points {
+        line.push_str(" --point \"$SLURM_ARRAY_TASK_ID\"");
+    }
+    line
+}
+
+/// The `#SBATCH` options of a job, sorted by option name.
+pub fn directives(kind: JobKind, x: &ScriptInputs<'_>) -> Result<Vec<String>, Error> {
+    let r = x.resources;
+    r.validate()?;
+    if !directive_safe(x.job_name) {
+        return Err(Error::Invalid {
+            what: "job name".into(),
+            message: format!("{:?} cannot be written in an #SBATCH line", x.job_name),
+        });
+    }
+    let mut d: Vec<(&str, Option<String>)> = vec![
+        ("cpus-per-task", Some(r.cpus_per_task.to_string())),
+        ("job-name", Some(x.job_name.to_string())),
+        ("open-mode", Some("append".into())),
+        ("output", Some(kind.log_pattern())),
+        ("requeue", None),
+        ("signal", Some(format!("B:USR1@{}", r.grace_s))),
+    ];
+    if kind == JobKind::Points {
+        if x.points == 0 {
+            return Err(Error::Invalid {
+                what: "sweep".into(),
+                message: "a submission needs at least one sweep point".into(),
+            });
+        }
+        let limit = r.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
+        d.push(("array", Some(format!("0-{}{limit}", x.points - 1))));
+        // If the data job fails, cancel the array instead of leaving it pending forever.
+        d.push(("kill-on-invalid-dep", Some("yes".into())));
+    }
+    if let Some(p) = &r.partition {
+        d.push(("partition", Some(p.clone())));
+    }
+    if let Some(t) = &r.time {
+        d.push(("time", Some(t.clone())));
+    }
+    if let Some(m) = &r.mem {
+        d.push(("mem", Some(m.clone())));
+    }
+    d.sort_by(|a, b| a.0.cmp(b.0));
+    Ok(d.into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("#SBATCH --{k}={v}"),
+            None => format!("#SBATCH --{k}"),
+        })
+        .collect())
+}
+
+/// Renders the batch script of `kind`.
+pub fn render(kind: JobKind, x: &ScriptInputs<'_>) -> Result<String, Error> {
+    let directives = directives(kind, x)?;
+    let what = match kind {
+        JobKind::Data => "the shared data stage (runs once, before the sweep points)".to_string(),
+        JobKind::Points => format!(
+            "one array task per sweep point ({} points; task i runs point i)",
+            x.points
+        ),
+        JobKind::Report => "the report, after every array task ended".to_string(),
+    };
+    let dependency = match kind {
+        JobKind::Data => "",
+        JobKind::Points => " [--dependency=afterok:<data job>]",
+        JobKind::Report => " --dependency=afterany:<array job>",
+    };
+    let mut s = String::new();
+    let w = &mut s;
+    // Writing to a String cannot fail.
+    let _ = writeln!(w, "#!/bin/bash");
+    let _ = writeln!(
+        w,
+        "# Generated by `vaepipe submit` (vaepipe {}): {what}.",
+        x.tool_version
+    );
+    let _ = writeln!(
+        w,
+        "# Pipeline {}, submission {}.",
+        shell_quote_str(x.pipeline),
+        x.submission
+    );
+    let _ = writeln!(
+        w,
+        "# Submitted from this script's directory as: sbatch --parsable{dependency} {}",
+        kind.script_name()
+    );
+    for line in &directives {
+        let _ = writeln!(w, "{line}");
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "cd -- {q} || {{ echo \"vaepipe job: cannot enter the directory vaepipe submit ran in: \"{q} >&2; exit 1; }}",
+        q = shell_quote(x.workdir.as_os_str())
+    );
+    let _ = writeln!(
+        w,
+        "# vaepipe's threads: one per allocated CPU unless set by the user."
+    );
+    let _ = writeln!(
+        w,
+        ": \"${{RAYON_NUM_THREADS:=${{SLURM_CPUS_PER_TASK:-1}}}}\""
+    );
+    let _ = writeln!(w, "export RAYON_NUM_THREADS");
+    let task = if kind == JobKind::Points {
+        " task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID:-?}"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        w,
+        "echo \"== vaepipe {} job ${{SLURM_JOB_ID:-?}}{task} on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ), restart ${{SLURM_RESTART_COUNT:-0}}\"",
+        kind.name()
+    );
+    s.push_str(BODY_SIGNALS);
+    let _ = writeln!(s, "{} &", vaepipe_command(kind, x));
+    s.push_str(BODY_WAIT);
+    Ok(s)
+}
+
+/// Traps: remember the first stop signal; forward one USR1 to vaepipe once it runs. SIGTERM
+/// reaches vaepipe from SLURM directly (a second signal would end it without a checkpoint), so
+/// it is only noted, and the shell keeps waiting for vaepipe's checkpoint.
+const BODY_SIGNALS: &str = r#"
+signal=""
+forwarded=0
+child=""
+interrupted=0
+on_signal() {
+  [ -n "$signal" ] || signal=$1
+  interrupted=1
+  if [ "$1" = TERM ]; then
+    echo "== SIGTERM received (SLURM signals vaepipe too): waiting for its checkpoint"
+  elif [ -n "$child" ] && [ "$forwarded" = 0 ]; then
+    forwarded=1
+    echo "== SIG$1 received: asking vaepipe to checkpoint and stop"
+    kill -USR1 "$child" 2>/dev/null || true
+  fi
+}
+trap 'on_signal USR1' USR1
+trap 'on_signal TERM' TERM
+[ "$signal" != TERM ] || { echo "== SIGTERM before vaepipe started"; exit 143; }
+
+"#;
+
+/// Wait for vaepipe (again after each trap), then requeue if it stopped on USR1.
+const BODY_WAIT: &str = r#"child=$!
+[ "$signal" != USR1 ] || on_signal USR1
+while :; do
+  interrupted=0
+  wait "$child"
+  rc=$?
+  # wait also returns when a trap ran: go on waiting while vaepipe (or its zombie) is there.
+  [ "$interrupted" = 1 ] || break
+  kill -0 "$child" 2>/dev/null && continue
+  wait "$child" 2>/dev/null
+  last=$?
+  [ "$last" = 127 ] || rc=$last
+  break
+done
+echo "== vaepipe exited with code $rc${signal:+ after SIG$signal}"
+if [ "$signal" = USR1 ] && { [ "$rc" = 3 ] || [ "$rc" -gt 128 ]; }; then
+  echo "== requeueing job $SLURM_JOB_ID: the next start resumes from the checkpoint"
+  if scontrol requeue "$SLURM_JOB_ID"; then
+    exit 0
+  fi
+  echo "== scontrol requeue failed; run the same vaepipe command (or submit again) to resume" >&2
+elif [ "$rc" = 3 ]; then
+  echo "== stopped (SIG${signal:-?}); the checkpoint is kept: a requeue or the next run resumes"
+fi
+exit "$rc"
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn inputs<'a>(
+        r: &'a Resources,
+        overrides: &'a [String],
+        store: &'a Path,
+        name: &'a str,
+    ) -> ScriptInputs<'a> {
+        ScriptInputs {
+            vaepipe: Path::new("/opt/vaepipe/bin/vaepipe"),
+            workdir: Path::new("/home/me/exp"),
+            store,
+            spec: Path::new("/home/me/exp/sweep.toml"),
+            overrides,
+            pipeline: name,
+            submission: "20260101-000000-abcd",
+            job_name: "vaepipe-sweep-20260101-000000-abcd",
+            points: 4,
+            resources: r,
+            tool_version: "0.1.0",
+        }
+    }
+
+    fn full() -> Resources {
+        Resources {
+            partition: Some("gpu".into()),
+            time: Some("04:00:00".into()),
+            cpus_per_task: 2,
+            mem: Some("4G".into()),
+            grace_s: 90,
+            max_parallel: Some(2),
+        }
+    }
+
+    fn sbatch_lines(script: &str) -> Vec<&str> {
+        script
+            .lines()
+            .filter(|l| l.starts_with("#SBATCH"))
+            .collect()
+    }
+
+    #[test]
+    fn directives_are_sorted_complete_and_before_any_command() {
+        let r = full();
+        let x = inputs(&r, &[], Path::new("/store"), "sweep");
+        for kind in [JobKind::Data, JobKind::Points, JobKind::Report] {
+            let s = render(kind, &x).unwrap();
+            let lines = sbatch_lines(&s);
+            let mut sorted = lines.clone();
+            sorted.sort();
+            assert_eq!(lines, sorted, "{kind:?}: #SBATCH lines not sorted");
+            for want in [
+                "#SBATCH --cpus-per-task=2",
+                "#SBATCH --job-name=vaepipe-sweep-20260101-000000-abcd",
+                "#SBATCH --mem=4G",
+                "#SBATCH --open-mode=append",
+                "#SBATCH --partition=gpu",
+                "#SBATCH --requeue",
+                "#SBATCH --signal=B:USR1@90",
+                "#SBATCH --time=04:00:00",
+            ] {
+                assert!(lines.contains(&want), "{kind:?}: missing {want} in\n{s}");
+            }
+            // sbatch stops reading directives at the first command: they must all come first.
+            let first_command = s
+                .lines()
+                .position(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .unwrap();
+            let lines: Vec<&str> = s.lines().collect();
+            let last_directive = lines
+                .iter()
+                .rposition(|l| l.starts_with("#SBATCH"))
+                .unwrap();
+            assert!(last_directive < first_command);
+        }
+        let points = render(JobKind::Points, &x).unwrap();
+        assert!(sbatch_lines(&points).contains(&"#SBATCH --array=0-3%2"));
+        assert!(sbatch_lines(&points).contains(&"#SBATCH --output=logs/points-%A_%a.out"));
+        assert!(sbatch_lines(&points).contains(&"#SBATCH --kill-on-invalid-dep=yes"));
+        assert!(points.contains("--point \"$SLURM_ARRAY_TASK_ID\""));
+        let data = render(JobKind::Data, &x).unwrap();
+        assert!(!data.contains("--array"));
+        assert!(data.contains(" run /home/me/exp/sweep.toml --stage data"));
+        assert!(
+            render(JobKind::Report, &x)
+                .unwrap()
+                .contains(" report /home/me/exp/sweep.toml")
+        );
+    }
+
+    #[test]
+    fn optional_resources_are_omitted_and_unlimited_arrays_have_no_percent() {
+        let r = Resources::default();
+        let x = inputs(&r, &[], Path::new("/store"), "sweep");
+        let s = render(JobKind::Points, &x).unwrap();
+        let lines = sbatch_lines(&s);
+        assert!(lines.contains(&"#SBATCH --array=0-3"));
+        assert!(lines.contains(&"#SBATCH --signal=B:USR1@120"));
+        assert!(!s.contains("--partition") && !s.contains("--time") && !s.contains("--mem"));
+    }
+
+    #[test]
+    fn the_script_runs_vaepipe_in_the_background_and_requeues_on_exit_3() {
+        let r = Resources::default();
+        let x = inputs(&r, &[], Path::new("/store"), "sweep");
+        let s = render(JobKind::Points, &x).unwrap();
+        let run = s
+            .lines()
+            .find(|l| l.starts_with("/opt/vaepipe/bin/vaepipe "))
+            .expect("a vaepipe line");
+        assert!(
+            run.ends_with(" &"),
+            "vaepipe must run in the background so that traps fire: {run}"
+        );
+        assert!(
+            s.contains("trap 'on_signal USR1' USR1") && s.contains("trap 'on_signal TERM' TERM")
+        );
+        assert!(s.contains("scontrol requeue \"$SLURM_JOB_ID\""));
+    }
+
+    /// Runs a rendered points script with a fake vaepipe (records the signals it gets, exits 3
+    /// like vaepipe after a checkpoint) and a fake scontrol; `signal_shell` and `signal_child`
+    /// are sent once the fake runs. Returns (script exit code, signals the child got, scontrol calls).
+    fn run_with_fakes(
+        signal_shell: &str,
+        signal_child: Option<&str>,
+    ) -> (Option<i32>, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        let write_exe = |name: &str, body: &str| {
+            let p = out.join(name);
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let fake = write_exe(
+            "vaepipe",
+            "#!/bin/bash\ngot=''\ntrap 'echo USR1 >> \"$OUT/signals\"; got=1' USR1\ntrap 'echo TERM >> \"$OUT/signals\"; got=1' TERM\n\
+             echo $$ > \"$OUT/pid\"; touch \"$OUT/ready\"\nwhile [ -z \"$got\" ]; do sleep 0.05; done\nsleep 0.3\nexit 3\n",
+        );
+        std::fs::create_dir(out.join("bin")).unwrap();
+        write_exe(
+            "bin/scontrol",
+            "#!/bin/bash\necho \"$*\" >> \"$OUT/scontrol\"\n",
+        );
+        let r = Resources::default();
+        let mut x = inputs(&r, &[], out, "sweep");
+        x.vaepipe = &fake;
+        x.workdir = out;
+        let script = out.join("points.sbatch");
+        std::fs::write(&script, render(JobKind::Points, &x).unwrap()).unwrap();
+        let path = format!(
+            "{}:{}",
+            out.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut shell = Command::new("bash")
+            .arg(&script)
+            .env("OUT", out)
+            .env("PATH", path)
+            .env("SLURM_JOB_ID", "42")
+            .env("SLURM_ARRAY_TASK_ID", "0")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while !out.join("ready").exists() {
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "the fake vaepipe never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let kill = |sig: &str, pid: &str| {
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid)
+                .status()
+                .unwrap()
+        };
+        if let Some(sig) = signal_child {
+            kill(
+                sig,
+                std::fs::read_to_string(out.join("pid")).unwrap().trim(),
+            );
+        }
+        kill(signal_shell, &shell.id().to_string());
+        let code = shell.wait().unwrap().code();
+        let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap_or_default();
+        (code, read("signals"), read("scontrol"))
+    }
+
+    #[test]
+    fn usr1_is_forwarded_once_and_the_job_requeues_itself() {
+        let (code, signals, scontrol) = run_with_fakes("USR1", None);
+        assert_eq!(signals, "USR1\n", "vaepipe must get exactly one USR1");
+        assert_eq!(scontrol, "requeue 42\n");
+        assert_eq!(code, Some(0));
+    }
+
+    #[test]
+    fn term_is_not_forwarded_and_a_cancelled_job_is_not_requeued() {
+        // As SLURM does on scancel or preemption: TERM to the batch shell and to vaepipe.
+        let (code, signals, scontrol) = run_with_fakes("TERM", Some("TERM"));
+        assert_eq!(
+            signals, "TERM\n",
+            "a second signal would stop vaepipe without a checkpoint"
+        );
+        assert_eq!(scontrol, "", "a cancelled job must stay cancelled");
+        assert_eq!(code, Some(3), "the shell must wait for vaepipe's exit code");
+    }
+
+    #[test]
+    fn hostile_values_are_quoted_and_the_script_parses() {
+        let r = full();
+        let store =
+            PathBuf::from("/tmp/st ore/$(touch /tmp/vaepipe-pwned-script)/`id`/it's\n\"x\"");
+        let name = "evil $(touch /tmp/vaepipe-pwned-script) `id` 'q' \"dq\"\nsecond line";
+        let overrides =
+            vec!["pipeline.description=$(touch /tmp/vaepipe-pwned-script)\n'".to_string()];
+        let x = inputs(&r, &overrides, &store, name);
+        for kind in [JobKind::Data, JobKind::Points, JobKind::Report] {
+            let s = render(kind, &x).unwrap();
+            let out = Command::new("bash")
+                .arg("-n")
+                .arg("-c")
+                .arg(&s)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "bash -n rejects the {kind:?} script: {}\n{s}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // The name is in a comment, on one line; no directive carries a user value.
+            assert_eq!(
+                s.lines().filter(|l| l.starts_with("# Pipeline ")).count(),
+                1
+            );
+            assert!(!s.lines().any(|l| l.starts_with("second line")));
+            for l in sbatch_lines(&s) {
+                assert!(
+                    !l.contains('$') && !l.contains('`') && !l.contains('\''),
+                    "user value in {l}"
+                );
+            }
+            // Replace the binary by printf: bash must hand vaepipe exactly the original words.
+            let line = s
+                .lines()
+                .find(|l| l.starts_with("/opt/vaepipe/bin/vaepipe "))
+                .unwrap();
+            let probe = line
+                .replacen("/opt/vaepipe/bin/vaepipe", "printf '%s\\0'", 1)
+                .trim_end_matches(" &")
+                .to_string();
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(&probe)
+                .env("SLURM_ARRAY_TASK_ID", "2")
+                .output()
+                .unwrap();
+            let words: Vec<&[u8]> = out
+                .stdout
+                .split(|b| *b == 0)
+                .filter(|w| !w.is_empty())
+                .collect();
+            assert_eq!(
+                words[3],
+                store.as_os_str().as_encoded_bytes(),
+                "store path changed on the way"
+            );
+            assert!(
+                words.contains(&format!("--set={}", overrides[0]).as_bytes()),
+                "override changed on the way"
+            );
+            if kind == JobKind::Points {
+                assert_eq!(
+                    words[words.len() - 2..],
+                    [b"--point".as_slice(), b"2".as_slice()]
+                );
+            }
+        }
+        assert!(
+            !Path::new("/tmp/vaepipe-pwned-script").exists(),
+            "a quoted value was executed"
+        );
+    }
+
+    #[test]
+    fn resources_are_validated() {
+        let ok = full();
+        assert!(ok.validate().is_ok());
+        let bad = [
+            Resources {
+                partition: Some("gpu\n#SBATCH --x".into()),
+                ..full()
+            },
+            Resources {
+                partition: Some("a b".into()),
+                ..full()
+            },
+            Resources {
+                time: Some("4h".into()),
+                ..full()
+            },
+            Resources {
+                time: Some("00:01:00".into()),
+                grace_s: 60,
+                ..full()
+            },
+            Resources {
+                mem: Some("4 GB".into()),
+                ..full()
+            },
+            Resources {
+                cpus_per_task: 0,
+                ..full()
+            },
+            Resources {
+                grace_s: 0,
+                ..full()
+            },
+            Resources {
+                grace_s: 70_000,
+                time: None,
+                ..full()
+            },
+            Resources {
+                max_parallel: Some(0),
+                ..full()
+            },
+        ];
+        for r in bad {
+            assert!(r.validate().is_err(), "{r:?} accepted");
+        }
+    }
+
+    #[test]
+    fn time_limits_parse_like_sbatch() {
+        assert_eq!(parse_time_limit("90"), Some(Some(5400)));
+        assert_eq!(parse_time_limit("10:30"), Some(Some(630)));
+        assert_eq!(parse_time_limit("04:00:00"), Some(Some(14_400)));
+        assert_eq!(parse_time_limit("1-12"), Some(Some(129_600)));
+        assert_eq!(parse_time_limit("1-00:30"), Some(Some(88_200)));
+        assert_eq!(parse_time_limit("2-01:02:03"), Some(Some(176_523)));
+        assert_eq!(parse_time_limit("UNLIMITED"), Some(None));
+        for bad in ["", "1:2:3:4", "a", "1-", "-1", "1h", "1-2-3", "1:"] {
+            assert_eq!(parse_time_limit(bad), None, "{bad}");
+        }
+    }
+}

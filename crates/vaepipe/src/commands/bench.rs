@@ -1,0 +1,568 @@
+//! `vaepipe bench`: speed measurements of this machine, printed as JSON with `--json` (a
+//! contract: names and keys are documented in docs/performance.md).
+//!
+//! * `bench eval`: test images per second of the eval stage's importance-sampled NLL
+//!   (`vaepipe_nn::Evaluator`) on the IWAE network, with the GFLOP/s achieved.
+//! * `bench train`: images per second of `Trainer::step` (each image counted once whatever k).
+//! * `bench gemm`: this machine's f32 GEMM throughput on the network's shapes through dfdx's
+//!   matmul, with one rayon thread and with all of them: the peak the other two compare to.
+//!
+//! Every measurement is repeated (`--repeat`) and reported as min/median/max. The networks have
+//! random initial weights (seed 1) and the data are random binary images: the work per image
+//! does not depend on the values. FLOPs count matrix products only, 2·m·n·k each.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use dfdx::prelude::*;
+use serde::Serialize;
+use serde_json::{Value, json};
+use vaepipe_nn::{
+    Activation, AdamHyper, Estimator, Evaluator, Likelihood, Objective, ObjectiveKind,
+    PosteriorStd, Prior, SampleOptions, Trainable, Trainer, Vae, VaeConfig, standard_normal_noise,
+    stream_rng,
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Bench,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Bench {
+    /// Test images per second of the importance-sampled NLL at k samples (the eval stage).
+    Eval(EvalArgs),
+    /// Images per second of a training step (Trainer::step).
+    Train(TrainArgs),
+    /// f32 GEMM GFLOP/s on the network's shapes (dfdx's matmul), 1 and all rayon threads.
+    Gemm(GemmArgs),
+}
+
+/// The network and the reporting options every benchmark shares.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Hidden layer widths of the encoder and of the decoder (mirrored).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "200,200",
+        value_name = "W,W"
+    )]
+    pub hidden: Vec<usize>,
+    /// Latent dimension.
+    #[arg(long, default_value_t = 50)]
+    pub latent: usize,
+    /// Input dimension (784 for MNIST).
+    #[arg(long, default_value_t = 784)]
+    pub input: usize,
+    /// Measurements taken (reported as min/median/max).
+    #[arg(long, default_value_t = 3, value_name = "R")]
+    pub repeat: usize,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Importance samples per image.
+    #[arg(long, default_value_t = 5000)]
+    pub k: usize,
+    /// Test images per measurement.
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
+    /// Sample rows evaluated at once (default: the evaluator's).
+    #[arg(long)]
+    pub chunk: Option<usize>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ObjectiveArg {
+    Elbo,
+    Iwae,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EstimatorArg {
+    Reparam,
+    Dreg,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Iwae)]
+    pub objective: ObjectiveArg,
+    #[arg(long, value_enum, default_value_t = EstimatorArg::Reparam)]
+    pub estimator: EstimatorArg,
+    /// Importance samples per image.
+    #[arg(long, default_value_t = 50)]
+    pub k: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    /// Seconds of stepping per measurement.
+    #[arg(long, default_value_t = 3.0, value_name = "S")]
+    pub seconds: f64,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GemmArgs {
+    /// Rows of the left operand (a batch of samples).
+    #[arg(long, default_value_t = 1000)]
+    pub rows: usize,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Err(msg) = check_usage(&a.what) {
+        eprintln!("error: {msg}");
+        return Ok(ExitCode::from(super::EXIT_INVALID));
+    }
+    let (out, json) = match a.what {
+        Bench::Eval(e) => {
+            let json = e.net.json;
+            (bench_eval(&e)?, json)
+        }
+        Bench::Train(t) => {
+            let json = t.net.json;
+            (bench_train(&t)?, json)
+        }
+        Bench::Gemm(g) => {
+            let json = g.net.json;
+            (bench_gemm(&g)?, json)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_human(&out);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// min / median / max of repeated measurements.
+#[derive(Serialize, Debug, Clone, Copy)]
+struct Stats {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Stats {
+    fn of(v: &[f64]) -> Stats {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            0.5 * (s[n / 2 - 1] + s[n / 2])
+        };
+        Stats {
+            min: s[0],
+            median,
+            max: s[n - 1],
+        }
+    }
+}
+
+/// Rejects settings that cannot be measured (exit code 2).
+fn check_usage(b: &Bench) -> Result<(), String> {
+    let (net, positive): (&NetArgs, Vec<(&str, bool)>) = match b {
+        Bench::Eval(e) => (&e.net, vec![("--k", e.k > 0), ("--images", e.images > 0)]),
+        Bench::Train(t) => (
+            &t.net,
+            vec![
+                ("--k", t.k > 0),
+                ("--batch", t.batch > 0),
+                ("--seconds", t.seconds > 0.0 && t.seconds.is_finite()),
+            ],
+        ),
+        Bench::Gemm(g) => (&g.net, vec![("--rows", g.rows > 0)]),
+    };
+    for (flag, ok) in positive.into_iter().chain([("--repeat", net.repeat > 0)]) {
+        if !ok {
+            return Err(format!("{flag} must be positive"));
+        }
+    }
+    check_net(net).map(|_| ()).map_err(|e| format!("{e:#}"))
+}
+
+fn check_net(n: &NetArgs) -> anyhow::Result<VaeConfig> {
+    let cfg = VaeConfig {
+        input_dim: n.input,
+        encoder_hidden: n.hidden.clone(),
+        latent_dim: n.latent,
+        decoder_hidden: n.hidden.iter().rev().copied().collect(),
+        activation: Activation::Tanh,
+        likelihood: Likelihood::Bernoulli,
+        posterior_std: PosteriorStd::Exp,
+    };
+    cfg.validate().context("the benchmark network")?;
+    Ok(cfg)
+}
+
+fn model_json(cfg: &VaeConfig) -> Value {
+    json!({
+        "input_dim": cfg.input_dim,
+        "encoder": cfg.encoder_hidden,
+        "latent": cfg.latent_dim,
+        "decoder": cfg.decoder_hidden,
+        "activation": "tanh",
+        "likelihood": "bernoulli",
+        "parameters": cfg.parameter_count(),
+        "weights": "random initialisation (seed 1)",
+    })
+}
+
+/// Multiply-adds of one pass through a stack of dense layers of widths `widths`.
+fn macs(widths: &[usize]) -> f64 {
+    widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum()
+}
+
+fn encoder_widths(cfg: &VaeConfig) -> Vec<usize> {
+    let mut w = vec![cfg.input_dim];
+    w.extend(&cfg.encoder_hidden);
+    w
+}
+
+fn decoder_widths(cfg: &VaeConfig) -> Vec<usize> {
+    let mut w = vec![cfg.latent_dim];
+    w.extend(&cfg.decoder_hidden);
+    w.push(cfg.input_dim);
+    w
+}
+
+/// Forward FLOPs of the encoder for one image (hidden layers and both heads).
+fn encoder_flops(cfg: &VaeConfig) -> f64 {
+    let widths = encoder_widths(cfg);
+    let last = *widths.last().unwrap_or(&cfg.input_dim);
+    2.0 * (macs(&widths) + 2.0 * (last * cfg.latent_dim) as f64)
+}
+
+/// Forward FLOPs of the decoder for one latent sample.
+fn decoder_flops(cfg: &VaeConfig) -> f64 {
+    2.0 * macs(&decoder_widths(cfg))
+}
+
+/// Random binary images with about 20 % of pixels on.
+fn random_images(n: usize, d: usize) -> Vec<f32> {
+    let u: Vec<f64> = standard_normal_noise(&mut stream_rng(7, 0), n * d);
+    u.iter()
+        .map(|&v| if v > 0.84 { 1.0 } else { 0.0 })
+        .collect()
+}
+
+fn bench_eval(a: &EvalArgs) -> anyhow::Result<Value> {
+    let cfg = check_net(&a.net)?;
+    let peak = measure_peaks(&cfg, 1000, 2)?.best();
+    let vae = Vae::<f32>::new(&cfg, 1)?;
+    let mut ev = Evaluator::new(&vae, &Prior::StandardNormal)?;
+    if let Some(c) = a.chunk {
+        ev = ev.with_chunk(c);
+    }
+    let x = random_images(a.images, cfg.input_dim);
+    let opts = SampleOptions {
+        k: a.k,
+        seed: 1,
+        first_stream: 0,
+        keep_log_weights: false,
+    };
+    // Warm-up: one image per thread.
+    let warm = rayon::current_num_threads().min(a.images);
+    let post = ev.encode(&x[..warm * cfg.input_dim])?;
+    ev.estimate(&x[..warm * cfg.input_dim], &post, &opts)?;
+    let mut seconds = Vec::with_capacity(a.net.repeat);
+    for _ in 0..a.net.repeat {
+        let t = Instant::now();
+        let post = ev.encode(&x)?;
+        let est = ev.estimate(&x, &post, &opts)?;
+        seconds.push(t.elapsed().as_secs_f64());
+        if est.iter().any(|e| !e.bound.is_finite()) {
+            bail!("non-finite estimate in the benchmark");
+        }
+    }
+    let gflop = (encoder_flops(&cfg) + a.k as f64 * decoder_flops(&cfg)) / 1e9;
+    let ips: Vec<f64> = seconds.iter().map(|s| a.images as f64 / s).collect();
+    let gflops: Vec<f64> = ips.iter().map(|i| i * gflop).collect();
+    let ips = Stats::of(&ips);
+    let gflops = Stats::of(&gflops);
+    Ok(json!({
+        "bench": "eval",
+        "model": model_json(&cfg),
+        "prior": "standard-normal",
+        "k": a.k,
+        "images": a.images,
+        "repeat": a.net.repeat,
+        "threads": rayon::current_num_threads(),
+        "seconds": Stats::of(&seconds),
+        "images_per_s": ips,
+        "gflop_per_image": gflop,
+        "gflops": gflops,
+        "gemm_peak_gflops": peak,
+        "ratio_to_peak": gflops.median / peak,
+        "test_set_10000_seconds": 10_000.0 / ips.median,
+    }))
+}
+
+fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
+    let cfg = check_net(&a.net)?;
+    let peak = measure_peaks(&cfg, 1000, 2)?.best();
+    let objective = Objective {
+        kind: match a.objective {
+            ObjectiveArg::Elbo => ObjectiveKind::Elbo,
+            ObjectiveArg::Iwae => ObjectiveKind::Iwae,
+        },
+        k: a.k,
+        estimator: match a.estimator {
+            EstimatorArg::Reparam => Estimator::Reparam,
+            EstimatorArg::Dreg => Estimator::Dreg,
+        },
+        analytic_kl: false,
+    };
+    let vae = Vae::<f32>::new(&cfg, 1)?;
+    let mut trainer = Trainer::new(
+        vae,
+        Prior::StandardNormal,
+        objective,
+        AdamHyper::default(),
+        Trainable::MODEL,
+    )?;
+    let rows = (a.batch * 16).max(1000);
+    let x = random_images(rows, cfg.input_dim);
+    let d = cfg.input_dim;
+    let mut step = 0u64;
+    let mut next = |tr: &mut Trainer| -> anyhow::Result<()> {
+        let start = (step as usize * a.batch) % (rows - a.batch + 1);
+        tr.step(
+            &x[start * d..(start + a.batch) * d],
+            a.batch,
+            &mut stream_rng(3, step),
+        )?;
+        step += 1;
+        Ok(())
+    };
+    for _ in 0..2 {
+        next(&mut trainer)?;
+    }
+    let mut ips = Vec::with_capacity(a.net.repeat);
+    let mut steps_done = Vec::with_capacity(a.net.repeat);
+    for _ in 0..a.net.repeat {
+        let t = Instant::now();
+        let mut steps = 0u64;
+        while steps < 3 || t.elapsed().as_secs_f64() < a.seconds {
+            next(&mut trainer)?;
+            steps += 1;
+        }
+        ips.push((steps as usize * a.batch) as f64 / t.elapsed().as_secs_f64());
+        steps_done.push(steps);
+    }
+    // Forward: encoder once per image, decoder once per sample. Backward: two products per
+    // forward product (gradients of the input and of the weights), except the input gradient
+    // of the encoder's first layer, which is not needed.
+    let forward = encoder_flops(&cfg) + a.k as f64 * decoder_flops(&cfg);
+    let first = 2.0
+        * (cfg.input_dim
+            * encoder_widths(&cfg)
+                .get(1)
+                .copied()
+                .unwrap_or(2 * cfg.latent_dim)) as f64;
+    let gflop = (3.0 * forward - first) / 1e9;
+    let gflops: Vec<f64> = ips.iter().map(|i| i * gflop).collect();
+    let gflops = Stats::of(&gflops);
+    Ok(json!({
+        "bench": "train",
+        "model": model_json(&cfg),
+        "objective": format!("{:?}", a.objective).to_lowercase(),
+        "estimator": format!("{:?}", a.estimator).to_lowercase(),
+        "k": a.k,
+        "batch": a.batch,
+        "repeat": a.net.repeat,
+        "threads": rayon::current_num_threads(),
+        "steps": steps_done,
+        "images_per_s": Stats::of(&ips),
+        "gflop_per_image": gflop,
+        "gflops": gflops,
+        "gemm_peak_gflops": peak,
+        "ratio_to_peak": gflops.median / peak,
+    }))
+}
+
+/// The matrix products of one forward pass of the network on `rows` rows: `(m, k, n)`.
+fn shapes(cfg: &VaeConfig, rows: usize) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    for w in encoder_widths(cfg)
+        .windows(2)
+        .chain(decoder_widths(cfg).windows(2))
+    {
+        if !out.contains(&(rows, w[0], w[1])) {
+            out.push((rows, w[0], w[1]));
+        }
+    }
+    out
+}
+
+/// GFLOP/s of `a (m × k) · b (k × n)` through dfdx's matmul, `repeat` measurements of at least
+/// 0.2 s each, on the current rayon pool.
+fn time_matmul(m: usize, k: usize, n: usize, repeat: usize) -> Vec<f64> {
+    let dev = Cpu::default();
+    let fill =
+        |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect() };
+    let a: Tensor<(usize, usize), f32, Cpu> = dev.tensor_from_vec(fill(m * k), (m, k));
+    let b: Tensor<(usize, usize), f32, Cpu> = dev.tensor_from_vec(fill(k * n), (k, n));
+    let flop = 2.0 * (m * k * n) as f64;
+    let t = Instant::now();
+    let _ = a.clone().matmul(b.clone());
+    let once = t.elapsed().as_secs_f64().max(1e-6);
+    let iters = ((0.2 / once).ceil() as usize).clamp(1, 10_000);
+    (0..repeat)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                let c = a.clone().matmul(b.clone());
+                std::hint::black_box(&c);
+            }
+            flop * iters as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .collect()
+}
+
+/// GEMM throughput of the network's shapes through dfdx's matmul.
+struct Peaks {
+    /// Per shape: `(m, k, n)`, GFLOP/s on one thread, GFLOP/s with all threads.
+    shapes: Vec<((usize, usize, usize), Stats, Stats)>,
+    /// Best median on one thread.
+    one: f64,
+    /// Best median with all threads on one product.
+    all: f64,
+    /// `one` × threads: the throughput of threads multiplying their own matrices (how the
+    /// eval path uses them).
+    independent: f64,
+}
+
+impl Peaks {
+    /// The peak the eval and train benchmarks compare to: the better of `all` and `independent`.
+    fn best(&self) -> f64 {
+        self.all.max(self.independent)
+    }
+}
+
+fn measure_peaks(cfg: &VaeConfig, rows: usize, repeat: usize) -> anyhow::Result<Peaks> {
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .context("building a one-thread pool")?;
+    let mut out = Peaks {
+        shapes: Vec::new(),
+        one: 0.0,
+        all: 0.0,
+        independent: 0.0,
+    };
+    for (m, k, n) in shapes(cfg, rows) {
+        let one = Stats::of(&single.install(|| time_matmul(m, k, n, repeat)));
+        let all = Stats::of(&time_matmul(m, k, n, repeat));
+        out.one = out.one.max(one.median);
+        out.all = out.all.max(all.median);
+        out.shapes.push(((m, k, n), one, all));
+    }
+    out.independent = out.one * rayon::current_num_threads() as f64;
+    Ok(out)
+}
+
+fn bench_gemm(a: &GemmArgs) -> anyhow::Result<Value> {
+    let cfg = check_net(&a.net)?;
+    let peaks = measure_peaks(&cfg, a.rows, a.net.repeat)?;
+    let rows: Vec<Value> = peaks
+        .shapes
+        .iter()
+        .map(|&((m, k, n), one, all)| {
+            json!({
+                "m": m, "k": k, "n": n,
+                "gflop": 2.0 * (m * k * n) as f64 / 1e9,
+                "gflops_1_thread": one,
+                "gflops_all_threads": all,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "bench": "gemm",
+        "backend": "dfdx 0.13 matmul (gemm 0.15), f32",
+        "threads": rayon::current_num_threads(),
+        "repeat": a.net.repeat,
+        "shapes": rows,
+        "peak_gflops_1_thread": peaks.one,
+        "peak_gflops": peaks.all,
+        "peak_gflops_independent": peaks.independent,
+    }))
+}
+
+fn print_human(v: &Value) {
+    let f = |key: &str| v[key]["median"].as_f64().unwrap_or(f64::NAN);
+    let range = |key: &str| {
+        format!(
+            "{:.1} (min {:.1}, max {:.1})",
+            f(key),
+            v[key]["min"].as_f64().unwrap_or(f64::NAN),
+            v[key]["max"].as_f64().unwrap_or(f64::NAN)
+        )
+    };
+    let threads = match v["threads"].as_u64() {
+        Some(1) => "1 thread".to_string(),
+        Some(n) => format!("{n} threads"),
+        None => "? threads".to_string(),
+    };
+    match v["bench"].as_str() {
+        Some("gemm") => {
+            println!(
+                "f32 GEMM via {} ({threads}, median of {}):",
+                v["backend"].as_str().unwrap_or("?"),
+                v["repeat"]
+            );
+            for s in v["shapes"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:>5} × {:>4} @ {:>4} × {:>4}: {:>7.1} GFLOP/s on 1 thread, {:>7.1} on all",
+                    s["m"],
+                    s["k"],
+                    s["k"],
+                    s["n"],
+                    s["gflops_1_thread"]["median"].as_f64().unwrap_or(f64::NAN),
+                    s["gflops_all_threads"]["median"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN)
+                );
+            }
+            println!(
+                "peak: {:.1} GFLOP/s on 1 thread, {:.1} with all threads on one product, \
+                 {:.1} with each thread on its own",
+                v["peak_gflops_1_thread"].as_f64().unwrap_or(f64::NAN),
+                v["peak_gflops"].as_f64().unwrap_or(f64::NAN),
+                v["peak_gflops_independent"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        Some(what) => {
+            println!(
+                "{what}: {} images/s, {} GFLOP/s ({:.0} % of the {:.1} GFLOP/s GEMM peak), \
+                 {threads}",
+                range("images_per_s"),
+                range("gflops"),
+                100.0 * v["ratio_to_peak"].as_f64().unwrap_or(f64::NAN),
+                v["gemm_peak_gflops"].as_f64().unwrap_or(f64::NAN),
+            );
+            if let Some(s) = v["test_set_10000_seconds"].as_f64() {
+                println!(
+                    "a 10 000-image test NLL at k = {} takes about {s:.0} s",
+                    v["k"]
+                );
+            }
+        }
+        None => println!("{v}"),
+    }
+}

@@ -1,0 +1,422 @@
+//! `vaepipe submit`: hands a sweep to a batch cluster through the vaepipe-slurm crate — a data
+//! job, one array task per sweep point, and a report job after the array — and the queue view
+//! that `vaepipe status` adds when the store holds a submission of the spec (docs/slurm.md).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{Value, json};
+use vaepipe_engine::{Plan, Registry, Store};
+use vaepipe_slurm::{
+    JobKind, PointInfo, PointState, QueueEntry, Resources, StoreState, Submission, Tools,
+};
+
+use super::{Global, instance_state, load_spec, open_store, points_of, usage_error};
+use crate::cli::SpecArgs;
+
+#[derive(Args, Debug, Clone)]
+pub struct SubmitArgs {
+    /// The pipeline spec.
+    pub spec: PathBuf,
+    /// Override a key of the spec (passed on to every job), e.g. --set train.epochs=10.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Submit to SLURM (the only batch system supported today).
+    #[arg(long)]
+    pub slurm: bool,
+    /// SLURM partition(s) for every job [default: the cluster's].
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+    /// Time limit of each job (SLURM format: HH:MM:SS, D-HH:MM:SS, minutes).
+    #[arg(long, value_name = "HH:MM:SS")]
+    pub time: Option<String>,
+    /// CPUs per job (vaepipe uses them as threads).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus_per_task: u32,
+    /// Memory per job (e.g. 4G; SLURM's default unit is MB) [default: the cluster's].
+    #[arg(long, value_name = "M")]
+    pub mem: Option<String>,
+    /// At most N sweep points run at once [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<usize>,
+    /// Seconds of warning (SIGUSR1) before the time limit: training checkpoints, the job
+    /// requeues itself and resumes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub grace: u32,
+    /// Write and show the scripts; submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the submission record as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &Global, a: SubmitArgs) -> anyhow::Result<ExitCode> {
+    if !a.slurm {
+        return usage_error(
+            "choose a batch system: `vaepipe submit SPEC --slurm` (SLURM is the only one supported); to run locally use `vaepipe run SPEC --jobs N`",
+        );
+    }
+    let spec_args = SpecArgs {
+        spec: a.spec.clone(),
+        overrides: a.overrides.clone(),
+        json: a.json,
+    };
+    let spec = match load_spec(g, &spec_args) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let resources = Resources {
+        partition: a.partition.clone(),
+        time: a.time.clone(),
+        cpus_per_task: a.cpus_per_task,
+        mem: a.mem.clone(),
+        grace_s: a.grace,
+        max_parallel: a.max_parallel,
+    };
+    if let Err(e) = resources.validate() {
+        return usage_error(e);
+    }
+    let store = open_store(g)?;
+    let registry = vaepipe_stages::registry();
+    let plan = vaepipe_engine::plan(&registry, &store, spec.name(), points_of(&spec), true)?;
+    // The shared data stage gets its own job unless every data instance is already stored.
+    let mut data_job = false;
+    for inst in plan.instances.iter().filter(|i| i.stage == "data") {
+        data_job |= store.verify(inst.stage, &inst.key)?.is_some();
+    }
+    let vaepipe = std::env::current_exe()
+        .context("cannot find the path of the vaepipe binary (std::env::current_exe)")?;
+    let workdir = std::env::current_dir().context("cannot read the current directory")?;
+    let request = vaepipe_slurm::Request {
+        pipeline: spec.name().to_string(),
+        spec: spec.path.clone(),
+        overrides: a.overrides.clone(),
+        store: store.root().to_path_buf(),
+        workdir,
+        vaepipe,
+        points: spec
+            .runs
+            .iter()
+            .map(|r| PointInfo {
+                index: r.index,
+                id: r.id.clone(),
+                label: r.label.clone(),
+            })
+            .collect(),
+        resources,
+        data_job,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let prepared = vaepipe_slurm::prepare(&request).context("preparing the batch scripts")?;
+    if a.dry_run {
+        print_dry_run(&prepared, a.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let record = vaepipe_slurm::submit(prepared, &Tools::default())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        print_submitted(&record, &a.spec, g, &a.overrides);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dry_run(record: &Submission, json: bool) -> anyhow::Result<()> {
+    if json {
+        let scripts: Vec<Value> = record
+            .jobs
+            .iter()
+            .map(|j| {
+                let path = record.dir.join(&j.script);
+                json!({"kind": j.kind, "path": path, "text": std::fs::read_to_string(&path).unwrap_or_default()})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"submission": record, "scripts": scripts}))?
+        );
+        return Ok(());
+    }
+    for j in &record.jobs {
+        let path = record.dir.join(&j.script);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        println!("==> {} <==\n{text}", path.display());
+    }
+    let deps = if record.job(JobKind::Data).is_some() {
+        "sbatch --parsable data.sbatch, then points.sbatch with --dependency=afterok:<data job>, then report.sbatch with --dependency=afterany:<array job>"
+    } else {
+        "sbatch --parsable points.sbatch, then report.sbatch with --dependency=afterany:<array job>"
+    };
+    eprintln!(
+        "dry run: nothing submitted. The scripts are in {}; from there: {deps}",
+        record.dir.display()
+    );
+    Ok(())
+}
+
+fn print_submitted(r: &Submission, spec: &Path, g: &Global, overrides: &[String]) {
+    let id = |k: JobKind| {
+        r.job(k)
+            .and_then(|j| j.id.clone())
+            .unwrap_or_else(|| "-".into())
+    };
+    let limit = r
+        .resources
+        .max_parallel
+        .map(|m| format!(", at most {m} at once"))
+        .unwrap_or_default();
+    match r.job(JobKind::Data) {
+        Some(_) => println!("data job {}: the shared data stage", id(JobKind::Data)),
+        None => println!("data: already in the store, no job"),
+    }
+    println!(
+        "array job {}: {} sweep point{} (tasks 0-{}{limit}){}",
+        id(JobKind::Points),
+        r.array_size,
+        if r.array_size == 1 { "" } else { "s" },
+        r.array_size.saturating_sub(1),
+        if r.job(JobKind::Data).is_some() {
+            ", after the data job succeeds"
+        } else {
+            ""
+        }
+    );
+    println!("report job {}: after every task ended", id(JobKind::Report));
+    println!(
+        "job name {} · scripts and logs in {}",
+        r.job_name,
+        r.dir.display()
+    );
+    let sets: String = overrides
+        .iter()
+        .map(|o| format!(" --set {}", vaepipe_slurm::shell_quote_str(o)))
+        .collect();
+    println!(
+        "follow with: vaepipe --store {} status {}{sets}",
+        vaepipe_slurm::shell_quote(g.store.as_os_str()),
+        vaepipe_slurm::shell_quote(spec.as_os_str())
+    );
+}
+
+/// The queue view `status` adds: the spec's latest submission, each point's state from the
+/// store and from ONE squeue call for the whole submission. `None` without a submission.
+pub struct QueueView {
+    pub submission: Submission,
+    pub points: Vec<PointRow>,
+    /// The queue entries of the data and report jobs.
+    pub data: Option<QueueEntry>,
+    pub report: Option<QueueEntry>,
+    /// Why the queue could not be read (the store's view is shown alone then).
+    pub queue_error: Option<String>,
+}
+
+pub struct PointRow {
+    pub index: usize,
+    pub id: String,
+    pub label: String,
+    pub state: PointState,
+    pub detail: String,
+    pub task: Option<QueueEntry>,
+    /// The store log of the instance that failed (if one did).
+    pub log: Option<PathBuf>,
+    /// The SLURM log of the point's array task.
+    pub slurm_log: Option<PathBuf>,
+}
+
+/// Builds the queue view of `plan` (all points) if the store holds a submission of it.
+pub fn queue_view(
+    registry: &Registry,
+    store: &Store,
+    plan: &Plan,
+) -> anyhow::Result<Option<QueueView>> {
+    let ids: Vec<String> = plan.points.iter().map(|p| p.id.clone()).collect();
+    let Some(submission) = vaepipe_slurm::latest(store.root(), &plan.pipeline, &ids) else {
+        return Ok(None);
+    };
+    let (entries, queue_error) =
+        match vaepipe_slurm::query(&Tools::default().squeue, &submission.job_name) {
+            Ok(e) => (e, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+    let job_id = |k: JobKind| submission.job(k).and_then(|j| j.id.clone());
+    let array_id = job_id(JobKind::Points);
+    let single = |k: JobKind| {
+        let id = job_id(k)?;
+        entries
+            .iter()
+            .find(|e| e.job_id == id && e.array_task.is_none())
+            .cloned()
+    };
+    let mut points = Vec::new();
+    for p in &plan.points {
+        let mut states = Vec::new();
+        let mut failure: Option<(String, PathBuf)> = None;
+        // The point's own instances and the shared ones it reads (data), not gather stages.
+        let own = |i: &&vaepipe_engine::Instance| {
+            i.points.contains(&p.index)
+                && registry
+                    .get(i.stage)
+                    .is_some_and(|s| s.scope() == vaepipe_engine::Scope::PerPoint)
+        };
+        for inst in plan.instances.iter().filter(own) {
+            let (state, detail) = instance_state(store, inst.stage, &inst.key)?;
+            let s = StoreState::parse(state);
+            if s == StoreState::Failed && failure.is_none() {
+                failure = Some((
+                    format!("{}: {detail}", inst.stage),
+                    store.log_path(inst.stage, &inst.key),
+                ));
+            }
+            states.push(s);
+        }
+        let store_state = StoreState::aggregate(states);
+        let task = array_id
+            .as_ref()
+            .and_then(|a| {
+                entries
+                    .iter()
+                    .find(|e| &e.array_job_id == a && e.array_task == Some(p.index))
+            })
+            .cloned();
+        let state = vaepipe_slurm::point_state(store_state, task.as_ref());
+        let mut detail = Vec::new();
+        if let Some(t) = &task {
+            detail.push(vaepipe_slurm::state::describe(t));
+        }
+        if let (PointState::Failed, Some((what, _))) = (state, &failure) {
+            detail.push(what.clone());
+        }
+        let stopped = matches!(
+            state,
+            PointState::Cancelled | PointState::Interrupted | PointState::Failed
+        );
+        if stopped && store_state == StoreState::Interrupted {
+            detail.push(
+                "checkpoint kept: the next `vaepipe submit` or `vaepipe run` resumes it".into(),
+            );
+        }
+        points.push(PointRow {
+            index: p.index,
+            id: p.id.clone(),
+            label: p.label.clone(),
+            state,
+            detail: detail.join("; "),
+            log: failure.map(|f| f.1),
+            slurm_log: submission.task_log(p.index),
+            task,
+        });
+    }
+    Ok(Some(QueueView {
+        data: single(JobKind::Data),
+        report: single(JobKind::Report),
+        submission,
+        points,
+        queue_error,
+    }))
+}
+
+impl QueueView {
+    /// The `slurm` and `points` keys `status --json` adds.
+    pub fn json(&self) -> (Value, Value) {
+        let s = &self.submission;
+        let job = |k: JobKind, q: &Option<QueueEntry>| {
+            s.job(k).map(|j| {
+                json!({"id": j.id, "script": s.dir.join(&j.script), "log": s.job_log(k), "queue": q.as_ref().map(queue_json)})
+            })
+        };
+        let slurm = json!({
+            "submission": s.id,
+            "job_name": s.job_name,
+            "dir": s.dir,
+            "submitted": s.submitted,
+            "array_job": s.job(JobKind::Points).and_then(|j| j.id.clone()),
+            "array_size": s.array_size,
+            "data_job": job(JobKind::Data, &self.data),
+            "report_job": job(JobKind::Report, &self.report),
+            "queue_error": self.queue_error,
+        });
+        let points: Vec<Value> = self
+            .points
+            .iter()
+            .map(|p| {
+                json!({
+                    "index": p.index, "id": p.id, "label": p.label, "state": p.state.name(), "detail": p.detail,
+                    "queue": p.task.as_ref().map(queue_json), "log": p.log, "slurm_log": p.slurm_log,
+                })
+            })
+            .collect();
+        (slurm, Value::Array(points))
+    }
+
+    /// The lines `status` prints after its table.
+    pub fn print(&self) {
+        let s = &self.submission;
+        println!();
+        println!(
+            "SLURM submission {} (job name {}, submitted {})",
+            s.id, s.job_name, s.submitted
+        );
+        if let Some(e) = &self.queue_error {
+            println!("  queue unavailable ({e}); states below are from the store only");
+        }
+        for (kind, q) in [(JobKind::Data, &self.data), (JobKind::Report, &self.report)] {
+            if let Some(j) = s.job(kind) {
+                let state = q.as_ref().map_or_else(
+                    || "not in the queue".to_string(),
+                    vaepipe_slurm::state::describe,
+                );
+                let log = s
+                    .job_log(kind)
+                    .map(|l| format!(" (log: {})", l.display()))
+                    .unwrap_or_default();
+                println!(
+                    "  {:<6} job {:<10} {state}{log}",
+                    kind.name(),
+                    j.id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        println!("  {:<5} {:<10} {:<28} detail", "point", "state", "label");
+        for p in &self.points {
+            let mut detail = p.detail.clone();
+            // The store's failure detail already names the stage's log; add the task's.
+            if p.state == PointState::Failed
+                && let Some(l) = &p.slurm_log
+            {
+                detail.push_str(&format!(" (SLURM log: {})", l.display()));
+            }
+            let label = if p.label.is_empty() {
+                "-"
+            } else {
+                p.label.as_str()
+            };
+            println!(
+                "  {:<5} {:<10} {:<28} {detail}",
+                p.index,
+                p.state.name(),
+                label
+            );
+        }
+        let count = |st: PointState| self.points.iter().filter(|p| p.state == st).count();
+        println!(
+            "  points: {} done, {} running, {} queued, {} requeued, {} failed (of {})",
+            count(PointState::Done),
+            count(PointState::Running),
+            count(PointState::Queued),
+            count(PointState::Requeued) + count(PointState::Preempted),
+            count(PointState::Failed),
+            self.points.len()
+        );
+    }
+}
+
+fn queue_json(q: &QueueEntry) -> Value {
+    json!({
+        "job": q.display_id(), "job_id": q.job_id, "state": q.raw_state, "reason": q.reason,
+        "restarts": q.restarts, "exit_code": q.exit_code, "signal": q.signal,
+    })
+}

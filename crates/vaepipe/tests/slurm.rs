@@ -1,0 +1,778 @@
+//! `vaepipe submit --slurm` and the queue-aware `vaepipe status` on a real SLURM: the project's
+//! single-node cluster (tests/slurm/start.sh, idempotent, shared by every test of this file; each
+//! test has its own spec, store and job name). Without SLURM these tests print why and pass,
+//! except under CI=true, where they fail.
+//!
+//! What they prove:
+//! 1. a 4-point sweep runs as data job → array → report job: every point done, the full sweep
+//!    report rendered, every store entry verifies, and the local executor (`--jobs 2`) gives
+//!    bit-identical models;
+//! 2. a training task stopped with SIGUSR1 checkpoints, requeues itself, resumes and ends with
+//!    the weights of an uninterrupted run (bit for bit) and a history without repeated epochs;
+//! 3. a diverging point is reported failed (with its logs) by `vaepipe status`, the others finish;
+//! 4. hostile names (`$(…)`, backquotes, quotes, spaces, newlines) are inert and survive the
+//!    round trip: scripts parse, run outside SLURM, and a real submission completes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vaepipe")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repository root")
+}
+
+// ---------------------------------------------------------------- the shared SLURM
+
+static SLURM: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Starts (or finds) the local SLURM once per test process. `false`: not available here (the
+/// caller skips); under CI=true that is a failure instead.
+fn slurm_available(test: &str) -> bool {
+    let r = SLURM.get_or_init(|| {
+        let script = repo().join("tests/slurm/start.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            Err(format!(
+                "{} exited with {}:\n{}",
+                script.display(),
+                out.status,
+                tail.join("\n")
+            ))
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("CI=true: the SLURM tests must run, but SLURM could not be started: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED {test}: no local SLURM ({e})\n  To run these tests: as root, `LOCAL_SLURM_INSTALL=1 tests/slurm/start.sh` \
+                 (stop with tests/slurm/stop.sh). Under CI=true they fail instead of skipping."
+            );
+            false
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn subset() -> PathBuf {
+    repo().join("data/mnist-subset")
+}
+
+/// A small, fast pipeline on the embedded subset; `sweep` and `extra` are appended verbatim.
+fn write_spec(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    rows: usize,
+    model: &str,
+    train: &str,
+    sweep: &str,
+) -> PathBuf {
+    let d = subset();
+    let text = format!(
+        r#"[pipeline]
+name = {name}
+seed = 3
+
+[data]
+format = "idx"
+train = {{ images = "{d}/train-images-idx3-ubyte.gz", labels = "{d}/train-labels-idx1-ubyte.gz" }}
+test = {{ images = "{d}/t10k-images-idx3-ubyte.gz", labels = "{d}/t10k-labels-idx1-ubyte.gz" }}
+train_rows = {rows}
+test_rows = 100
+validation = 100
+
+[model]
+{model}
+
+[train]
+batch_size = 50
+{train}
+
+[prior]
+method = "standard-normal"
+
+[eval]
+k = 20
+images = 50
+curve_k = [1, 5, 20]
+curve_images = 20
+{sweep}
+"#,
+        name = toml_string(name),
+        d = d.display()
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, text).expect("write spec");
+    path
+}
+
+/// A TOML basic string holding `s` (escapes `\` and `"`).
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn vaepipe(cwd: &Path, store: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .current_dir(cwd)
+        .arg("--color")
+        .arg("never")
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("run vaepipe")
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json_of(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", describe(o)))
+}
+
+/// Submits and returns the record (`submit --json`).
+fn submit(cwd: &Path, store: &Path, spec: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "submit",
+        spec.to_str().expect("UTF-8 spec path"),
+        "--slurm",
+        "--json",
+        "--time",
+        "00:15:00",
+        "--grace",
+        "30",
+    ];
+    args.extend_from_slice(extra);
+    let o = vaepipe(cwd, store, &args);
+    assert!(o.status.success(), "submit failed:\n{}", describe(&o));
+    json_of(&o)
+}
+
+fn job_id(record: &Value, kind: &str) -> String {
+    record["jobs"]
+        .as_array()
+        .and_then(|j| j.iter().find(|j| j["kind"] == kind))
+        .and_then(|j| j["id"].as_str())
+        .unwrap_or_else(|| panic!("no {kind} job in {record:#}"))
+        .to_string()
+}
+
+/// Cancels a submission's jobs when a test ends early (panics), so nothing is left queued.
+struct CancelOnDrop(String);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("scancel")
+                .arg(format!("--name={}", self.0))
+                .output();
+        }
+    }
+}
+
+/// Waits until every job named `job_name` has reached a final state (`squeue -t all`, so a
+/// task between its first run and its requeue never looks finished); panics with the
+/// submission's logs after `limit`.
+fn wait_until_finished(job_name: &str, dir: &Path, limit: Duration) {
+    use vaepipe_slurm::JobState::{Cancelled, Completed, Failed, Timeout};
+    let t0 = Instant::now();
+    loop {
+        let entries = vaepipe_slurm::query(Path::new("squeue"), job_name).expect("squeue");
+        if !entries.is_empty()
+            && entries
+                .iter()
+                .all(|e| matches!(e.state, Completed | Failed | Cancelled | Timeout))
+        {
+            return;
+        }
+        if t0.elapsed() > limit {
+            let states: Vec<String> = entries.iter().map(vaepipe_slurm::state::describe).collect();
+            panic!(
+                "jobs {job_name} not finished after {limit:?}: {states:?}\n{}",
+                logs_of(dir)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The SLURM logs of a submission, for failure messages.
+fn logs_of(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("logs"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files {
+        out.push_str(&format!(
+            "----- {}\n{}\n",
+            f.display(),
+            std::fs::read_to_string(&f).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+fn status(cwd: &Path, store: &Path, spec: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["status", spec.to_str().expect("UTF-8 spec path"), "--json"];
+    args.extend_from_slice(extra);
+    let o = vaepipe(cwd, store, &args);
+    assert!(o.status.success(), "status failed:\n{}", describe(&o));
+    json_of(&o)
+}
+
+/// Every committed entry of the store verifies against its manifest; returns them.
+fn verify_store(store: &Path) -> Vec<(String, String)> {
+    let s = vaepipe_engine::Store::open(store).expect("open store");
+    let entries = s.entries().expect("list entries");
+    for (stage, key) in &entries {
+        assert_eq!(
+            s.verify(stage, key).expect("verify"),
+            None,
+            "{stage}/{key} does not verify"
+        );
+    }
+    entries
+}
+
+fn the_entry(store: &Path, stage: &str) -> PathBuf {
+    let base = store.join("store").join(stage);
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&base)
+        .unwrap_or_else(|e| panic!("{}: {e}", base.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        dirs.len(),
+        1,
+        "expected one {stage} entry in {}",
+        base.display()
+    );
+    dirs[0].clone()
+}
+
+fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temp dir")
+}
+
+const TINY_MODEL: &str = "latent = 4\nencoder = [32]\ndecoder = [32]";
+
+// ---------------------------------------------------------------- 1. a sweep
+
+#[test]
+fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
+    if !slurm_available("sweep_runs_as_an_array_and_the_report_job_renders_it") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = scratch("vaepipe-slurm-sweep");
+    let cwd = tmp.path();
+    let spec = write_spec(
+        cwd,
+        "sweep.toml",
+        "slurm sweep",
+        1000,
+        TINY_MODEL,
+        "objective = \"iwae\"\nk = 2\nepochs = 2",
+        "[sweep]\n\"train.objective\" = [\"elbo\", \"iwae\"]\n\"train.k\" = [1, 3]",
+    );
+    let store = cwd.join("store");
+    let record = submit(cwd, &store, &spec, &["--max-parallel", "2"]);
+    let job_name = record["job_name"].as_str().unwrap().to_string();
+    let _guard = CancelOnDrop(job_name.clone());
+    let dir = PathBuf::from(record["dir"].as_str().unwrap());
+    assert_eq!(record["array_size"], 4);
+    assert_eq!(
+        record["jobs"].as_array().unwrap().len(),
+        3,
+        "data, array and report jobs: {record:#}"
+    );
+    let points_script = std::fs::read_to_string(dir.join("points.sbatch")).unwrap();
+    assert!(
+        points_script.contains("#SBATCH --array=0-3%2\n"),
+        "{points_script}"
+    );
+
+    // Meanwhile, the same sweep with the local executor on another store.
+    let local_store = cwd.join("local-store");
+    let local = Command::new(bin())
+        .current_dir(cwd)
+        .args(["--color", "never", "--store"])
+        .arg(&local_store)
+        .args(["run", spec.to_str().unwrap(), "--jobs", "2", "--reports"])
+        .arg(cwd.join("local-reports"))
+        .output()
+        .expect("local run");
+
+    // Queue-aware status while (or after) it runs: one point row per array task.
+    let early = status(cwd, &store, &spec, &[]);
+    assert_eq!(
+        early["points"].as_array().map(Vec::len),
+        Some(4),
+        "{early:#}"
+    );
+    assert!(
+        early["instances"].is_array() && early["pipeline"] == "slurm sweep",
+        "existing keys kept: {early:#}"
+    );
+
+    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    assert!(
+        local.status.success(),
+        "local --jobs 2 run failed:\n{}",
+        describe(&local)
+    );
+
+    let st = status(cwd, &store, &spec, &[]);
+    for p in st["points"].as_array().unwrap() {
+        assert_eq!(
+            p["state"],
+            "done",
+            "point not done: {p:#}\n{}",
+            logs_of(&dir)
+        );
+        assert_eq!(p["queue"]["state"], "COMPLETED", "{p:#}");
+        let log = std::fs::read_to_string(p["slurm_log"].as_str().unwrap()).unwrap();
+        assert!(log.contains("== vaepipe exited with code 0"), "{log}");
+    }
+    for i in st["instances"].as_array().unwrap() {
+        assert_eq!(
+            i["state"], "done",
+            "instance not done (a full report has every input): {i:#}"
+        );
+    }
+    assert_eq!(
+        st["slurm"]["data_job"]["queue"]["state"], "COMPLETED",
+        "{:#}",
+        st["slurm"]
+    );
+    assert_eq!(
+        st["slurm"]["report_job"]["queue"]["state"], "COMPLETED",
+        "{:#}",
+        st["slurm"]
+    );
+
+    // The report job published the sweep report where `vaepipe run` would (submitter's cwd).
+    let report = cwd.join("reports/slurm_sweep");
+    assert!(
+        report.join("index.html").is_file() && report.join("index.md").is_file(),
+        "no report in {}",
+        report.display()
+    );
+
+    // The store is sound, and the cluster computed exactly what the local executor did.
+    let entries = verify_store(&store);
+    let count = |stage: &str| entries.iter().filter(|(s, _)| s == stage).count();
+    assert_eq!(
+        (count("data"), count("train"), count("report")),
+        (1, 4, 1),
+        "{entries:?}"
+    );
+    let local_entries = verify_store(&local_store);
+    for (stage, key) in entries.iter().filter(|(s, _)| s == "train") {
+        assert!(
+            local_entries.contains(&(stage.clone(), key.clone())),
+            "the local run has no {stage}/{key}"
+        );
+        let a = std::fs::read(
+            store
+                .join("store/train")
+                .join(key)
+                .join("model.safetensors"),
+        )
+        .unwrap();
+        let b = std::fs::read(
+            local_store
+                .join("store/train")
+                .join(key)
+                .join("model.safetensors"),
+        )
+        .unwrap();
+        assert!(a == b, "train/{key}: SLURM and local weights differ");
+    }
+    eprintln!("sweep on SLURM: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------- 2. preemption
+
+#[test]
+fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
+    if !slurm_available("a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = scratch("vaepipe-slurm-preempt");
+    let cwd = tmp.path();
+    let epochs = 8;
+    let spec = write_spec(
+        cwd,
+        "long.toml",
+        "slurm preempt",
+        3000,
+        "latent = 5\nencoder = [100]\ndecoder = [100]",
+        &format!("objective = \"iwae\"\nk = 5\nepochs = {epochs}"),
+        "",
+    );
+    let store = cwd.join("store");
+    let record = submit(cwd, &store, &spec, &[]);
+    let job_name = record["job_name"].as_str().unwrap().to_string();
+    let _guard = CancelOnDrop(job_name.clone());
+    let dir = PathBuf::from(record["dir"].as_str().unwrap());
+    let task = format!("{}_0", job_id(&record, "points"));
+
+    // The uninterrupted reference, computed locally meanwhile.
+    let reference = cwd.join("reference");
+    let local = Command::new(bin())
+        .current_dir(cwd)
+        .args(["--color", "never", "--store"])
+        .arg(&reference)
+        .args(["run", spec.to_str().unwrap(), "--stage", "train"])
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "reference run failed:\n{}",
+        describe(&local)
+    );
+
+    // Stop the task once its first epoch is logged: training is under way, 7 epochs to go.
+    let plan = json_of(&vaepipe(
+        cwd,
+        &store,
+        &["plan", spec.to_str().unwrap(), "--json"],
+    ));
+    let key = plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["stage"] == "train")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let train_log = store.join("logs/train").join(format!("{key}.log"));
+    let t_wait = Instant::now();
+    while !std::fs::read_to_string(&train_log)
+        .is_ok_and(|l| l.contains(&format!("epoch 1/{epochs}:")))
+    {
+        assert!(
+            t_wait.elapsed() < Duration::from_secs(180),
+            "training never logged epoch 1:\n{}",
+            logs_of(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = Command::new("scancel")
+        .args(["--signal=USR1", "--batch", &task])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "scancel: {}", describe(&o));
+
+    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    let st = status(cwd, &store, &spec, &[]);
+    let p = &st["points"][0];
+    assert_eq!(p["state"], "done", "{p:#}\n{}", logs_of(&dir));
+    assert_eq!(
+        p["queue"]["restarts"], 1,
+        "the task was not requeued exactly once: {p:#}"
+    );
+    let log = std::fs::read_to_string(p["slurm_log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("exited with code 3 after SIGUSR1") && log.contains("restart 1"),
+        "{log}"
+    );
+    assert!(
+        log.contains("resuming from the checkpoint"),
+        "the second run did not resume:\n{log}"
+    );
+
+    let trained = the_entry(&store, "train");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(trained.join("train.json")).unwrap()).unwrap();
+    assert_eq!(summary["resumed"], 1, "{summary:#}");
+    let history = vaepipe_data::read_table(&trained.join("history.parquet")).unwrap();
+    let seen: Vec<i64> = history.i64("epoch").unwrap().to_vec();
+    assert_eq!(
+        seen,
+        (1..=epochs as i64).collect::<Vec<_>>(),
+        "epochs repeated or missing"
+    );
+    let ours = std::fs::read(trained.join("model.safetensors")).unwrap();
+    let theirs = std::fs::read(the_entry(&reference, "train").join("model.safetensors")).unwrap();
+    assert!(
+        ours == theirs,
+        "resumed weights differ from the uninterrupted run's"
+    );
+    let reference_history =
+        vaepipe_data::read_table(&the_entry(&reference, "train").join("history.parquet")).unwrap();
+    // Epochs finished before the stop travel through the checkpoint's JSON, which serde_json
+    // (without its `float_roundtrip` feature) may read back 1 ulp off; the weights are exact.
+    let (ours, theirs) = (
+        history.f64("validation_bound").unwrap(),
+        reference_history.f64("validation_bound").unwrap(),
+    );
+    for (e, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        assert!(
+            (a - b).abs() <= 4.0 * f64::EPSILON * b.abs(),
+            "epoch {}: validation bound {a} vs {b} uninterrupted",
+            e + 1
+        );
+    }
+    verify_store(&store);
+    eprintln!("preemption on SLURM: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------- 3. a failing point
+
+#[test]
+fn a_failing_point_is_reported_with_its_logs_and_the_others_finish() {
+    if !slurm_available("a_failing_point_is_reported_with_its_logs_and_the_others_finish") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = scratch("vaepipe-slurm-failure");
+    let cwd = tmp.path();
+    // lr = 1e6 makes the ELBO NaN within a few steps: the train stage fails ("diverged").
+    let spec = write_spec(
+        cwd,
+        "fail.toml",
+        "slurm failure",
+        800,
+        TINY_MODEL,
+        "objective = \"elbo\"\nk = 1\nepochs = 1",
+        "[sweep]\n\"train.lr\" = [0.001, 1e6, 0.002]",
+    );
+    let store = cwd.join("store");
+    let record = submit(cwd, &store, &spec, &[]);
+    let job_name = record["job_name"].as_str().unwrap().to_string();
+    let _guard = CancelOnDrop(job_name.clone());
+    let dir = PathBuf::from(record["dir"].as_str().unwrap());
+    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+
+    let st = status(cwd, &store, &spec, &[]);
+    let points = st["points"].as_array().unwrap();
+    for i in [0, 2] {
+        assert_eq!(
+            points[i]["state"],
+            "done",
+            "{:#}\n{}",
+            points[i],
+            logs_of(&dir)
+        );
+    }
+    let bad = &points[1];
+    assert_eq!(bad["state"], "failed", "{bad:#}");
+    assert_eq!(bad["queue"]["state"], "FAILED", "{bad:#}");
+    assert!(
+        bad["detail"].as_str().unwrap().contains("diverged"),
+        "{bad:#}"
+    );
+    let stage_log =
+        std::fs::read_to_string(bad["log"].as_str().expect("the failed stage's log")).unwrap();
+    assert!(stage_log.contains("diverged"), "{stage_log}");
+    let task_log =
+        std::fs::read_to_string(bad["slurm_log"].as_str().expect("the task's SLURM log")).unwrap();
+    assert!(
+        task_log.contains("== vaepipe exited with code 1"),
+        "{task_log}"
+    );
+
+    // People see the same: the failed point, the reason and both logs.
+    let o = vaepipe(cwd, &store, &["status", spec.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 ") && l.contains("failed"))
+        .unwrap_or_else(|| panic!("no failed row for point 1:\n{text}"));
+    assert!(
+        line.contains(bad["log"].as_str().unwrap())
+            && line.contains(bad["slurm_log"].as_str().unwrap()),
+        "{line}"
+    );
+
+    // The report job ran anyway (afterany) and rendered what exists.
+    assert_eq!(
+        st["slurm"]["report_job"]["queue"]["state"],
+        "COMPLETED",
+        "{:#}\n{}",
+        st["slurm"],
+        logs_of(&dir)
+    );
+    assert!(cwd.join("reports/slurm_failure/index.html").is_file());
+    verify_store(&store);
+    eprintln!("failure on SLURM: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------- 4. hostile names
+
+const CANARY: &str = "/tmp/vaepipe-slurm-pwned";
+
+fn hostile(tag: &str) -> String {
+    format!("{tag} $(touch {CANARY}) `touch {CANARY}` 'single' \"double\" ; touch {CANARY}")
+}
+
+#[test]
+fn hostile_names_and_paths_are_inert_in_dry_runs_and_survive_a_shell_round_trip() {
+    // No SLURM needed: a dry run writes the scripts; we parse them and run one outside SLURM.
+    let tmp = scratch("vaepipe-slurm-inject");
+    let cwd = tmp.path();
+    let _ = std::fs::remove_file(CANARY);
+    let name = hostile("dry");
+    let spec = write_spec(
+        cwd,
+        "evil.toml",
+        &name,
+        300,
+        TINY_MODEL,
+        "objective = \"elbo\"\nk = 1\nepochs = 1",
+        "",
+    );
+    let store = cwd.join(format!("st ore {}\nsecond line\t'", hostile("path")));
+    let description = format!("pipeline.description={}\nnewline", hostile("set"));
+    let o = vaepipe(
+        cwd,
+        &store,
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--slurm",
+            "--dry-run",
+            "--json",
+            "--set",
+            &description,
+        ],
+    );
+    assert!(o.status.success(), "{}", describe(&o));
+    let out = json_of(&o);
+    let record = &out["submission"];
+    // Round trips through the record: names and paths come back unchanged.
+    assert_eq!(record["pipeline"], name.as_str());
+    assert_eq!(
+        PathBuf::from(record["store"].as_str().unwrap()),
+        store.canonicalize().unwrap()
+    );
+    assert_eq!(record["overrides"][0], description.as_str());
+    let dir = PathBuf::from(record["dir"].as_str().unwrap());
+    for s in out["scripts"].as_array().unwrap() {
+        let text = s["text"].as_str().unwrap();
+        let parsed = Command::new("bash")
+            .arg("-n")
+            .arg(s["path"].as_str().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            parsed.status.success(),
+            "bash -n: {}\n{text}",
+            describe(&parsed)
+        );
+        for l in text.lines().filter_map(|l| l.strip_prefix("#SBATCH ")) {
+            assert!(
+                !l.contains([' ', '$', '`', '\'', '"']),
+                "a user value reached an #SBATCH line: {l}"
+            );
+        }
+    }
+    // Run the data job's script outside SLURM: vaepipe must receive the hostile store path and
+    // override verbatim (it computes the data stage into that store), and nothing may execute.
+    let run = Command::new("bash")
+        .arg(dir.join("data.sbatch"))
+        .current_dir(&dir)
+        .env("SLURM_JOB_ID", "0")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "data script:\n{}", describe(&run));
+    assert_eq!(
+        verify_store(&store)
+            .iter()
+            .filter(|(s, _)| s == "data")
+            .count(),
+        1,
+        "no data entry in the hostile store"
+    );
+    assert!(!Path::new(CANARY).exists(), "a quoted value was executed");
+}
+
+#[test]
+fn a_real_submission_with_a_hostile_name_completes() {
+    if !slurm_available("a_real_submission_with_a_hostile_name_completes") {
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = scratch("vaepipe-slurm-inject-real");
+    let cwd = tmp.path();
+    let _ = std::fs::remove_file(CANARY);
+    let name = hostile("real");
+    let spec = write_spec(
+        cwd,
+        "evil.toml",
+        &name,
+        300,
+        TINY_MODEL,
+        "objective = \"elbo\"\nk = 1\nepochs = 1",
+        "",
+    );
+    let store = cwd.join(format!("st ore {}\nline two\t", hostile("path")));
+    let description = format!("pipeline.description={}\n'", hostile("set"));
+    let record = submit(cwd, &store, &spec, &["--set", &description]);
+    let job_name = record["job_name"].as_str().unwrap().to_string();
+    let _guard = CancelOnDrop(job_name.clone());
+    let dir = PathBuf::from(record["dir"].as_str().unwrap());
+    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    let st = status(cwd, &store, &spec, &["--set", &description]);
+    assert_eq!(st["pipeline"], name.as_str());
+    let task_log = std::fs::read_to_string(st["points"][0]["slurm_log"].as_str().unwrap()).unwrap();
+    assert!(
+        task_log.contains("== vaepipe exited with code 0"),
+        "{task_log}"
+    );
+    assert_eq!(
+        st["points"][0]["state"],
+        "done",
+        "{:#}\n{}",
+        st["points"],
+        logs_of(&dir)
+    );
+    assert!(!Path::new(CANARY).exists(), "a quoted value was executed");
+    verify_store(&store);
+    eprintln!(
+        "hostile submission on SLURM: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
