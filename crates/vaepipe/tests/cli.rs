@@ -267,3 +267,56 @@ fn gc_removes_what_no_spec_refers_to() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["instances"][0]["status"], "cached");
 }
+
+/// The README's main command, shortened with overrides: the quickstart runs every stage and
+/// publishes a report, and `--json` and `metrics.json` keep their documented keys.
+#[test]
+fn e2e_quickstart_runs_every_stage_and_publishes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/quickstart.toml");
+    let store = dir.path().join("store");
+    let reports = dir.path().join("reports");
+    let o = vaepipe(
+        dir.path(),
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--reports",
+            reports.to_str().unwrap(),
+            "--json",
+            "--set",
+            "data.train_rows=2500",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "eval.k=50",
+            "--set",
+            "eval.images=200",
+            "--set",
+            "eval.curve_k=[1, 10, 50]",
+            "--set",
+            "eval.curve_images=50",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "ok");
+    let stages: std::collections::BTreeSet<_> = v["instances"].as_array().unwrap().iter().map(|i| i["stage"].as_str().unwrap().to_string()).collect();
+    assert_eq!(stages.into_iter().collect::<Vec<_>>(), ["data", "eval", "prior", "report", "train"]);
+    let html = PathBuf::from(v["report"]["html"].as_str().unwrap());
+    assert!(html.starts_with(&reports) && html.is_file(), "{}", html.display());
+    assert!(PathBuf::from(v["report"]["markdown"].as_str().unwrap()).is_file());
+    let metrics = v["metrics"].as_array().unwrap();
+    assert!(metrics.len() >= 2, "one metrics.json per evaluated model: {metrics:?}");
+    for m in metrics {
+        let path = PathBuf::from(m["path"].as_str().unwrap());
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for key in ["test_nll", "test_nll_stderr", "eval_k", "elbo", "kl", "recon", "active_units", "images", "objective", "k", "point", "train.objective", "train.k"] {
+            assert!(json.get(key).is_some(), "{} lacks `{key}`", path.display());
+        }
+        assert_eq!(json["eval_k"], 50);
+        assert!(json["test_nll"].as_f64().unwrap() > 0.0);
+    }
+}

@@ -327,12 +327,12 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_summary(&report);
+        print_summary(&report, p.points.len());
         if let Some(d) = &published {
             println!("report: {}", d.join("index.html").display());
         }
         for f in &failed {
-            eprintln!("FAILED {} ({}): see {}", f.stage, labels(&f.points), f.log.display());
+            eprintln!("FAILED {} ({}): see {}", f.stage, labels(&f.points, p.points.len()), f.log.display());
         }
         if report.interrupted {
             eprintln!("interrupted: checkpoints are saved; run the same command again to resume");
@@ -345,9 +345,11 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
-fn labels(points: &[vaepipe_engine::PointRef]) -> String {
+/// The points an instance serves, for people: "all points" when it serves every point of the
+/// run (`total`), else their labels.
+fn labels(points: &[vaepipe_engine::PointRef], total: usize) -> String {
     let l: Vec<&str> = points.iter().map(|p| p.label.as_str()).filter(|l| !l.is_empty()).collect();
-    if l.is_empty() {
+    if l.is_empty() || (points.len() == total && total > 1) {
         "all points".into()
     } else if l.len() > 3 {
         format!("{} points", l.len())
@@ -356,7 +358,7 @@ fn labels(points: &[vaepipe_engine::PointRef]) -> String {
     }
 }
 
-fn print_summary(report: &RunReport) {
+fn print_summary(report: &RunReport, total: usize) {
     println!("{:<8} {:<12} {:>9}  {:<22} output", "stage", "status", "seconds", "points");
     for i in &report.instances {
         println!(
@@ -364,7 +366,7 @@ fn print_summary(report: &RunReport) {
             i.stage,
             i.outcome.name(),
             i.duration_s,
-            truncate(&labels(&i.points), 22),
+            truncate(&labels(&i.points, total), 22),
             if matches!(i.outcome, Outcome::Ran | Outcome::Cached) { i.dir.display().to_string() } else { String::new() }
         );
     }
@@ -418,7 +420,7 @@ fn plan_cmd(g: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
             "  #{i:<3} {action} {:<7} {}  {:<24} {}{}",
             inst.stage,
             &inst.key[..10],
-            truncate(&labels(&inst.points.iter().map(|x| p.points[*x].as_ref()).collect::<Vec<_>>()), 24),
+            truncate(&labels(&inst.points.iter().map(|x| p.points[*x].as_ref()).collect::<Vec<_>>(), p.points.len()), 24),
             d.reason,
             if deps.is_empty() { String::new() } else { format!("  ← {}", deps.join(" ")) }
         );
@@ -495,7 +497,7 @@ fn status(g: &Global, a: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for (i, s, d) in &rows {
-            println!("{:<8} {:<12} {:<28} {d}", i.stage, s, truncate(&labels(&i.points.iter().map(|x| p.points[*x].as_ref()).collect::<Vec<_>>()), 28));
+            println!("{:<8} {:<12} {:<28} {d}", i.stage, s, truncate(&labels(&i.points.iter().map(|x| p.points[*x].as_ref()).collect::<Vec<_>>(), p.points.len()), 28));
         }
         let done = rows.iter().filter(|r| r.1 == "done").count();
         println!("{done}/{} done", rows.len());
