@@ -70,3 +70,20 @@ fn iwae_training_beats_the_vae_on_l5_and_both_improve() {
         assert!(mean > 4.0 * stderr, "{split}: the IWAE-trained L_5 is not higher: {mean:.3} ± {stderr:.3}");
     }
 }
+
+#[test]
+fn without_a_validation_split_no_validation_bound_is_invented() {
+    let store = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[pipeline]\nname = \"noval\"\n{}\n[model]\nlatent = 4\nencoder = [32]\n[train]\nepochs = 2\nbatch_size = 50\n",
+        data_section(500, 100, 0)
+    );
+    let report = run(store.path(), &text, &[], &["data", "train"]);
+    let train = report.instances.iter().find(|i| i.stage == "train").unwrap();
+    assert_eq!(train.outcome, Outcome::Ran);
+    let history = vaepipe_data::read_table(&train.dir.join("history.parquet")).unwrap();
+    assert!(history.f64("validation_bound").unwrap().iter().all(|v| v.is_nan()));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(train.dir.join("train.json")).unwrap()).unwrap();
+    assert!(summary["best_validation_bound"].is_null(), "{summary}");
+    assert_eq!(summary["best_epoch"], 2, "without validation the last epoch is the result");
+}

@@ -30,19 +30,7 @@ pub fn points(text: &str, overrides: &[&str]) -> (String, Vec<Point>) {
         Ok(s) => s,
         Err(e) => panic!("invalid test spec:\n{e}"),
     };
-    let points = spec
-        .runs
-        .iter()
-        .map(|r| {
-            let mut config = serde_json::to_value(&r.config).unwrap();
-            config.as_object_mut().unwrap().insert(
-                "point".into(),
-                serde_json::json!({"id": r.id, "label": r.label, "values": r.assignments}),
-            );
-            Point { index: r.index, id: r.id.clone(), label: r.label.clone(), config }
-        })
-        .collect();
-    (spec.name().to_string(), points)
+    (spec.name().to_string(), vaepipe_stages::points_of(&spec))
 }
 
 /// Runs the stages in `only` (all when empty) for every point of the spec in `store`.
@@ -52,7 +40,7 @@ pub fn run(store: &Path, text: &str, overrides: &[&str], only: &[&str]) -> RunRe
     let (name, points) = points(text, overrides);
     let mut p = plan(&registry, &store, &name, points, true).expect("plan");
     if !only.is_empty() {
-        p = p.restrict(|s| only.contains(&s));
+        p = p.restrict(|i| only.contains(&i.stage));
     }
     let d = explain(&p, &store, &[]).expect("explain");
     let options = RunOptions { jobs: 1, ..Default::default() };

@@ -446,7 +446,7 @@ fn dataset_from_frame(
     }
     let rows = df.height();
     let refs: Vec<&[f32]> = slices.iter().map(|s| s.as_slice()).collect();
-    Ok(Dataset {
+    let dataset = Dataset {
         x: rows_from_columns(&refs, rows),
         rows,
         features: names.len(),
@@ -454,7 +454,10 @@ fn dataset_from_frame(
         feature_names: names,
         image_shape: None,
         index: (0..rows).collect(),
-    })
+    };
+    // Name problems are reported against the source file, not the table written later.
+    dataset.validate_names(&origin)?;
+    Ok(dataset)
 }
 
 /// Polars silently renames a repeated CSV header `x` to `x_duplicated_0`, … ; report it instead.

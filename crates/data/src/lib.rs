@@ -27,6 +27,6 @@ pub use frame::{read_csv, read_dataset, read_parquet, read_table, write_dataset,
 pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxCompression, read_idx, write_idx};
 pub use table::{Column, Table};
 pub use transform::{
-    Scale, apply_scale, binarize_static, binarize_threshold, check_unit_interval, scale,
-    split_validation, subset,
+    Scale, apply_scale, bernoulli_into, binarize_static, binarize_threshold, check_unit_interval,
+    permutation, scale, split_validation, subset,
 };

@@ -76,10 +76,35 @@ pub fn binarize_static(dataset: &mut Dataset, seed: u64) -> Result<(), DataError
     check_unit_interval(dataset)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for p in &mut dataset.x {
-        let u = (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
-        *p = if u < *p { 1.0 } else { 0.0 };
+        *p = bernoulli(*p, &mut rng);
     }
     Ok(())
+}
+
+/// Writes one Bernoulli draw of each probability in `p` into `out`, drawing from `rng` with the
+/// rule of [`binarize_static`] (for per-batch dynamic binarization with the caller's stream).
+/// Probabilities are not checked here: values ≤ 0 give 0 and values ≥ 1 give 1.
+pub fn bernoulli_into(p: &[f32], out: &mut [f32], rng: &mut impl RngCore) {
+    for (o, p) in out.iter_mut().zip(p) {
+        *o = bernoulli(*p, rng);
+    }
+}
+
+fn bernoulli(p: f32, rng: &mut impl RngCore) -> f32 {
+    let u = (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
+    if u < p { 1.0 } else { 0.0 }
+}
+
+/// A seeded random permutation of `0..n`: Fisher–Yates driven by ChaCha8 with unbiased raw
+/// draws (independent of `rand`'s sampling algorithms, so stable across `rand` versions).
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for i in (1..order.len()).rev() {
+        let j = uniform_below(&mut rng, i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
 }
 
 /// Checks that every value lies in [0, 1]; the error names the first offending row and column.
@@ -114,12 +139,7 @@ pub fn split_validation(
             dataset.rows
         )));
     }
-    let mut order: Vec<usize> = (0..dataset.rows).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for i in (1..order.len()).rev() {
-        let j = uniform_below(&mut rng, i as u64 + 1) as usize;
-        order.swap(i, j);
-    }
+    let order = permutation(dataset.rows, seed);
     let mut in_val = vec![false; dataset.rows];
     for &row in &order[..n_val] {
         in_val[row] = true;

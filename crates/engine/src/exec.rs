@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::plan::{key_of, Action, Decision, Plan};
 use crate::stage::{Context, Input, Missing, PointRef, Registry, StageError};
-use crate::store::{hostname, FailureRecord, Manifest, Store};
+use crate::store::{hostname, FailureRecord, InputPoints, Manifest, Store};
 use crate::time::now_rfc3339;
 use crate::EngineError;
 
@@ -281,13 +281,13 @@ fn run_instance(
             missing.push(Missing { stage: r.stage.clone(), key: r.key.clone(), points: r.points.clone(), reason, log: Some(r.log.clone()) });
         }
     }
-    // With missing inputs the output is partial: give it its own key so that it never stands in
-    // for the complete one.
+    // With missing inputs the output is partial: give it its own key, which also covers why each
+    // input is missing (the stage may show it), so it never stands in for another result.
     let key = if missing.is_empty() {
         inst.key.clone()
     } else {
         let mut material: Vec<(String, String)> = present.iter().map(|p| (p.stage.clone(), p.key.clone())).collect();
-        material.extend(missing.iter().map(|m| (format!("missing:{}", m.stage), m.key.clone())));
+        material.extend(missing.iter().map(|m| (format!("missing:{}:{}", m.stage, m.reason), m.key.clone())));
         match key_of(store, inst.stage, inst.version, &inst.params, &material) {
             Ok((k, _)) => k,
             Err(e) => return finish(base_report(store, plan, i, Outcome::Failed(e.to_string()))),
@@ -298,11 +298,16 @@ fn run_instance(
     report.dir = store.output_dir(inst.stage, &key);
     report.log = store.log_path(inst.stage, &key);
 
-    let lock = store.lock(inst.stage, &key, |holder| {
-        events.event(&Event::Waiting { instance: i, holder: holder.to_string() });
-    });
+    let lock = store.lock(
+        inst.stage,
+        &key,
+        |holder| events.event(&Event::Waiting { instance: i, holder: holder.to_string() }),
+        || cancel.load(Ordering::SeqCst),
+    );
     let _lock = match lock {
-        Ok(l) => l,
+        Ok(Some(l)) => l,
+        // Stopped while another process holds the instance: nothing of ours to keep.
+        Ok(None) => return finish(InstanceReport { outcome: Outcome::Interrupted, ..report }),
         Err(e) => return finish(InstanceReport { outcome: Outcome::Failed(e.to_string()), ..report }),
     };
     // Someone else may have finished it while we waited.
@@ -384,6 +389,11 @@ fn run_instance(
                 tool_version: options.tool_version.clone(),
                 git_revision: options.git_revision.clone(),
                 points: report.points.clone(),
+                input_points: present
+                    .iter()
+                    .map(|p| InputPoints { stage: p.stage.clone(), key: p.key.clone(), points: p.points.clone() })
+                    .collect(),
+                missing: missing.clone(),
             };
             match store.commit(&work, manifest) {
                 Ok(m) => {
@@ -401,7 +411,13 @@ fn run_instance(
             }
         }
         Err(StageError::Interrupted) => {
-            ctx.log("stopped on request; the work directory is kept so the next run resumes");
+            if stage.resumable() {
+                ctx.log("stopped on request; the work directory is kept so the next run resumes");
+            } else {
+                ctx.log("stopped on request; this stage restarts from the beginning next time");
+                drop(ctx);
+                let _ = std::fs::remove_dir_all(&work);
+            }
             finish(InstanceReport { outcome: Outcome::Interrupted, ..report })
         }
         Err(StageError::Failed(e)) => {
@@ -448,13 +464,18 @@ pub fn rerun_entry(registry: &Registry, store: &Store, entry: &std::path::Path) 
     let stage = registry
         .get(&manifest.stage)
         .ok_or_else(|| EngineError::Plan(format!("{}: stage `{}` is not known to this vaepipe", path.display(), manifest.stage)))?;
+    let _store_lock = store.store_lock(false)?;
     let mut inputs = Vec::new();
     for (name, key) in &manifest.inputs {
         let input_stage = name.split('[').next().unwrap_or(name);
         if let Some(problem) = store.verify(input_stage, key)? {
             return Err(EngineError::Plan(format!("input {input_stage}/{key} of {} is not usable: {problem}", entry.display())));
         }
-        let points = store.manifest(input_stage, key)?.map(|m| m.points).unwrap_or_default();
+        // The points the input served in the original run (older manifests: its own record).
+        let points = match manifest.input_points.iter().find(|p| p.stage == input_stage && &p.key == key) {
+            Some(p) => p.points.clone(),
+            None => store.manifest(input_stage, key)?.map(|m| m.points).unwrap_or_default(),
+        };
         inputs.push(Input { stage: input_stage.to_string(), key: key.clone(), dir: store.output_dir(input_stage, key), points });
     }
     let out = store.root().join("tmp").join(format!("rerun-{}-{}-{}", manifest.stage, manifest.key, std::process::id()));
@@ -468,7 +489,7 @@ pub fn rerun_entry(registry: &Registry, store: &Store, entry: &std::path::Path) 
         params: &manifest.params,
         points: &manifest.points,
         inputs: &inputs,
-        missing: &[],
+        missing: &manifest.missing,
         out: &out,
         resumed: false,
         options: &options,
@@ -478,7 +499,9 @@ pub fn rerun_entry(registry: &Registry, store: &Store, entry: &std::path::Path) 
         log: Mutex::new(None),
         started: Instant::now(),
     };
-    match stage.run(&ctx) {
+    let result = catch_unwind(AssertUnwindSafe(|| stage.run(&ctx)))
+        .unwrap_or_else(|_| Err(StageError::Failed(anyhow::anyhow!("internal error (panic)"))));
+    match result {
         Ok(()) => Ok((manifest.clone(), out)),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&out);

@@ -114,11 +114,27 @@ pub fn hash_file(path: &Path) -> Result<String, EngineError> {
     Ok(h.finalize().to_hex().to_string())
 }
 
+/// What identifies an unchanged file: size, modification and status-change times, inode.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Stamp {
     size: u64,
     mtime_ns: i128,
+    #[serde(default)]
+    ctime_ns: i128,
+    #[serde(default)]
+    inode: u64,
     blake3: String,
+}
+
+#[cfg(unix)]
+fn ctime_and_inode(meta: &std::fs::Metadata) -> (i128, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128, meta.ino())
+}
+
+#[cfg(not(unix))]
+fn ctime_and_inode(_: &std::fs::Metadata) -> (i128, u64) {
+    (0, 0)
 }
 
 /// Content hashes of input files, cached by (path, size, mtime) in a JSON file of the store.
@@ -142,16 +158,21 @@ impl FileHashCache {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as i128);
         let size = meta.len();
+        let (ctime_ns, inode) = ctime_and_inode(&meta);
         {
             let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = entries.get(file)
-                && s.size == size && s.mtime_ns == mtime_ns {
-                    return Ok(s.blake3.clone());
-                }
+                && s.size == size
+                && s.mtime_ns == mtime_ns
+                && s.ctime_ns == ctime_ns
+                && s.inode == inode
+            {
+                return Ok(s.blake3.clone());
+            }
         }
         let blake3 = hash_file(file)?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(file.to_path_buf(), Stamp { size, mtime_ns, blake3: blake3.clone() });
+        entries.insert(file.to_path_buf(), Stamp { size, mtime_ns, ctime_ns, inode, blake3: blake3.clone() });
         Ok(blake3)
     }
 

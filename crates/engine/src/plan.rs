@@ -51,14 +51,14 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The sub-plan of the instances whose stage `keep` accepts. Every kept instance's inputs
-    /// must be kept too (select whole upstream closures); instances whose inputs were dropped
-    /// are dropped as well.
-    pub fn restrict(self, keep: impl Fn(&str) -> bool) -> Plan {
+    /// The sub-plan of the instances `keep` accepts. Every kept instance's inputs must be kept
+    /// too (select whole upstream closures); instances whose inputs were dropped are dropped as
+    /// well.
+    pub fn restrict(self, keep: impl Fn(&Instance) -> bool) -> Plan {
         let mut map: Vec<Option<usize>> = vec![None; self.instances.len()];
         let mut instances = Vec::new();
         for (i, inst) in self.instances.into_iter().enumerate() {
-            if !keep(inst.stage) {
+            if !keep(&inst) {
                 continue;
             }
             let inputs: Option<Vec<usize>> = inst.inputs.iter().map(|d| map[*d]).collect();

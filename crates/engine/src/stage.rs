@@ -123,7 +123,7 @@ pub struct Input {
 }
 
 /// An upstream instance that did not produce output (only for stages that accept that).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Missing {
     pub stage: String,
     pub key: String,

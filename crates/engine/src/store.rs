@@ -51,6 +51,21 @@ pub struct Manifest {
     /// The sweep points this output served when it was computed.
     #[serde(default)]
     pub points: Vec<crate::stage::PointRef>,
+    /// The points each input served in the run that computed this output (what the stage saw
+    /// in `Input::points`), so that [`crate::rerun_entry`] can replay it exactly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_points: Vec<InputPoints>,
+    /// Inputs that had no output when this was computed (stages that accept that).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<crate::stage::Missing>,
+}
+
+/// The points one input served, as recorded in a manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputPoints {
+    pub stage: String,
+    pub key: String,
+    pub points: Vec<crate::stage::PointRef>,
 }
 
 /// The last key run for one (pipeline, point, stage) slot.
@@ -74,9 +89,23 @@ pub struct FailureRecord {
 pub struct Store {
     root: PathBuf,
     pub(crate) hashes: FileHashCache,
+    /// Outputs verified (or committed) by this process: verified once, not re-hashed.
+    verified: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl Store {
+    /// Opens an existing store (for commands that only read: a mistyped `--store` must not
+    /// create an empty one).
+    pub fn open_existing(root: &Path) -> Result<Store, EngineError> {
+        if !root.join("store").is_dir() {
+            return Err(EngineError::Plan(format!(
+                "no store at {} (nothing has run there yet; pass --store or set VAEPIPE_STORE)",
+                root.display()
+            )));
+        }
+        Store::open(root)
+    }
+
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, EngineError> {
         for d in ["store", "work", "locks", "logs", "failed", "slots", "tmp"] {
@@ -84,7 +113,7 @@ impl Store {
         }
         let root = fs::canonicalize(root).map_err(|e| EngineError::io(root, e))?;
         let hashes = FileHashCache::open(root.join("file-hashes.json"));
-        Ok(Store { root, hashes })
+        Ok(Store { root, hashes, verified: Default::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -128,7 +157,21 @@ impl Store {
     }
 
     /// Checks a committed output against its manifest: `Ok(None)` if it verifies, else why not.
+    /// A success is remembered for the life of this handle (outputs are immutable once
+    /// committed), so plans and executions hash each output once.
     pub fn verify(&self, stage: &str, key: &str) -> Result<Option<String>, EngineError> {
+        let id = (stage.to_string(), key.to_string());
+        if self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+            return Ok(None);
+        }
+        let result = self.verify_files(stage, key)?;
+        if result.is_none() {
+            self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        }
+        Ok(result)
+    }
+
+    fn verify_files(&self, stage: &str, key: &str) -> Result<Option<String>, EngineError> {
         let manifest = match self.manifest(stage, key) {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(Some("no output yet".into())),
@@ -154,23 +197,38 @@ impl Store {
     }
 
     /// Takes the lock of one instance, waiting for another process that holds it.
-    /// `on_wait` is called once if the lock is busy, with what the holder wrote.
-    pub fn lock(&self, stage: &str, key: &str, on_wait: impl FnOnce(&str)) -> Result<InstanceLock, EngineError> {
+    /// `on_wait` is called once if the lock is busy, with what the holder wrote. While waiting,
+    /// `cancelled` is polled; `Ok(None)` means it returned true before the lock was free.
+    pub fn lock(
+        &self,
+        stage: &str,
+        key: &str,
+        on_wait: impl FnOnce(&str),
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<InstanceLock>, EngineError> {
         let path = self.lock_path(stage, key);
         let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                on_wait(holder.trim());
-                file.lock().map_err(|e| EngineError::io(&path, e))?;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    if let Some(f) = on_wait.take() {
+                        let holder = fs::read_to_string(&path).unwrap_or_default();
+                        f(holder.trim());
+                    }
+                    if cancelled() {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),
         }
         let mut f = &file;
         let _ = file.set_len(0);
         let _ = writeln!(f, "pid {} on {} since {}", std::process::id(), hostname(), crate::time::now_rfc3339());
-        Ok(InstanceLock { _file: file })
+        Ok(Some(InstanceLock { _file: file }))
     }
 
     /// True if another process holds the instance's lock right now.
@@ -218,7 +276,7 @@ impl Store {
         }
         if dest.exists() {
             // An unverifiable leftover (we hold the lock and found no valid output): replace it.
-            let trash = self.root.join("tmp").join(format!("{}-{}-{}", manifest.stage, manifest.key, std::process::id()));
+            let trash = self.root.join("tmp").join(format!("{}-{}-{}", manifest.stage, manifest.key, unique()));
             fs::rename(&dest, &trash).map_err(|e| EngineError::io(&dest, e))?;
             let _ = fs::remove_dir_all(&trash);
         }
@@ -227,6 +285,7 @@ impl Store {
             sync_dir(parent);
         }
         let _ = fs::remove_file(self.failure_path(&manifest.stage, &manifest.key));
+        self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert((manifest.stage.clone(), manifest.key.clone()));
         Ok(manifest)
     }
 
@@ -295,13 +354,49 @@ impl Store {
     /// Removes one committed output (and its log and failure record).
     pub fn remove(&self, stage: &str, key: &str) -> Result<(), EngineError> {
         let dir = self.output_dir(stage, key);
-        let trash = self.root.join("tmp").join(format!("gc-{stage}-{key}-{}", std::process::id()));
+        let trash = self.root.join("tmp").join(format!("gc-{stage}-{key}-{}", unique()));
         fs::rename(&dir, &trash).map_err(|e| EngineError::io(&dir, e))?;
+        self.verified.lock().unwrap_or_else(|e| e.into_inner()).remove(&(stage.to_string(), key.to_string()));
         fs::remove_dir_all(&trash).map_err(|e| EngineError::io(&trash, e))?;
         let _ = fs::remove_file(self.log_path(stage, key));
         let _ = fs::remove_file(self.failure_path(stage, key));
         let _ = fs::remove_dir_all(self.work_dir(stage, key));
         Ok(())
+    }
+
+    /// Leftovers of keys not in `keep`: work directories nobody is computing, logs and failure
+    /// records of keys without output, stale locks, and temporary files. Call with the store
+    /// lock held exclusively (no run in progress) unless `dry_run`.
+    pub fn orphans(&self, keep: &std::collections::BTreeSet<(String, String)>) -> Result<Vec<PathBuf>, EngineError> {
+        let mut out = Vec::new();
+        let kept = |stage: &str, key: &str| keep.contains(&(stage.to_string(), key.to_string()));
+        for stage in read_dir_names(&self.root.join("work"))? {
+            for key in read_dir_names(&self.root.join("work").join(&stage))? {
+                if !kept(&stage, &key) && !self.is_locked(&stage, &key) {
+                    out.push(self.work_dir(&stage, &key));
+                }
+            }
+        }
+        for (dir, suffix) in [("logs", ".log"), ("failed", ".json")] {
+            for stage in read_dir_names(&self.root.join(dir))? {
+                for file in read_dir_names(&self.root.join(dir).join(&stage))? {
+                    let key = file.strip_suffix(suffix).unwrap_or(&file);
+                    if !kept(&stage, key) && !self.output_dir(&stage, key).exists() {
+                        out.push(self.root.join(dir).join(&stage).join(&file));
+                    }
+                }
+            }
+        }
+        for file in read_dir_names(&self.root.join("locks"))? {
+            let Some((stage, key)) = file.strip_suffix(".lock").and_then(|f| f.split_once('-')) else { continue };
+            if !kept(stage, key) && !self.output_dir(stage, key).exists() && !self.is_locked(stage, key) {
+                out.push(self.root.join("locks").join(&file));
+            }
+        }
+        for name in read_dir_names(&self.root.join("tmp"))? {
+            out.push(self.root.join("tmp").join(name));
+        }
+        Ok(out)
     }
 
     pub fn save_caches(&self) {
@@ -344,7 +439,7 @@ fn list_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Engi
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}.tmp-{}", unique()));
     let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| EngineError::io(&tmp, e))?;
     f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
@@ -364,6 +459,13 @@ pub fn slug(name: &str) -> String {
     let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
     let s = s.trim_matches('.').to_string();
     if s.is_empty() { "_".into() } else { s }
+}
+
+/// A name part unique across processes and machines sharing a store: host, pid and a counter.
+pub fn unique() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{}-{n}", slug(&hostname()), std::process::id())
 }
 
 /// This machine's host name.

@@ -325,6 +325,8 @@ fn a_corrupted_output_is_detected_and_redone() {
     let store = Store::open(&e.root.join(".vaepipe")).unwrap();
     let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
     fs::write(r.instances[1].dir.join("value.txt"), "9").unwrap(); // same size, other content
+    // A later run (a new process, a new handle: verification results are per handle).
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
     let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
     assert_eq!(d[1].action, Action::Run);
@@ -397,4 +399,94 @@ fn concurrent_runs_on_one_store_compute_each_instance_once() {
     for (stage, key) in store.entries().unwrap() {
         assert_eq!(store.verify(&stage, &key).unwrap(), None, "{stage}/{key}");
     }
+}
+
+#[test]
+fn a_partial_gather_is_keyed_by_why_inputs_are_missing_and_replays_from_its_manifest() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let mut pts = points(&e, 1.0, &[json!(1), json!(2)]);
+    pts[1].config["b"]["fail"] = json!(true);
+    let first = run(&reg, &store, pts.clone(), &[]);
+    let g1 = first.instances.last().unwrap().clone();
+    assert_eq!(g1.outcome, Outcome::Ran);
+    // Re-rendering the stored entry from its manifest alone gives the same file, with the
+    // failure it recorded.
+    let (_, dir) = vaepipe_engine::rerun_entry(&reg, &store, &g1.dir).unwrap();
+    assert_eq!(fs::read(dir.join("all.txt")).unwrap(), fs::read(g1.dir.join("all.txt")).unwrap());
+    // The same input missing for another reason is another partial result, not a cache hit.
+    pts[1].config["b"]["fail"] = json!(false);
+    pts[1].config["b"]["panic"] = json!(true);
+    let second = run(&reg, &store, pts, &[]);
+    let g2 = second.instances.last().unwrap();
+    assert_eq!(g2.outcome, Outcome::Ran);
+    assert_ne!(g1.key, g2.key);
+    assert!(fs::read_to_string(g2.dir.join("all.txt")).unwrap().contains("panicked on purpose"));
+}
+
+#[test]
+fn waiting_for_another_process_can_be_cancelled() {
+    let e = env();
+    let reg = registry(&e);
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    // Someone else holds data stage `a`.
+    let held = store.lock("a", &p.instances[0].key, |_| {}, || false).unwrap().unwrap();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel).unwrap();
+    stopper.join().unwrap();
+    drop(held);
+    assert!(r.interrupted);
+    assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
+    assert_eq!(count(&e.counter, "a"), 0, "nothing was computed while waiting");
+}
+
+/// A stage that cannot resume: stops at once when asked.
+struct Quits {
+    cancel: Arc<AtomicBool>,
+}
+impl Stage for Quits {
+    fn name(&self) -> &'static str {
+        "q"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn params(&self, p: &Value) -> Value {
+        pick(p, &["q"])
+    }
+    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        fs::write(ctx.out.join("half.txt"), "x").map_err(anyhow::Error::from)?;
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        if ctx.cancelled() {
+            return Err(StageError::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_interrupted_stage_that_cannot_resume_leaves_no_work_behind() {
+    let e = env();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut reg = Registry::new();
+    reg.register(Box::new(Quits { cancel: cancel.clone() })).unwrap();
+    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let pts = vec![Point { index: 0, id: "p0".into(), label: String::new(), config: json!({"q": {}}) }];
+    let p = plan(&reg, &store, "toy", pts, true).unwrap();
+    let d = explain(&p, &store, &[]).unwrap();
+    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel).unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
+    assert!(!store.work_dir("q", &p.instances[0].key).exists());
+    assert_eq!(explain(&p, &store, &[]).unwrap()[0].reason, "no output yet");
 }

@@ -117,9 +117,13 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
     let mut r = Reader::new(&sources);
     r.errors.extend(override_errors);
     let axes = sweep::axes(&root, &mut r);
+    let explicit = sweep::explicit_points(&root, &axes, &mut r);
+    // Paths assigned per point: an override of one of them (or of a table above it) would be
+    // silently overwritten by the sweep.
+    let swept: Vec<&Vec<String>> = axes.iter().map(|a| &a.path).chain(explicit.iter().flatten().map(|a| &a.path)).collect();
     for (key, path, value) in parsed {
-        if axes.iter().any(|a| a.path == path) {
-            r.error_help(&key.origin, &key.name, format!("`{}` is swept in [sweep]; an override would be ambiguous", key.name), "remove it from [sweep] or drop the --set");
+        if swept.iter().any(|s| s.starts_with(&path) || path.starts_with(s)) {
+            r.error_help(&key.origin, &key.name, format!("`{}` is set per sweep point in [sweep]; an override would be ambiguous", key.name), "remove it from [sweep] or drop the --set");
             continue;
         }
         if path.first().map(String::as_str) == Some("sweep") {
@@ -132,7 +136,6 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
     }
 
     // Expansion: one tree per point (explicit points × grid), each read and validated.
-    let explicit = sweep::explicit_points(&root, &axes, &mut r);
     let mut runs = Vec::new();
     let mut labels = BTreeMap::new();
     if r.errors.is_empty() {

@@ -379,7 +379,9 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
         None => Some(Holdout::Rows(0)),
         Some(n) => match &n.value {
             crate::node::Value::Int(i) if *i >= 0 => Some(Holdout::Rows(*i as usize)),
-            crate::node::Value::Float(f) if *f >= 0.0 && *f < 1.0 => Some(Holdout::Fraction(*f)),
+            // 0.0 holds out nothing, like 0: one canonical form, one cache key.
+            crate::node::Value::Float(f) if *f == 0.0 => Some(Holdout::Rows(0)),
+            crate::node::Value::Float(f) if *f > 0.0 && *f < 1.0 => Some(Holdout::Fraction(*f)),
             crate::node::Value::Int(_) | crate::node::Value::Float(_) => {
                 r.error_help(&n.origin, "data.validation", "must be a row count ≥ 0 or a fraction in [0, 1)", "e.g. validation = 400 or validation = 0.1");
                 None
@@ -544,6 +546,18 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
     if t.analytic_kl && t.estimator == Estimator::Dreg {
         r.error(&at(&["train", "estimator"]), "train.estimator", "the DReG estimator has no analytic-KL form; set analytic_kl = false");
     }
+    let holds_out = match run.data.validation {
+        Holdout::Rows(n) => n > 0,
+        Holdout::Fraction(f) => f > 0.0,
+    };
+    if t.patience > 0 && !holds_out {
+        r.error_help(
+            &at(&["train", "patience"]),
+            "train.patience",
+            "early stopping needs a validation split, but data.validation holds out nothing",
+            "set data.validation (rows, e.g. 1000, or a fraction, e.g. 0.1), or patience = 0",
+        );
+    }
     let m = &run.model;
     if m.likelihood == Likelihood::Gaussian && matches!(run.data.binarize, Binarize::Static | Binarize::Dynamic | Binarize::Threshold) {
         r.error_help(
@@ -552,9 +566,6 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
             format!("a Gaussian likelihood on binarized data (binarize = \"{}\") has no meaningful density", run.data.binarize),
             "use likelihood = \"bernoulli\", or binarize = \"none\"",
         );
-    }
-    if run.eval.curve_images == 0 {
-        r.error(&at(&["eval", "curve_images"]), "eval.curve_images", "must be at least 1");
     }
 }
 

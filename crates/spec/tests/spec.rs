@@ -134,6 +134,11 @@ fn explicit_points_combine_with_the_grid() {
     let err = load(&bad, dir.path(), &[]).unwrap_err();
     let line = bad.lines().position(|l| l.starts_with("\"train.epochs\"")).unwrap() + 1;
     assert!(err.records().iter().any(|r| r.key == "train.epochs" && r.message.contains("at least 1") && r.line == line), "{err}");
+    // An override of a key that an explicit point sets is an error, not silently ignored.
+    let err = load(&text, dir.path(), &["train.k=50"]).unwrap_err();
+    assert!(err.records().iter().any(|r| r.key == "train.k" && r.message.contains("set per sweep point")), "{err}");
+    let err = load(&text, dir.path(), &["train={ k = 2 }"]).unwrap_err();
+    assert!(err.records().iter().any(|r| r.key == "train" && r.message.contains("set per sweep point")), "{err}");
     let bad = format!("{GOOD}\n[sweep]\npoints = [1, 2]\n");
     let err = load(&bad, dir.path(), &[]).unwrap_err();
     assert!(err.records().iter().any(|r| r.key == "sweep.points[0]"), "{err}");
@@ -221,6 +226,8 @@ const BAD: &[(&str, &str, &str, usize)] = &[
     ("[pipeline]\nname = \"x\"\n[data]\nformat = \"idx\"\ntrain = { images = \"train.gz\" }\ntest = { images = \"test.gz\" }\nlabel_column = \"y\"\n", "data.label_column", "not idx", 7),
     // 29 eval curve with k = 0
     ("[pipeline]\nname = \"x\"\n[data]\nformat = \"idx\"\ntrain = { images = \"train.gz\" }\ntest = { images = \"test.gz\" }\n[eval]\ncurve_k = [1, 0]\n", "eval.curve_k", "at least 1", 8),
+    // 31 early stopping without a validation split
+    ("[pipeline]\nname = \"x\"\n[data]\nformat = \"idx\"\ntrain = { images = \"train.gz\" }\ntest = { images = \"test.gz\" }\n[train]\npatience = 3\n", "train.patience", "needs a validation split", 8),
     // 30 unknown prior method
     ("[pipeline]\nname = \"x\"\n[data]\nformat = \"idx\"\ntrain = { images = \"train.gz\" }\ntest = { images = \"test.gz\" }\n[prior]\nmethod = \"vampprior\"\n", "prior.method", "did you mean \"vamp\"", 8),
 ];

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context as _};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vaepipe_data::{Column, Dataset, Table};
@@ -42,7 +42,7 @@ impl Stage for TrainStage {
         "train"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn inputs(&self) -> &'static [&'static str] {
         &["data"]
@@ -89,8 +89,8 @@ impl Stage for TrainStage {
             "estimator": p.train.estimator,
             "analytic_kl": p.train.analytic_kl,
             "epochs_run": outcome.history.len(),
-            "best_epoch": outcome.best_epoch,
-            "best_validation_bound": outcome.best_validation,
+            "best_epoch": (outcome.best_epoch > 0).then_some(outcome.best_epoch),
+            "best_validation_bound": outcome.best_validation.is_finite().then_some(outcome.best_validation),
             "final_train_bound": last.map(|h| h.train_bound),
             "final_validation_bound": last.map(|h| h.validation_bound),
             "stopped_early": outcome.stopped_early,
@@ -258,10 +258,7 @@ fn save_checkpoint(dir: &Path, tag: &str, trainer: &Trainer, pos: &mut Position)
     vaepipe_nn::save_safetensors(dir.join(&state_file), &trainer.state(), &Default::default())?;
     let previous = std::mem::replace(&mut pos.state_file, state_file);
     let (json, _) = checkpoint_paths(dir, tag);
-    let tmp = dir.join(format!(".{tag}-checkpoint.json.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(pos)?).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &json).with_context(|| format!("writing {}", json.display()))?;
+    vaepipe_engine::store::write_atomic(&json, &serde_json::to_vec_pretty(pos)?)?;
     if !previous.is_empty() && previous != pos.state_file {
         let _ = std::fs::remove_file(dir.join(previous));
     }
@@ -294,25 +291,37 @@ fn load_checkpoint(ctx: &Context, tag: &str, trainer: &mut Trainer) -> Option<Po
     Some(pos)
 }
 
+/// Removes the loop's checkpoint files, including temporary files of writes that a kill
+/// interrupted (`.{tag}-…`), so that none of them is published with the stage's output.
 fn remove_checkpoints(dir: &Path, tag: &str) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with(&format!("{tag}-checkpoint")) || name == format!("{tag}-best.safetensors") {
+            if name.starts_with(&format!("{tag}-checkpoint"))
+                || name == format!("{tag}-best.safetensors")
+                || name.starts_with(&format!(".{tag}-"))
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
 }
 
-/// A fixed Bernoulli draw of a dataset (for validation and test under dynamic binarization).
+/// A fixed Bernoulli draw of a dataset (for validation and test under dynamic binarization),
+/// with the data crate's drawing rule.
 pub(crate) fn binarize_fixed(x: &[f32], seed: u64) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    x.iter().map(|p| if rng.r#gen::<f32>() < *p { 1.0 } else { 0.0 }).collect()
+    let mut out = vec![0.0; x.len()];
+    vaepipe_data::bernoulli_into(x, &mut out, &mut rng);
+    out
 }
 
-/// Mean bound on a dataset (L_k for IWAE, the k-sample ELBO otherwise), with fixed noise.
+/// Mean bound on a dataset (L_k for IWAE, the k-sample ELBO otherwise), with fixed noise;
+/// NaN for an empty dataset (no validation split).
 pub(crate) fn mean_bound(vae: &Vae, prior: &Prior, objective: &Objective, x: &[f32], rows: usize, seed: u64) -> anyhow::Result<f64> {
+    if rows == 0 {
+        return Ok(f64::NAN);
+    }
     let chunk = 500usize;
     let mut total = 0.0;
     for (c, start) in (0..rows).step_by(chunk).enumerate() {
@@ -325,7 +334,7 @@ pub(crate) fn mean_bound(vae: &Vae, prior: &Prior, objective: &Objective, x: &[f
             ObjectiveKind::Elbo => lw.iter().map(|v| *v as f64).sum::<f64>() / objective.k as f64,
         };
     }
-    Ok(total / rows.max(1) as f64)
+    Ok(total / rows as f64)
 }
 
 /// Trains `trainer` on `train`, validating on `validation` after every epoch, with checkpoints
@@ -338,8 +347,10 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
     }
     let batches = n.div_ceil(s.batch_size);
     let total_steps = (batches * s.epochs) as u64;
-    let val_x = if s.dynamic { binarize_fixed(&validation.x, seed_for(s.seed, &format!("{}/validation-binarization", s.tag))) } else { validation.x.clone() };
-    let val_seed = seed_for(s.seed, &format!("{}/validation-noise", s.tag));
+    // The validation draw and noise do not depend on the loop's tag, so fine-tuning reports
+    // bounds comparable with training's.
+    let val_x = if s.dynamic { binarize_fixed(&validation.x, seed_for(s.seed, "validation-binarization")) } else { validation.x.clone() };
+    let val_seed = seed_for(s.seed, "validation-noise");
     let noise_seed = seed_for(s.seed, &format!("{}/noise", s.tag));
     let bin_seed = seed_for(s.seed, &format!("{}/binarize", s.tag));
     let (_, best_path) = checkpoint_paths(ctx.out, s.tag);
@@ -371,7 +382,7 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
     while pos.epoch < s.epochs && !pos.stopped_early {
         let lr = s.lr_at(pos.epoch);
         trainer.set_lr(lr).map_err(anyhow::Error::from)?;
-        let order = permutation(n, seed_for(s.seed, &format!("{}/shuffle/{}", s.tag, pos.epoch)));
+        let order = vaepipe_data::permutation(n, seed_for(s.seed, &format!("{}/shuffle/{}", s.tag, pos.epoch)));
         let mut t_epoch = Instant::now();
         while pos.batch < batches {
             let rows = &order[pos.batch * s.batch_size..((pos.batch + 1) * s.batch_size).min(n)];
@@ -380,9 +391,7 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
             if s.dynamic {
                 let mut rng = vaepipe_nn::stream_rng(bin_seed, step);
                 for (i, r) in rows.iter().enumerate() {
-                    for (dst, p) in xb[i * d..(i + 1) * d].iter_mut().zip(train.row(*r)) {
-                        *dst = if rng.r#gen::<f32>() < *p { 1.0 } else { 0.0 };
-                    }
+                    vaepipe_data::bernoulli_into(train.row(*r), &mut xb[i * d..(i + 1) * d], &mut rng);
                 }
             } else {
                 for (i, r) in rows.iter().enumerate() {
@@ -422,7 +431,7 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
         // End of epoch: validate, record, maybe stop early, checkpoint.
         let epoch_seconds = pos.epoch_seconds + t_epoch.elapsed().as_secs_f64();
         let val = mean_bound(trainer.vae(), trainer.prior(), trainer.objective(), &val_x, validation.rows, val_seed)?;
-        if !val.is_finite() {
+        if validation.rows > 0 && !val.is_finite() {
             return Err(anyhow!("the validation bound is {val} after epoch {}", pos.epoch + 1).into());
         }
         pos.seconds += epoch_seconds;
@@ -440,7 +449,10 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
             row.epoch, s.epochs, row.train_bound, row.validation_bound, lr, row.images_per_s
         ));
         pos.history.push(row);
-        if val > pos.best_validation {
+        if validation.rows == 0 {
+            // Nothing to compare: the last epoch is the result (early stopping needs a split).
+            pos.best_epoch = pos.epoch + 1;
+        } else if val > pos.best_validation {
             pos.best_validation = val;
             pos.best_epoch = pos.epoch + 1;
             pos.since_best = 0;
@@ -477,17 +489,6 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
         resumed: pos.resumed,
         history: pos.history,
     })
-}
-
-/// A seeded random permutation of 0..n (Fisher–Yates on ChaCha8).
-pub(crate) fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.gen_range(0..=i);
-        v.swap(i, j);
-    }
-    v
 }
 
 pub(crate) fn write_history(path: &Path, h: &[HistoryRow]) -> anyhow::Result<()> {
@@ -570,12 +571,15 @@ mod tests {
     }
 
     #[test]
-    fn permutations_are_seeded_and_complete() {
-        let a = permutation(1000, 7);
-        assert_eq!(a, permutation(1000, 7));
-        assert_ne!(a, permutation(1000, 8));
-        let mut s = a.clone();
-        s.sort_unstable();
-        assert_eq!(s, (0..1000).collect::<Vec<_>>());
+    fn fixed_binarization_is_seeded_and_follows_the_probabilities() {
+        let p: Vec<f32> = (0..20_000).map(|i| (i % 5) as f32 / 4.0).collect();
+        let a = binarize_fixed(&p, 3);
+        assert_eq!(a, binarize_fixed(&p, 3));
+        assert_ne!(a, binarize_fixed(&p, 4));
+        for level in 0..5 {
+            let draws: Vec<f32> = a.iter().zip(&p).filter(|(_, q)| **q == level as f32 / 4.0).map(|(v, _)| *v).collect();
+            let mean = draws.iter().sum::<f32>() / draws.len() as f32;
+            assert!((mean - level as f32 / 4.0).abs() < 0.03, "level {level}: {mean}");
+        }
     }
 }

@@ -69,6 +69,10 @@ pub struct Selection {
     /// Run only this stage and the stages it needs (repeatable), e.g. `--stage data`.
     #[arg(long = "stage", value_name = "STAGE")]
     pub stages: Vec<String>,
+    /// Run only the stage instances that several sweep points share (and what they need), e.g.
+    /// before a SLURM array runs each point with --point.
+    #[arg(long)]
+    pub shared: bool,
 }
 
 #[derive(Args, Debug, Clone)]

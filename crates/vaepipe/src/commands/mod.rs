@@ -73,20 +73,12 @@ pub fn open_store(g: &Global) -> anyhow::Result<Store> {
     Store::open(&g.store).with_context(|| format!("cannot open the store at {}", g.store.display()))
 }
 
-/// The engine's view of the spec's runs: each point's configuration is the resolved spec plus
-/// `point` (its id, label and swept values), which stages may pick like any section.
-pub fn points_of(spec: &Spec) -> Vec<Point> {
-    spec.runs
-        .iter()
-        .map(|r| {
-            let mut config = serde_json::to_value(&r.config).unwrap_or_default();
-            if let Some(m) = config.as_object_mut() {
-                m.insert("point".into(), json!({"id": r.id, "label": r.label, "values": r.assignments}));
-            }
-            Point { index: r.index, id: r.id.clone(), label: r.label.clone(), config }
-        })
-        .collect()
+/// For commands that only look at a store: it must exist.
+pub fn open_existing_store(g: &Global) -> anyhow::Result<Store> {
+    Ok(Store::open_existing(&g.store)?)
 }
+
+pub use vaepipe_stages::points_of;
 
 /// Selects points by index or id; returns them and whether all points are selected.
 pub fn select(spec: &Spec, selection: &[String]) -> Result<(Vec<Point>, bool), String> {
@@ -155,14 +147,46 @@ fn usage_error(msg: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_INVALID))
 }
 
-/// The plan and decisions for a spec and a selection.
-fn prepare(store: &Store, registry: &Registry, spec: &Spec, selection: &Selection) -> Result<(Plan, Vec<vaepipe_engine::Decision>), anyhow::Error> {
-    let (points, complete) = select(spec, &selection.points).map_err(anyhow::Error::msg)?;
-    let mut p = plan(registry, store, spec.name(), points, complete)?;
-    if let Some(keep) = stage_closure(registry, &selection.stages) {
-        p = p.restrict(|stage| keep.iter().any(|k| k == stage));
+/// Why a plan could not be made: the user's selection (exit 2) or the engine (exit 1).
+enum PrepareError {
+    Usage(String),
+    Engine(anyhow::Error),
+}
+
+impl PrepareError {
+    fn exit(self) -> anyhow::Result<ExitCode> {
+        match self {
+            PrepareError::Usage(msg) => usage_error(msg),
+            PrepareError::Engine(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(EXIT_FAILED))
+            }
+        }
     }
-    let d = explain(&p, store, &selection.force)?;
+}
+
+/// The plan and decisions for a spec and a selection.
+fn prepare(store: &Store, registry: &Registry, spec: &Spec, selection: &Selection) -> Result<(Plan, Vec<vaepipe_engine::Decision>), PrepareError> {
+    let (points, complete) = select(spec, &selection.points).map_err(PrepareError::Usage)?;
+    if !complete {
+        for name in selection.stages.iter().chain(&selection.force) {
+            if registry.get(name).is_some_and(|s| s.scope() == vaepipe_engine::Scope::Gather) {
+                return Err(PrepareError::Usage(format!(
+                    "`{name}` gathers every sweep point, so it does not run with --point; drop --point (or use `vaepipe report`)"
+                )));
+            }
+        }
+    }
+    let mut p = plan(registry, store, spec.name(), points, complete).map_err(|e| PrepareError::Engine(e.into()))?;
+    if let Some(keep) = stage_closure(registry, &selection.stages) {
+        p = p.restrict(|i| keep.iter().any(|k| k == i.stage));
+    }
+    if selection.shared {
+        // Inputs of a shared instance serve at least the same points, so the closure is kept.
+        let gather: Vec<&str> = registry.stages().filter(|s| s.scope() == vaepipe_engine::Scope::Gather).map(|s| s.name()).collect();
+        p = p.restrict(|i| i.points.len() > 1 && !gather.contains(&i.stage));
+    }
+    let d = explain(&p, store, &selection.force).map_err(|e| PrepareError::Engine(e.into()))?;
     Ok((p, d))
 }
 
@@ -277,7 +301,7 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let (p, decisions) = match prepare(&store, &registry, &spec, &a.selection) {
         Ok(x) => x,
-        Err(e) => return usage_error(format!("{e:#}")),
+        Err(e) => return e.exit(),
     };
     let to_run = decisions.iter().filter(|d| d.action == Action::Run).count();
     if !a.spec.json {
@@ -293,12 +317,20 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
             store.root().display()
         );
     }
+    let checkpoint_every = match (a.checkpoint_every, std::env::var("VAEPIPE_CHECKPOINT_EVERY")) {
+        (Some(n), _) => Some(n),
+        (None, Ok(s)) => match s.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => return usage_error(format!("VAEPIPE_CHECKPOINT_EVERY={s:?} is not a number of steps")),
+        },
+        (None, Err(_)) => None,
+    };
     let options = RunOptions {
         jobs: a.jobs,
-        checkpoint_every: a.checkpoint_every.or_else(|| std::env::var("VAEPIPE_CHECKPOINT_EVERY").ok().and_then(|s| s.parse().ok())),
+        checkpoint_every,
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         git_revision: spec.path.parent().and_then(git_revision),
-        only_stages: stage_closure(&registry, &a.selection.stages),
+        only_stages: None,
     };
     let cancel = signals();
     let display = Display::new(&p, g.color && std::io::stderr().is_terminal(), a.spec.json);
@@ -388,7 +420,7 @@ fn plan_cmd(g: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(g)?;
     let (p, decisions) = match prepare(&store, &registry, &spec, &a.selection) {
         Ok(x) => x,
-        Err(e) => return usage_error(format!("{e:#}")),
+        Err(e) => return e.exit(),
     };
     if a.spec.json {
         let instances: Vec<_> = p
@@ -473,7 +505,7 @@ fn status(g: &Global, a: StatusArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let registry = vaepipe_stages::registry();
-    let store = open_store(g)?;
+    let store = open_existing_store(g)?;
     let p = plan(&registry, &store, spec.name(), points_of(&spec), true)?;
     let mut rows = Vec::new();
     for inst in &p.instances {
@@ -509,12 +541,37 @@ fn status(g: &Global, a: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(g)?;
+    let store = open_existing_store(g)?;
     let reports_dir = a.reports.clone().unwrap_or_else(|| PathBuf::from("reports"));
     // A store entry: re-render from its manifest and the stored inputs alone.
     if a.target.is_dir() {
         let registry = vaepipe_stages::registry();
-        let (manifest, dir) = vaepipe_engine::rerun_entry(&registry, &store, &a.target)?;
+        let stage = std::fs::read(a.target.join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["stage"].as_str().map(str::to_string));
+        match stage.as_deref() {
+            Some("report") => {}
+            Some(other) => {
+                return usage_error(format!(
+                    "{} is a `{other}` entry of the store; give a report entry (<store>/store/report/<key>) or a spec",
+                    a.target.display()
+                ));
+            }
+            None => {
+                return usage_error(format!(
+                    "{} is neither a spec file nor a store entry with a manifest.json",
+                    a.target.display()
+                ));
+            }
+        }
+        let (manifest, dir) = match vaepipe_engine::rerun_entry(&registry, &store, &a.target) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        };
         let name = manifest.params["pipeline"]["name"].as_str().unwrap_or("report").to_string();
         let dest = reports_dir.join(vaepipe_engine::store::slug(&name));
         let published = vaepipe_stages::publish_dir(&dir, &dest);
@@ -553,7 +610,16 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!("error: the report could not be rendered: no stage of `{}` has produced output yet (run `vaepipe run` first)", spec.name());
+            match result.instances.iter().find(|i| i.stage == "report") {
+                Some(r) if matches!(r.outcome, Outcome::Failed(_)) => {
+                    let detail = match &r.outcome {
+                        Outcome::Failed(e) => e.as_str(),
+                        _ => "",
+                    };
+                    eprintln!("error: rendering the report failed: {detail}\n  log: {}", r.log.display());
+                }
+                _ => eprintln!("error: the report could not be rendered: no stage of `{}` has produced output yet (run `vaepipe run` first)", spec.name()),
+            }
             Ok(ExitCode::from(EXIT_FAILED))
         }
     }
@@ -569,7 +635,7 @@ fn print_report_location(dest: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(g)?;
+    let store = open_existing_store(g)?;
     let registry = vaepipe_stages::registry();
     let mut keep = std::collections::BTreeSet::new();
     if a.specs.is_empty() {
@@ -598,14 +664,33 @@ fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
         }
         removed.push(json!({"stage": stage, "key": key, "bytes": bytes}));
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"dry_run": a.dry_run, "removed": removed}))?);
-    } else {
-        let total: u64 = removed.iter().filter_map(|r| r["bytes"].as_u64()).sum();
-        for r in &removed {
-            println!("{} {}/{} ({} bytes)", if a.dry_run { "would remove" } else { "removed" }, r["stage"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""), r["bytes"]);
+    // Leftovers: abandoned work directories, logs and failure records of removed keys, stale
+    // locks, temporary files.
+    let mut leftovers = Vec::new();
+    for path in store.orphans(&keep)? {
+        let bytes = if path.is_dir() { dir_size(&path) } else { std::fs::metadata(&path).map_or(0, |m| m.len()) };
+        if !a.dry_run {
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
         }
-        println!("{} entr{} ({:.1} MB) {}", removed.len(), if removed.len() == 1 { "y" } else { "ies" }, total as f64 / 1e6, if a.dry_run { "would be removed" } else { "removed" });
+        leftovers.push(json!({"path": path, "bytes": bytes}));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"dry_run": a.dry_run, "removed": removed, "leftovers": leftovers}))?);
+    } else {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        for r in &removed {
+            println!("{verb} {}/{} ({} bytes)", r["stage"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""), r["bytes"]);
+        }
+        let total: u64 = removed.iter().chain(&leftovers).filter_map(|r| r["bytes"].as_u64()).sum();
+        println!(
+            "{} entr{} and {} leftover file{} ({:.1} MB) {}",
+            removed.len(),
+            if removed.len() == 1 { "y" } else { "ies" },
+            leftovers.len(),
+            if leftovers.len() == 1 { "" } else { "s" },
+            total as f64 / 1e6,
+            if a.dry_run { "would be removed" } else { "removed" }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
