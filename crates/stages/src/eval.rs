@@ -29,13 +29,13 @@ use serde_json::{Map, Value, json};
 use vaepipe_data::{Column, Dataset, Table};
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_nn::{
-    CurvePoint, Evaluator, ImageEstimate, Posterior, Prior, PriorKind, SampleOptions, Vae,
-    latent_variances, lk_curve, principal_components, stream_rng,
+    CurvePoint, Evaluator, ImageEstimate, Likelihood, MeanStderr, Posterior, Prior, PriorKind,
+    SampleOptions, Vae, latent_variances, lk_curve, principal_components, stream_rng,
 };
 use vaepipe_spec::{Binarize, EvalSection};
 
 use crate::artifacts::{Variant, load_model, load_prior, read_split};
-use crate::train::{SeedOnly, binarize_fixed, data_binarization};
+use crate::train::{SeedOnly, data_binarization};
 use crate::util::seed_for;
 
 /// Budget of mixture-density terms (samples × components) for one variant's NLL: about ten
@@ -77,7 +77,8 @@ impl Stage for EvalStage {
         "eval"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: `note` on a Bernoulli likelihood over non-binary test data; MeanStderr.
+        2
     }
     fn inputs(&self) -> &'static [&'static str] {
         &["data", "train", "prior"]
@@ -97,16 +98,13 @@ impl Stage for EvalStage {
             return Err(anyhow!("the test split is empty").into());
         }
         let binarize = data_binarization(data_dir)?;
-        let x_all: Cow<[f32]> = if binarize == Binarize::Dynamic {
-            Cow::Owned(binarize_fixed(&test.x, p.eval.binarization_seed))
-        } else {
-            Cow::Borrowed(&test.x)
-        };
+        let x_all: Cow<[f32]> = crate::train::evaluated_test_x(&test, binarize == Binarize::Dynamic, p.eval.binarization_seed);
         let n = if p.eval.images == 0 {
             test.rows
         } else {
             p.eval.images.min(test.rows)
         };
+        let binary = binary_test_data(data_dir, binarize, &x_all)?;
         let train_json = train_dir.join("train.json");
         let train_summary: Value = crate::read_json(&train_json)?;
         let variants_path = prior_dir.join("variants.json");
@@ -129,6 +127,7 @@ impl Stage for EvalStage {
             train: &train_summary,
             train_json: &train_json,
             binarize,
+            binary,
         };
         let plans: Vec<Plan> = loaded
             .iter()
@@ -190,7 +189,30 @@ struct RunInfo<'a> {
     train: &'a Value,
     train_json: &'a Path,
     binarize: Binarize,
+    /// Every evaluated test value is 0 or 1.
+    binary: bool,
 }
+
+/// Whether the evaluated test data are binary: always under dynamic binarization (one fixed
+/// draw), otherwise what the data stage recorded (`splits.test.binary` in `summary.json`), or —
+/// for data stages that do not record it — every loaded test value is 0 or 1.
+fn binary_test_data(data_dir: &Path, binarize: Binarize, x: &[f32]) -> anyhow::Result<bool> {
+    if binarize == Binarize::Dynamic {
+        return Ok(true);
+    }
+    let summary: Value = crate::read_json(&data_dir.join("summary.json"))?;
+    Ok(match summary["splits"]["test"]["binary"].as_bool() {
+        Some(b) => b,
+        None => x.iter().all(|v| *v == 0.0 || *v == 1.0),
+    })
+}
+
+/// Why the "test NLL" of a Bernoulli likelihood on non-binary data is not one.
+const CROSS_ENTROPY_NOTE: &str = "the model has a Bernoulli likelihood but the test data are not \
+     binary (values between 0 and 1, e.g. data.binarize = \"none\"): test_nll is then a \
+     cross-entropy between the data and the decoder's Bernoulli means, not a negative \
+     log-likelihood (a Bernoulli assigns no probability to values other than 0 and 1); compare \
+     it only with other cross-entropies on the same data";
 
 /// A variant's model and prior, loaded and checked.
 struct Loaded {
@@ -399,15 +421,18 @@ fn estimate_batched(
     Ok(out)
 }
 
-/// Mean and standard error across images (`null` in JSON with fewer than two values).
-fn mean_stderr(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    if v.len() < 2 {
-        return (mean, f64::NAN);
+/// Mean and standard error across images ([`MeanStderr`]), except that the standard error of a
+/// single value is unknown (NaN, `null` in JSON) rather than `MeanStderr`'s 0: one image says
+/// nothing about the spread between images.
+fn across_images(e: MeanStderr, n: usize) -> MeanStderr {
+    if n < 2 {
+        MeanStderr {
+            stderr: f64::NAN,
+            ..e
+        }
+    } else {
+        e
     }
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, (var / n).sqrt())
 }
 
 /// Evaluates one variant into `dir`.
@@ -453,7 +478,12 @@ fn evaluate(
     let nll_seconds = t_nll.elapsed().as_secs_f64();
     let m = est.len();
     let curve_images = plan.curve;
-    let note = &plan.note;
+    // Notes that qualify the numbers, joined with "; ".
+    let mut notes: Vec<&str> = plan.note.iter().map(String::as_str).collect();
+    if matches!(l.vae.config().likelihood, Likelihood::Bernoulli) && !info.binary {
+        ctx.log(format!("variant `{}`: {CROSS_ENTROPY_NOTE}", v.name));
+        notes.push(CROSS_ENTROPY_NOTE);
+    }
 
     // The L_k curve from shared samples.
     let curve_lw: Vec<f64> = if plan.shared {
@@ -580,7 +610,9 @@ fn evaluate(
     )?;
 
     // metrics.json (a contract: docs/artifacts.md).
-    let (test_nll, test_nll_stderr) = mean_stderr(&nll);
+    let nll_est = across_images(MeanStderr::of(&nll), nll.len());
+    let (test_nll, test_nll_stderr) = (nll_est.mean, nll_est.stderr);
+    let elbo_mean = MeanStderr::of(&elbo).mean;
     let seconds = started.elapsed().as_secs_f64();
     let mut metrics = Map::new();
     let mut put = |k: &str, v: Value| {
@@ -589,24 +621,25 @@ fn evaluate(
     put("test_nll", json!(test_nll));
     put("test_nll_stderr", json!(test_nll_stderr));
     put("eval_k", json!(e.k));
-    put("elbo", json!(mean_stderr(&elbo).0));
-    put("kl", json!(mean_stderr(&kl).0));
-    put("recon", json!(mean_stderr(&recon).0));
+    put("elbo", json!(elbo_mean));
+    put("kl", json!(MeanStderr::of(&kl).mean));
+    put("recon", json!(MeanStderr::of(&recon).mean));
     put("active_units", json!(active_units));
     put("images", json!(m));
     put("images_requested", json!(n));
-    if let Some(note) = note {
-        put("note", json!(note));
+    if !notes.is_empty() {
+        put("note", json!(notes.join("; ")));
     }
     if let Some((name, other)) = first {
         // Paired with the first variant: same images, same noise.
         let common = other.len().min(m);
-        let diff: Vec<f64> = (0..common).map(|i| nll[i] - other[i]).collect();
-        let (mean, se) = mean_stderr(&diff);
+        let diff = MeanStderr::paired_difference(&nll[..common], &other[..common])
+            .map_err(anyhow::Error::from)?;
+        let diff = across_images(diff, common);
         put("paired_with", json!(name));
         put("paired_images", json!(common));
-        put("paired_nll_difference", json!(mean));
-        put("paired_nll_difference_stderr", json!(se));
+        put("paired_nll_difference", json!(diff.mean));
+        put("paired_nll_difference_stderr", json!(diff.stderr));
     }
     for key in ["objective", "k", "estimator"] {
         let value = info
@@ -641,7 +674,7 @@ fn evaluate(
         e.k,
         m,
         m as f64 / nll_seconds.max(1e-9),
-        mean_stderr(&elbo).0
+        elbo_mean
     ));
     Ok(nll)
 }

@@ -13,29 +13,45 @@
 //! Every comparison uses common random numbers: the same rows and the same noise ε under every
 //! prior, so differences between priors are far more precise than the bounds themselves. The
 //! refit never lowers what it maximizes: if the fitted prior scores below its starting point on
-//! the refit's own draws, the starting point is kept (and the log says so).
+//! the refit's own draws, the starting point is kept (and the log says so). The test rows are
+//! binarized (under `binarize = "dynamic"`) with `eval.binarization_seed`, exactly as the eval
+//! stage does, so `refit.json`'s test numbers and the eval NLL see the same test draw.
+//!
+//! Resumable: the stage works in two phases. The refit phase (encoding, refit, measurements)
+//! writes `prior.safetensors`, `latent_samples.parquet`, `refit.parquet` and, last and
+//! atomically, the marker [`REFIT_MARKER`] holding everything else the stage still has to write.
+//! The fine-tuning phase runs the train stage's loop ([`crate::train::fit`]), which checkpoints
+//! itself. An interrupted attempt (`StageError::Interrupted`) leaves the work directory to the
+//! next one, which — finding a marker whose files verify — skips the refit and resumes the
+//! fine-tuning from its checkpoint; without one it starts over. Both phases always fine-tune the
+//! prior as read back from `prior.safetensors`, so a resumed run writes the same bytes as an
+//! uninterrupted one.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use vaepipe_data::{Column, Dataset, Table};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use vaepipe_data::{Column, Dataset, Table, permutation};
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_nn::{
     AdamHyper, MeanStderr, NnError, Objective, ObjectiveKind, Posterior, Prior, Trainable, Trainer,
     Vae, aggregate_moments, em_step, log_weights_with_noise, standard_normal_noise, stream_rng,
 };
-use vaepipe_spec::{Binarize, MogFit, PriorMethod, PriorSection, Then, TrainSection, VampInit};
+use vaepipe_spec::{
+    Binarize, MogFit, PriorMethod, PriorSection, Schedule, Then, TrainSection, VampInit,
+};
 
 use crate::artifacts::{
-    PriorInfo, Variant, load_model, prior_kind_name, read_split, save_model, save_prior,
+    ModelConfig, PriorInfo, Variant, load_model, load_prior, prior_kind_name, read_split,
+    save_model, save_prior,
 };
 use crate::train::{
-    FitSettings, SeedOnly, adam_of, binarize_fixed, data_binarization, objective_of, permutation,
-    write_history,
+    FitSettings, SeedOnly, adam_of, binarize_fixed, data_binarization, objective_of, write_history,
 };
 use crate::util::seed_for;
 
@@ -51,6 +67,11 @@ const BLOCK_ROWS: usize = 250;
 const EM_MIN_STD: f64 = 1e-3;
 /// Burda et al. (2016): a latent unit is active if Cov_x E_q[z_j] > 10⁻².
 const ACTIVE_THRESHOLD: f64 = 0.01;
+/// Written last (atomically) by the refit phase: what the fine-tuning phase still needs. Removed
+/// when the stage finishes, so it is never part of the output.
+const REFIT_MARKER: &str = "refit-state.json";
+/// Format of [`REFIT_MARKER`]; a marker of another format is ignored (the stage starts over).
+const MARKER_FORMAT: u32 = 1;
 
 pub struct PriorStage;
 
@@ -59,6 +80,13 @@ struct Params {
     prior: PriorSection,
     train: TrainSection,
     pipeline: SeedOnly,
+    eval: EvalSeed,
+}
+
+/// The eval stage's binarization seed: the prior stage measures the same draw of the test set.
+#[derive(Deserialize)]
+struct EvalSeed {
+    binarization_seed: u64,
 }
 
 impl Stage for PriorStage {
@@ -66,40 +94,33 @@ impl Stage for PriorStage {
         "prior"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: resumable fine-tuning at the training schedule's final lr; test rows binarized with
+        // eval.binarization_seed; the data crate's permutation.
+        2
     }
     fn inputs(&self) -> &'static [&'static str] {
         &["data", "train"]
     }
     fn params(&self, point: &Value) -> Value {
-        pick(point, &["prior", "train", "pipeline.seed"])
+        pick(
+            point,
+            &["prior", "train", "pipeline.seed", "eval.binarization_seed"],
+        )
+    }
+    fn resumable(&self) -> bool {
+        true
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         let started = Instant::now();
         let p: Params = serde_json::from_value(ctx.params.clone())
             .map_err(|e| anyhow!("prior stage parameters: {e}"))?;
-        let seed = p.pipeline.seed;
         let data = ctx.input("data")?;
         let trained = ctx.input("train")?;
         let (vae, config) = load_model(&trained.dir.join("model.safetensors"))?;
         let train = read_split(&data.dir, "train")?;
         let validation = read_split(&data.dir, "validation")?;
-        let test = read_split(&data.dir, "test")?;
-        for (name, split) in [
-            ("train", &train),
-            ("validation", &validation),
-            ("test", &test),
-        ] {
-            if split.rows > 0 && split.features != config.input_dim {
-                return Err(anyhow!(
-                    "{}: the {name} split has {} features, the model in {} expects {}",
-                    data.dir.display(),
-                    split.features,
-                    trained.dir.display(),
-                    config.input_dim
-                )
-                .into());
-            }
+        for (name, split) in [("train", &train), ("validation", &validation)] {
+            check_features(name, split, &config, &data.dir, &trained.dir)?;
         }
         if train.rows == 0 {
             return Err(anyhow!(
@@ -109,275 +130,512 @@ impl Stage for PriorStage {
             .into());
         }
         let dynamic = data_binarization(&data.dir)? == Binarize::Dynamic;
-        // Under dynamic binarization every measurement uses one fixed draw of the data.
-        let fixed = |d: &Dataset, purpose: &str| {
-            if dynamic {
-                binarize_fixed(&d.x, seed_for(seed, purpose))
-            } else {
-                d.x.clone()
+        let resumable = if ctx.resumed { resume_state(ctx) } else { None };
+        let (state, since) = match resumable {
+            Some(state) => {
+                ctx.log(format!(
+                    "resuming after a complete refit ({REFIT_MARKER} verified): skipping the refit and its measurements"
+                ));
+                (state, started)
+            }
+            None => {
+                if ctx.resumed {
+                    clear_dir(ctx.out)?;
+                    ctx.log("no complete refit to resume from: starting over");
+                }
+                let dirs = (data.dir.as_path(), trained.dir.as_path());
+                let state = refit_phase(ctx, &p, &vae, &config, dirs, &train, dynamic)?;
+                let state = RefitState {
+                    seconds: started.elapsed().as_secs_f64(),
+                    ..state
+                };
+                write_marker(ctx.out, &state)?;
+                (state, Instant::now())
             }
         };
-        let train_x = fixed(&train, "prior/train-binarization");
-        let test_x = fixed(&test, "prior/test-binarization");
-
-        // The exact aggregate posterior of every training row.
-        let encode_started = Instant::now();
-        let post = vae.encode(&train_x).context("encoding the training rows")?;
-        let moments = aggregate_moments(&post).context("moments of the aggregate posterior")?;
-        let q_agg = mixture_of(&post, None).context("building the aggregate posterior")?;
-        let encode_seconds = encode_started.elapsed().as_secs_f64();
-        let active_units = moments
-            .mean_variance
-            .iter()
-            .filter(|v| **v > ACTIVE_THRESHOLD)
-            .count();
-        let plot_dims = top_two(&moments.variance);
-        let objective = refit_objective(&p.train);
-        let k = objective.k;
-        let d = post.dim;
-        ctx.log(format!(
-            "aggregate posterior of {} training rows: {} of {} units active, widest dimensions {:?}; refit `{}`",
-            post.rows,
-            active_units,
-            d,
-            plot_dims,
-            method_label(&p.prior, planned_components(&p.prior, post.rows))
-        ));
-
-        let train_probe = Probe::new(
-            &train_x,
-            train.rows,
-            train.features,
-            k,
-            d,
-            seed_for(seed, "prior/measure/train"),
-        );
-        let test_probe = Probe::new(
-            &test_x,
-            test.rows,
-            test.features,
-            k,
-            d,
-            seed_for(seed, "prior/measure/test"),
-        );
-        let kl_draws = q_agg
-            .sample(
-                &vae,
-                KL_SAMPLES,
-                &mut ChaCha8Rng::seed_from_u64(seed_for(seed, "prior/kl-draws")),
-            )
-            .context("sampling the aggregate posterior")?;
-
-        let mut work = Work {
-            done: 0,
-            total: planned_work(&p.prior, train_probe.rows, test_probe.rows, post.rows),
-        };
-
-        let standard = Prior::StandardNormal;
-        let log_q = log_density_blocks(ctx, &mut work, &vae, &q_agg, &kl_draws, "log q_agg")?;
-        let log_p_std =
-            log_density_blocks(ctx, &mut work, &vae, &standard, &kl_draws, "log N(0, I)")?;
-        let refit_started = Instant::now();
-        let data = RefitData {
-            train: &train,
-            train_x: &train_x,
-            post: &post,
-            q_agg: &q_agg,
+        finish(
+            ctx,
+            &p,
+            &vae,
+            &config,
+            &train,
+            &validation,
             dynamic,
-            seed,
-            kl_draws: &kl_draws,
-            log_q: &log_q,
-            log_p_std: &log_p_std,
-            probe: &train_probe,
-            objective,
-        };
-        let refit = refit(ctx, &mut work, &p, &vae, &data)?;
-        let refit_seconds = refit_started.elapsed().as_secs_f64();
-        let prior = &refit.prior;
-        if p.prior.method == PriorMethod::StandardNormal {
-            ctx.log("no refit: the prior stays N(0, I)");
-        } else {
-            ctx.log(format!(
-                "refit in {refit_seconds:.1} s (after {encode_seconds:.1} s encoding the training rows): {} {} → {} ({})",
-                refit.objective,
-                fmt_opt(refit.before),
-                fmt_opt(refit.after),
-                if refit.kept_initial {
-                    "kept the initial prior"
-                } else {
-                    "kept the fitted prior"
-                }
-            ));
-        }
+            state,
+            since,
+        )
+    }
+}
 
-        // Measurements: the same rows, noise and draws under N(0, I) and the refit prior.
-        // (Under N(0, I) itself the refit measurements are the standard ones.)
-        let is_standard = matches!(prior, Prior::StandardNormal);
-        let train_std = bounds(
-            ctx,
-            &mut work,
-            &vae,
-            &standard,
-            &train_probe,
-            "train, N(0, I)",
-        )?;
-        let train_refit = match &refit.train_bounds {
-            Some(b) => b.clone(),
-            None if is_standard => train_std.clone(),
-            None => bounds(
-                ctx,
-                &mut work,
-                &vae,
-                prior,
-                &train_probe,
-                "train, refit prior",
-            )?,
-        };
-        let test_std = bounds(
-            ctx,
-            &mut work,
-            &vae,
-            &standard,
-            &test_probe,
-            "test, N(0, I)",
-        )?;
-        let test_refit = if is_standard {
-            test_std.clone()
-        } else {
-            bounds(
-                ctx,
-                &mut work,
-                &vae,
-                prior,
-                &test_probe,
-                "test, refit prior",
-            )?
-        };
-        let log_p_refit = match &refit.log_p_kl {
-            Some(v) => v.clone(),
-            None if is_standard => log_p_std.clone(),
-            None => log_density_blocks(ctx, &mut work, &vae, prior, &kl_draws, "log p")?,
-        };
-        let kl_std =
-            MeanStderr::paired_difference(&log_q, &log_p_std).map_err(anyhow::Error::from)?;
-        let kl_refit =
-            MeanStderr::paired_difference(&log_q, &log_p_refit).map_err(anyhow::Error::from)?;
-        let train_cmp = Comparison::new(&train_std, &train_refit)?;
-        let test_cmp = Comparison::new(&test_std, &test_refit)?;
+/// A split must have the model's input dimension (empty splits are exempt).
+fn check_features(
+    name: &str,
+    split: &Dataset,
+    config: &ModelConfig,
+    data_dir: &Path,
+    train_dir: &Path,
+) -> anyhow::Result<()> {
+    if split.rows > 0 && split.features != config.input_dim {
+        bail!(
+            "{}: the {name} split has {} features, the model in {} expects {}",
+            data_dir.display(),
+            split.features,
+            train_dir.display(),
+            config.input_dim
+        );
+    }
+    Ok(())
+}
+
+/// What the refit phase leaves for the fine-tuning phase (the content of [`REFIT_MARKER`]).
+#[derive(Clone, Serialize, Deserialize)]
+struct RefitState {
+    format: u32,
+    /// `refit.json` without `finetune` and `seconds`.
+    refit: Map<String, Value>,
+    /// `variants.json` without the fine-tuned model.
+    variants: Vec<Variant>,
+    /// The refit variant's label (the fine-tuned variant's label starts with it).
+    label: String,
+    /// The refit prior's file, if the prior is not N(0, I).
+    prior_file: Option<String>,
+    /// Every file written before the marker, with its blake3 hash (hex).
+    files: BTreeMap<String, String>,
+    /// Seconds the refit phase took.
+    seconds: f64,
+}
+
+/// Encoding, refit and measurements; writes `prior.safetensors` (unless N(0, I)),
+/// `latent_samples.parquet` and `refit.parquet`, and returns what the rest of the stage needs
+/// (the caller writes it to [`REFIT_MARKER`]).
+#[allow(clippy::too_many_arguments)]
+fn refit_phase(
+    ctx: &Context,
+    p: &Params,
+    vae: &Vae,
+    config: &ModelConfig,
+    (data_dir, train_dir): (&Path, &Path),
+    train: &Dataset,
+    dynamic: bool,
+) -> Result<RefitState, StageError> {
+    let seed = p.pipeline.seed;
+    let test = read_split(data_dir, "test")?;
+    check_features("test", &test, config, data_dir, train_dir)?;
+    // Under dynamic binarization every measurement uses one fixed draw of the data: the training
+    // rows one derived from the pipeline seed, the test rows the eval stage's draw.
+    let train_x = if dynamic {
+        binarize_fixed(&train.x, seed_for(seed, "prior/train-binarization"))
+    } else {
+        train.x.clone()
+    };
+    let test_x = crate::train::evaluated_test_x(&test, dynamic, p.eval.binarization_seed).into_owned();
+
+    // The exact aggregate posterior of every training row.
+    let encode_started = Instant::now();
+    let post = vae.encode(&train_x).context("encoding the training rows")?;
+    let moments = aggregate_moments(&post).context("moments of the aggregate posterior")?;
+    let q_agg = mixture_of(&post, None).context("building the aggregate posterior")?;
+    let encode_seconds = encode_started.elapsed().as_secs_f64();
+    let active_units = moments
+        .mean_variance
+        .iter()
+        .filter(|v| **v > ACTIVE_THRESHOLD)
+        .count();
+    let plot_dims = top_two(&moments.variance);
+    let objective = refit_objective(&p.train);
+    let k = objective.k;
+    let d = post.dim;
+    ctx.log(format!(
+        "aggregate posterior of {} training rows: {} of {} units active, widest dimensions {:?}; refit `{}`",
+        post.rows,
+        active_units,
+        d,
+        plot_dims,
+        method_label(&p.prior, planned_components(&p.prior, post.rows))
+    ));
+
+    let train_probe = Probe::new(
+        &train_x,
+        train.rows,
+        train.features,
+        k,
+        d,
+        seed_for(seed, "prior/measure/train"),
+    );
+    let test_probe = Probe::new(
+        &test_x,
+        test.rows,
+        test.features,
+        k,
+        d,
+        seed_for(seed, "prior/measure/test"),
+    );
+    let kl_draws = q_agg
+        .sample(
+            vae,
+            KL_SAMPLES,
+            &mut ChaCha8Rng::seed_from_u64(seed_for(seed, "prior/kl-draws")),
+        )
+        .context("sampling the aggregate posterior")?;
+
+    let mut work = Work {
+        done: 0,
+        total: planned_work(&p.prior, train_probe.rows, test_probe.rows, post.rows),
+    };
+
+    let standard = Prior::StandardNormal;
+    let log_q = log_density_blocks(ctx, &mut work, vae, &q_agg, &kl_draws, "log q_agg")?;
+    let log_p_std = log_density_blocks(ctx, &mut work, vae, &standard, &kl_draws, "log N(0, I)")?;
+    let refit_started = Instant::now();
+    let data = RefitData {
+        train,
+        train_x: &train_x,
+        post: &post,
+        q_agg: &q_agg,
+        dynamic,
+        seed,
+        kl_draws: &kl_draws,
+        log_q: &log_q,
+        log_p_std: &log_p_std,
+        probe: &train_probe,
+        objective,
+    };
+    let refit = refit(ctx, &mut work, p, vae, &data)?;
+    let refit_seconds = refit_started.elapsed().as_secs_f64();
+    let prior = &refit.prior;
+    if p.prior.method == PriorMethod::StandardNormal {
+        ctx.log("no refit: the prior stays N(0, I)");
+    } else {
         ctx.log(format!(
-            "ELBO gain train {:+.3} ± {:.3} test {:+.3} ± {:.3} nats; L_{k} gain train {:+.3} ± {:.3} test {:+.3} ± {:.3}; KL(q_agg‖p) {:.2} → {:.2}",
-            train_cmp.elbo_gain.mean,
-            train_cmp.elbo_gain.stderr,
-            test_cmp.elbo_gain.mean,
-            test_cmp.elbo_gain.stderr,
-            train_cmp.lk_gain.mean,
-            train_cmp.lk_gain.stderr,
-            test_cmp.lk_gain.mean,
-            test_cmp.lk_gain.stderr,
-            kl_std.mean,
-            kl_refit.mean
-        ));
-
-        // Artifacts.
-        let out = ctx.out;
-        let refit_label = method_label(&p.prior, refit.components)
-            + if refit.kept_initial {
-                " [initial kept]"
+            "refit in {refit_seconds:.1} s (after {encode_seconds:.1} s encoding the training rows): {} {} → {} ({})",
+            refit.objective,
+            fmt_opt(refit.before),
+            fmt_opt(refit.after),
+            if refit.kept_initial {
+                "kept the initial prior"
             } else {
-                ""
-            };
-        let has_prior_file = !is_standard;
-        if has_prior_file {
-            let (kind, components) = prior_kind_name(prior);
-            let info = PriorInfo {
-                kind: kind.to_string(),
-                components,
-                method: p.prior.method.to_string(),
-                subset: refit.subset,
-                seed,
-            };
-            save_prior(&out.join("prior.safetensors"), prior, &info)?;
-        }
-        let prior_file = has_prior_file.then(|| "prior.safetensors".to_string());
-        let mut variants = vec![Variant {
-            name: "standard".into(),
-            label: "N(0, I)".into(),
+                "kept the fitted prior"
+            }
+        ));
+    }
+
+    // Measurements: the same rows, noise and draws under N(0, I) and the refit prior.
+    // (Under N(0, I) itself the refit measurements are the standard ones.)
+    let is_standard = matches!(prior, Prior::StandardNormal);
+    let train_std = bounds(
+        ctx,
+        &mut work,
+        vae,
+        &standard,
+        &train_probe,
+        "train, N(0, I)",
+    )?;
+    let train_refit = match &refit.train_bounds {
+        Some(b) => b.clone(),
+        None if is_standard => train_std.clone(),
+        None => bounds(
+            ctx,
+            &mut work,
+            vae,
+            prior,
+            &train_probe,
+            "train, refit prior",
+        )?,
+    };
+    let test_std = bounds(ctx, &mut work, vae, &standard, &test_probe, "test, N(0, I)")?;
+    let test_refit = if is_standard {
+        test_std.clone()
+    } else {
+        bounds(ctx, &mut work, vae, prior, &test_probe, "test, refit prior")?
+    };
+    let log_p_refit = match &refit.log_p_kl {
+        Some(v) => v.clone(),
+        None if is_standard => log_p_std.clone(),
+        None => log_density_blocks(ctx, &mut work, vae, prior, &kl_draws, "log p")?,
+    };
+    let kl_std = MeanStderr::paired_difference(&log_q, &log_p_std).map_err(anyhow::Error::from)?;
+    let kl_refit =
+        MeanStderr::paired_difference(&log_q, &log_p_refit).map_err(anyhow::Error::from)?;
+    let train_cmp = Comparison::new(&train_std, &train_refit)?;
+    let test_cmp = Comparison::new(&test_std, &test_refit)?;
+    ctx.log(format!(
+        "ELBO gain train {:+.3} ± {:.3} test {:+.3} ± {:.3} nats; L_{k} gain train {:+.3} ± {:.3} test {:+.3} ± {:.3}; KL(q_agg‖p) {:.2} → {:.2}",
+        train_cmp.elbo_gain.mean,
+        train_cmp.elbo_gain.stderr,
+        test_cmp.elbo_gain.mean,
+        test_cmp.elbo_gain.stderr,
+        train_cmp.lk_gain.mean,
+        train_cmp.lk_gain.stderr,
+        test_cmp.lk_gain.mean,
+        test_cmp.lk_gain.stderr,
+        kl_std.mean,
+        kl_refit.mean
+    ));
+
+    // Artifacts of the refit phase.
+    let out = ctx.out;
+    let refit_label = method_label(&p.prior, refit.components)
+        + if refit.kept_initial {
+            " [initial kept]"
+        } else {
+            ""
+        };
+    let mut files = Vec::new();
+    let prior_file = (!is_standard).then(|| "prior.safetensors".to_string());
+    if let Some(file) = &prior_file {
+        let (kind, components) = prior_kind_name(prior);
+        let info = PriorInfo {
+            kind: kind.to_string(),
+            components,
+            method: p.prior.method.to_string(),
+            subset: refit.subset,
+            seed,
+        };
+        save_prior(&out.join(file), prior, &info)?;
+        files.push(file.clone());
+    }
+    let mut variants = vec![Variant {
+        name: "standard".into(),
+        label: "N(0, I)".into(),
+        model_stage: "train".into(),
+        model_file: "model.safetensors".into(),
+        prior_file: None,
+    }];
+    if prior_file.is_some() {
+        variants.push(Variant {
+            name: "refit".into(),
+            label: refit_label.clone(),
             model_stage: "train".into(),
             model_file: "model.safetensors".into(),
-            prior_file: None,
-        }];
-        if has_prior_file {
-            variants.push(Variant {
-                name: "refit".into(),
-                label: refit_label.clone(),
-                model_stage: "train".into(),
-                model_file: "model.safetensors".into(),
-                prior_file: prior_file.clone(),
-            });
-        }
-        write_samples(
-            &out.join("latent_samples.parquet"),
-            &vae,
-            prior,
-            &q_agg,
-            plot_dims,
-            seed,
-        )?;
-        write_measures(
-            &out.join("refit.parquet"),
-            &[("train", &train_cmp), ("test", &test_cmp)],
-            &kl_std,
-            &kl_refit,
-        )?;
-
-        let finetune = if p.prior.then == Then::Finetune {
-            let summary = finetune(ctx, &p, &vae, prior, &config, &train, &validation, dynamic)?;
-            variants.push(Variant {
-                name: "finetuned".into(),
-                label: format!(
-                    "{refit_label} + finetune ({} epochs)",
-                    p.prior.finetune_epochs
-                ),
-                model_stage: "prior".into(),
-                model_file: "finetuned.safetensors".into(),
-                prior_file,
-            });
-            summary
-        } else {
-            Value::Null
-        };
-        crate::write_json(&out.join("variants.json"), &variants)?;
-        let refit_json = json!({
-            "method": p.prior.method.to_string(),
-            "fit": match p.prior.method { PriorMethod::Mog => Value::from(p.prior.fit.to_string()), PriorMethod::Vamp => Value::from("gradient"), _ => Value::Null },
-            "label": refit_label,
-            "components": refit.components,
-            "subset": refit.subset,
-            "seed": seed,
-            "k": k,
-            "objective": refit.objective,
-            "objective_before": refit.before,
-            "objective_after": refit.after,
-            "kept": if refit.kept_initial { "initial" } else { "refit" },
-            "train": train_cmp.json(),
-            "test": test_cmp.json(),
-            "kl_qagg_standard": kl_std.mean,
-            "kl_qagg_standard_stderr": kl_std.stderr,
-            "kl_qagg_refit": kl_refit.mean,
-            "kl_qagg_refit_stderr": kl_refit.stderr,
-            "kl_samples": KL_SAMPLES,
-            "kl_rows": post.rows,
-            "training_rows": post.rows,
-            "active_units": active_units,
-            "plot_dims": plot_dims,
-            "finetune": finetune,
-            "encode_seconds": encode_seconds,
-            "refit_seconds": refit_seconds,
-            "seconds": started.elapsed().as_secs_f64(),
+            prior_file: prior_file.clone(),
         });
-        crate::write_json(&out.join("refit.json"), &refit_json)?;
-        Ok(())
     }
+    write_samples(
+        &out.join("latent_samples.parquet"),
+        vae,
+        prior,
+        &q_agg,
+        plot_dims,
+        seed,
+    )?;
+    files.push("latent_samples.parquet".into());
+    write_measures(
+        &out.join("refit.parquet"),
+        &[("train", &train_cmp), ("test", &test_cmp)],
+        &kl_std,
+        &kl_refit,
+    )?;
+    files.push("refit.parquet".into());
+
+    let refit_json = json!({
+        "method": p.prior.method.to_string(),
+        "fit": match p.prior.method { PriorMethod::Mog => Value::from(p.prior.fit.to_string()), PriorMethod::Vamp => Value::from("gradient"), _ => Value::Null },
+        "label": refit_label,
+        "components": refit.components,
+        "subset": refit.subset,
+        "seed": seed,
+        "k": k,
+        "objective": refit.objective,
+        "objective_before": refit.before,
+        "objective_after": refit.after,
+        "kept": if refit.kept_initial { "initial" } else { "refit" },
+        "train": train_cmp.json(),
+        "test": test_cmp.json(),
+        "kl_qagg_standard": kl_std.mean,
+        "kl_qagg_standard_stderr": kl_std.stderr,
+        "kl_qagg_refit": kl_refit.mean,
+        "kl_qagg_refit_stderr": kl_refit.stderr,
+        "kl_samples": KL_SAMPLES,
+        "kl_rows": post.rows,
+        "training_rows": post.rows,
+        "active_units": active_units,
+        "plot_dims": plot_dims,
+        "encode_seconds": encode_seconds,
+        "refit_seconds": refit_seconds,
+    });
+    let Value::Object(refit_map) = refit_json else {
+        unreachable!("json!({{…}}) is an object")
+    };
+    let mut hashes = BTreeMap::new();
+    for file in files {
+        let path = out.join(&file);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        // Durable before the marker that vouches for it.
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", path.display()))?;
+        hashes.insert(file, blake3::hash(&bytes).to_hex().to_string());
+    }
+    Ok(RefitState {
+        format: MARKER_FORMAT,
+        refit: refit_map,
+        variants,
+        label: refit_label,
+        prior_file,
+        files: hashes,
+        seconds: 0.0,
+    })
+}
+
+/// Writes [`REFIT_MARKER`] atomically (temporary file, fsync, rename), every float as its exact
+/// decimal text: serde_json may read a float back one ulp off, and a resumed run must write the
+/// same `refit.json` as an uninterrupted one.
+fn write_marker(out: &Path, state: &RefitState) -> anyhow::Result<()> {
+    let mut v = serde_json::to_value(state)?;
+    v["refit"] = exact_encode(&v["refit"]);
+    v["seconds"] = exact_encode(&v["seconds"]);
+    vaepipe_engine::store::write_atomic(&out.join(REFIT_MARKER), &serde_json::to_vec_pretty(&v)?)
+        .map_err(anyhow::Error::from)
+}
+
+/// The state of a complete refit phase left by an interrupted attempt, if its marker is readable,
+/// of this format, and every file it lists is there with the recorded hash; otherwise `None`
+/// (and the log says why).
+fn resume_state(ctx: &Context) -> Option<RefitState> {
+    let path = ctx.out.join(REFIT_MARKER);
+    let bytes = std::fs::read(&path).ok()?;
+    let parsed = serde_json::from_slice::<Value>(&bytes)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut v| {
+            v["refit"] = exact_decode(&v["refit"])?;
+            v["seconds"] = exact_decode(&v["seconds"])?;
+            Ok(serde_json::from_value::<RefitState>(v)?)
+        });
+    let state = match parsed {
+        Ok(s) if s.format == MARKER_FORMAT => s,
+        Ok(s) => {
+            ctx.log(format!(
+                "ignoring {REFIT_MARKER} of format {} (expected {MARKER_FORMAT})",
+                s.format
+            ));
+            return None;
+        }
+        Err(e) => {
+            ctx.log(format!("ignoring unreadable {}: {e:#}", path.display()));
+            return None;
+        }
+    };
+    for (file, hash) in &state.files {
+        let ok = std::fs::read(ctx.out.join(file))
+            .is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == hash);
+        if !ok {
+            ctx.log(format!(
+                "ignoring {REFIT_MARKER}: {file} is missing or differs from the refit's"
+            ));
+            return None;
+        }
+    }
+    Some(state)
+}
+
+/// Non-integer numbers as `{"$f64": "<shortest round-trip text>"}`.
+fn exact_encode(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            json!({ "$f64": format!("{:?}", n.as_f64().unwrap_or(f64::NAN)) })
+        }
+        Value::Array(a) => Value::Array(a.iter().map(exact_encode).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), exact_encode(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The inverse of [`exact_encode`].
+fn exact_decode(v: &Value) -> anyhow::Result<Value> {
+    Ok(match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key("$f64") => {
+            let text = m["$f64"]
+                .as_str()
+                .ok_or_else(|| anyhow!("`$f64` is not a string"))?;
+            let x: f64 = text.parse().map_err(|e| anyhow!("`$f64` {text:?}: {e}"))?;
+            serde_json::Number::from_f64(x)
+                .map(Value::Number)
+                .ok_or_else(|| anyhow!("`$f64` {text:?} is not finite"))?
+        }
+        Value::Array(a) => Value::Array(a.iter().map(exact_decode).collect::<Result<_, _>>()?),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| Ok((k.clone(), exact_decode(x)?)))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Empties the work directory (what an attempt without a usable marker left).
+fn clear_dir(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The fine-tuning phase (if asked for), then `variants.json` and `refit.json`; removes the
+/// marker. `since`: when this attempt's share of the remaining work began.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &Context,
+    p: &Params,
+    vae: &Vae,
+    config: &ModelConfig,
+    train: &Dataset,
+    validation: &Dataset,
+    dynamic: bool,
+    state: RefitState,
+    since: Instant,
+) -> Result<(), StageError> {
+    let out = ctx.out;
+    let mut variants = state.variants;
+    let finetune = if p.prior.then == Then::Finetune {
+        // The prior as the eval stage will read it (both phases, resumed or not).
+        let prior = match &state.prior_file {
+            Some(file) => load_prior(&out.join(file), vae.config())?.0,
+            None => Prior::StandardNormal,
+        };
+        let summary = finetune(ctx, p, vae, &prior, config, train, validation, dynamic)?;
+        variants.push(Variant {
+            name: "finetuned".into(),
+            label: format!(
+                "{} + finetune ({} epochs)",
+                state.label, p.prior.finetune_epochs
+            ),
+            model_stage: "prior".into(),
+            model_file: "finetuned.safetensors".into(),
+            prior_file: state.prior_file.clone(),
+        });
+        summary
+    } else {
+        Value::Null
+    };
+    crate::write_json(&out.join("variants.json"), &variants)?;
+    let mut refit = state.refit;
+    refit.insert("finetune".into(), finetune);
+    refit.insert(
+        "seconds".into(),
+        json!(state.seconds + since.elapsed().as_secs_f64()),
+    );
+    crate::write_json(&out.join("refit.json"), &refit)?;
+    // The marker (and any temporary file of an interrupted write of it) is not an output.
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name == REFIT_MARKER || name.starts_with(&format!(".{REFIT_MARKER}")) {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The refit's objective: the training objective, with Monte Carlo KL (the analytic KL exists
@@ -918,9 +1176,7 @@ fn gradient_refit(
             // A fresh binarization per step, as in the train loop (Burda et al. 2016).
             let mut g = stream_rng(bin_seed, step as u64);
             for (i, &row) in rows.iter().enumerate() {
-                for (dst, p) in xb[i * d..(i + 1) * d].iter_mut().zip(train.row(row)) {
-                    *dst = if g.r#gen::<f32>() < *p { 1.0 } else { 0.0 };
-                }
+                vaepipe_data::bernoulli_into(train.row(row), &mut xb[i * d..(i + 1) * d], &mut g);
             }
         } else {
             for (i, &row) in rows.iter().enumerate() {
@@ -1021,15 +1277,20 @@ fn keep_better(
     }
 }
 
-/// Continues training encoder and decoder under the refit prior through the train stage's loop;
-/// writes `finetuned.safetensors` and `finetune_history.parquet`.
+/// Continues training encoder and decoder under the refit prior through the train stage's loop
+/// (resumed from its checkpoint in the stage's directory, if any); writes
+/// `finetuned.safetensors` and `finetune_history.parquet`.
+///
+/// Fine-tuning continues training: it runs at a constant learning rate equal to the training
+/// schedule's rate in its last epoch (`train.lr` for `constant`, lower for `step` and `iwae`),
+/// never restarting the schedule at full rate.
 #[allow(clippy::too_many_arguments)]
 fn finetune(
     ctx: &Context,
     p: &Params,
     vae: &Vae,
     prior: &Prior,
-    config: &crate::artifacts::ModelConfig,
+    config: &ModelConfig,
     train: &Dataset,
     validation: &Dataset,
     dynamic: bool,
@@ -1038,24 +1299,21 @@ fn finetune(
     if !matches!(prior, Prior::StandardNormal) {
         objective.analytic_kl = false;
     }
+    let settings = finetune_settings(&p.train, p.pipeline.seed, dynamic, p.prior.finetune_epochs);
     let mut trainer = Trainer::new(
         vae.clone(),
         prior.clone(),
         objective,
-        adam_of(&p.train),
+        AdamHyper {
+            lr: settings.lr,
+            ..adam_of(&p.train)
+        },
         Trainable::MODEL,
     )
     .context("building the fine-tuning trainer")?;
-    let settings = FitSettings::from_train(
-        &p.train,
-        p.pipeline.seed,
-        dynamic,
-        p.prior.finetune_epochs,
-        "finetune",
-    );
     ctx.log(format!(
-        "fine-tuning encoder and decoder for {} epochs under the refit prior",
-        settings.epochs
+        "fine-tuning encoder and decoder for {} epochs under the refit prior at lr {:e} (the training schedule's last)",
+        settings.epochs, settings.lr
     ));
     let outcome = crate::train::fit(ctx, &mut trainer, train, validation, &settings)?;
     let (tuned, _) = trainer.into_parts();
@@ -1074,7 +1332,20 @@ fn finetune(
         "final_validation_bound": last.map(|h| h.validation_bound),
         "steps": outcome.steps,
         "seconds": last.map_or(0.0, |h| h.seconds),
+        "lr": settings.lr,
+        "resumed": outcome.resumed,
     }))
+}
+
+/// The fine-tuning loop's settings: the training section's, for `epochs` epochs, at the constant
+/// learning rate the training schedule had in its last epoch (`train.epochs`).
+fn finetune_settings(t: &TrainSection, seed: u64, dynamic: bool, epochs: usize) -> FitSettings {
+    let trained = FitSettings::from_train(t, seed, dynamic, t.epochs, "train");
+    FitSettings {
+        schedule: Schedule::Constant,
+        lr: trained.lr_at(t.epochs.saturating_sub(1)),
+        ..FitSettings::from_train(t, seed, dynamic, epochs, "finetune")
+    }
 }
 
 /// `latent_samples.parquet`: draws of N(0, I), the refit prior and q_agg on the plot dimensions.
@@ -1146,4 +1417,58 @@ fn write_measures(
         .with("stderr", Column::F64(stderr));
     vaepipe_data::write_table(path, &table)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn train_section(schedule: &str, epochs: usize) -> TrainSection {
+        serde_json::from_value(json!({
+            "objective": "iwae", "k": 5, "estimator": "reparam", "analytic_kl": false,
+            "batch_size": 20, "epochs": epochs, "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-4,
+            "schedule": schedule, "step_epochs": 2, "step_gamma": 0.5, "patience": 0
+        }))
+        .expect("a train section")
+    }
+
+    #[test]
+    fn finetuning_runs_at_the_training_schedules_last_rate() {
+        for (schedule, epochs, lr) in [
+            ("constant", 7, 1e-3),
+            ("step", 5, 1e-3 * 0.25),
+            ("iwae", 4, 1e-3 * 10f64.powf(-1.0 / 7.0)),
+            ("iwae", 5, 1e-3 * 10f64.powf(-2.0 / 7.0)),
+        ] {
+            let s = finetune_settings(&train_section(schedule, epochs), 1, true, 3);
+            assert_eq!(s.schedule, Schedule::Constant);
+            assert_eq!((s.epochs, s.tag), (3, "finetune"));
+            for e in 0..3 {
+                assert!(
+                    (s.lr_at(e) - lr).abs() < 1e-18,
+                    "{schedule}, {epochs} epochs: fine-tuning epoch {e} at {}, expected {lr}",
+                    s.lr_at(e)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn marker_floats_round_trip_exactly() {
+        let awkward = [
+            -227.117_919_391_632_48,
+            0.1 + 0.2,
+            1e-310,
+            f64::MAX,
+            -0.0,
+            1.0 / 3.0,
+        ];
+        let v = json!({"a": awkward, "b": {"c": 0.1 + 0.7, "n": 3, "s": "x", "z": null}});
+        let text = serde_json::to_vec(&exact_encode(&v)).unwrap();
+        let back = exact_decode(&serde_json::from_slice(&text).unwrap()).unwrap();
+        assert_eq!(back, v);
+        for (x, y) in back["a"].as_array().unwrap().iter().zip(awkward) {
+            assert_eq!(x.as_f64().unwrap().to_bits(), y.to_bits());
+        }
+    }
 }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use vaepipe_data::Table;
 use vaepipe_engine::{Context, Input, Manifest, Scope, Stage, StageError, pick};
+use vaepipe_nn::MeanStderr;
 use vaepipe_report::{
     Align, BarChart, Block, Density, DensityComparison, DensityPanel, Document, DotChart,
     Histogram, HistogramSeries, ImageGrid, LineChart, Rendered, ReportError, Scatter, Series,
@@ -36,7 +37,9 @@ impl Stage for ReportStage {
         "report"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: notes from the evaluation up front; no validation curves without a validation
+        // split; corrected captions.
+        2
     }
     fn inputs(&self) -> &'static [&'static str] {
         &["data", "train", "prior", "eval"]
@@ -723,9 +726,13 @@ fn compose(
         )));
     }
 
+    // What qualifies the numbers comes before them.
+    let notes = eval_notes(points, g);
+    notes_section(&notes, &mut blocks);
+
     // Results.
     blocks.push(Block::Heading(1, "Results".into()));
-    results_table(points, g, &mut blocks);
+    results_table(points, g, &notes, &mut blocks);
     paired_table(points, g, &mut blocks);
     if sweep_keys.contains("train.objective") || sweep_keys.contains("train.k") {
         burda_tables(points, g, &sweep_keys, &mut blocks);
@@ -807,8 +814,10 @@ fn intro(
         ));
     }
     s.push_str(
-        ". All numbers are in nats. The test NLL is −L_k with the eval stage's k importance samples, an upper bound on \
-         −log p(x) that tightens as k grows (Burda et al. 2016); ± is one standard error across test images.",
+        ". All numbers are in nats. The test NLL is −L̂_k, the Monte Carlo estimate of −L_k with the eval stage's k \
+         importance samples: an upper bound on −log p(x) in expectation (E[−L̂_k] ≥ −log p(x), by Jensen's inequality; \
+         a single estimate can fall below), which tightens as k grows (Burda et al. 2016); ± is one standard error \
+         across test images.",
     );
     s
 }
@@ -848,7 +857,66 @@ fn status_of(p: &PointRun) -> String {
     }
 }
 
-fn results_table(points: &[PointRun], g: &Gathered, blocks: &mut Vec<Block>) {
+/// The eval stage's notes (`note` in `metrics.json`: why the numbers are not what they seem),
+/// numbered in order of first appearance, each with the runs and variants it concerns.
+struct Notes {
+    /// (note text, "run — variant" labels).
+    notes: Vec<(String, Vec<String>)>,
+}
+
+impl Notes {
+    /// The number (1-based) of a variant's note, if it has one.
+    fn number(&self, v: &EvalVariant) -> Option<usize> {
+        let text = v.metrics.as_ref()?.get("note")?.as_str()?;
+        self.notes
+            .iter()
+            .position(|(t, _)| t == text)
+            .map(|i| i + 1)
+    }
+}
+
+fn eval_notes(points: &[PointRun], g: &Gathered) -> Notes {
+    let mut notes: Vec<(String, Vec<String>)> = Vec::new();
+    for (p, v) in evaluated(points, g) {
+        let Some(text) = v
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get("note"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.trim().is_empty())
+        else {
+            continue;
+        };
+        match notes.iter_mut().find(|(t, _)| t == text) {
+            Some((_, runs)) => runs.push(run_variant(p, v)),
+            None => notes.push((text.to_string(), vec![run_variant(p, v)])),
+        }
+    }
+    Notes { notes }
+}
+
+/// A section of its own, before the results, when the evaluation has notes.
+fn notes_section(notes: &Notes, blocks: &mut Vec<Block>) {
+    if notes.notes.is_empty() {
+        return;
+    }
+    blocks.push(Block::Heading(1, "Notes from the evaluation".into()));
+    blocks.push(Block::Paragraph(
+        "Read the results with these notes from the eval stage (`note` in metrics.json); the results table marks \
+         the rows they concern with [note N]."
+            .into(),
+    ));
+    blocks.push(Block::List(
+        notes
+            .notes
+            .iter()
+            .enumerate()
+            .map(|(i, (text, runs))| format!("[note {}] {}: {text}.", i + 1, runs.join("; ")))
+            .collect(),
+    ));
+}
+
+fn results_table(points: &[PointRun], g: &Gathered, notes: &Notes, blocks: &mut Vec<Block>) {
     let header: Vec<String> = [
         "run",
         "variant (prior)",
@@ -904,10 +972,14 @@ fn results_table(points: &[PointRun], g: &Gathered, blocks: &mut Vec<Block>) {
                         (a, Some(l)) if a != "—" => format!("{a}/{l}"),
                         (a, _) => a,
                     };
+                    let nll = match notes.number(v) {
+                        Some(i) => format!("{} [note {i}]", nll_cell(m)),
+                        None => nll_cell(m),
+                    };
                     rows.push(vec![
                         p.name(),
                         v.label.clone(),
-                        nll_cell(m),
+                        nll,
                         num(get_f(m, "elbo"), 2),
                         num(get_f(m, "kl"), 2),
                         num(get_f(m, "recon"), 2),
@@ -932,19 +1004,6 @@ fn results_table(points: &[PointRun], g: &Gathered, blocks: &mut Vec<Block>) {
          epochs and train s are the training stage's epochs run and seconds."
             .into(),
     ));
-    // The eval stage explains any deviation from the requested evaluation (e.g. fewer images).
-    let notes: Vec<String> = evaluated(points, g)
-        .into_iter()
-        .filter_map(|(p, v)| {
-            let m = v.metrics.as_ref()?;
-            let note = m.get("note").and_then(Value::as_str)?;
-            Some(format!("{}: {note}", run_variant(p, v)))
-        })
-        .collect();
-    if !notes.is_empty() {
-        blocks.push(Block::Paragraph("Notes from the evaluation:".into()));
-        blocks.push(Block::List(notes));
-    }
 }
 
 /// Differences in test NLL to the first evaluated run, paired over the test images both
@@ -971,14 +1030,12 @@ fn paired_table(points: &[PointRun], g: &Gathered, blocks: &mut Vec<Block>) {
             .filter(|d| d.is_finite())
             .collect();
         let n = diffs.len();
+        let d = MeanStderr::of(&diffs);
         let cell = match n {
             0 => "no common images".to_string(),
-            1 => num(diffs.first().copied(), 2),
-            _ => {
-                let mean = diffs.iter().sum::<f64>() / n as f64;
-                let var = diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-                format!("{mean:+.2} ± {:.2}", (var / n as f64).sqrt())
-            }
+            // One image: no standard error (MeanStderr's 0 would claim an exact difference).
+            1 => num(Some(d.mean), 2),
+            _ => format!("{:+.2} ± {:.2}", d.mean, d.stderr),
         };
         rows.push(vec![run_variant(p, v), cell, n.to_string()]);
     }
@@ -1129,34 +1186,77 @@ fn value_text(v: &Value) -> String {
     }
 }
 
-fn training_figures(
+/// Whether a history has a validation curve to draw: the data stage held out validation rows
+/// (when it says) and some epoch has a finite, non-zero validation bound. Runs without a
+/// validation split record NaN (older artifacts: 0), which is never drawn.
+fn has_validation(p: &PointRun, g: &Gathered, h: &[Epoch]) -> bool {
+    let rows = g.data_of(p).and_then(|d| d.rows.get("validation")).copied();
+    rows != Some(0)
+        && h.iter()
+            .any(|e| e.validation.is_finite() && e.validation != 0.0)
+}
+
+/// Training (solid) and validation (dashed) curves of each run's history, and the names of the
+/// runs drawn without a validation curve.
+fn history_series(
     points: &[PointRun],
     g: &Gathered,
-    figs: &mut Figures<'_, '_>,
-    blocks: &mut Vec<Block>,
-) -> Result<(), StageError> {
-    let curves = |histories: Vec<Option<&[Epoch]>>| -> Vec<Series> {
-        let mut series = Vec::new();
-        for (slot, (p, h)) in points.iter().zip(histories).enumerate() {
-            let Some(h) = h.filter(|h| !h.is_empty()) else {
-                continue;
-            };
-            series.push(Series {
-                name: format!("{} (train)", p.name()),
-                points: h.iter().map(|e| (e.epoch, -e.train)).collect(),
-                dashed: false,
-                color: Some(slot),
-            });
+    histories: Vec<Option<&[Epoch]>>,
+) -> (Vec<Series>, Vec<String>) {
+    let mut series = Vec::new();
+    let mut without = Vec::new();
+    for (slot, (p, h)) in points.iter().zip(histories).enumerate() {
+        let Some(h) = h.filter(|h| !h.is_empty()) else {
+            continue;
+        };
+        series.push(Series {
+            name: format!("{} (train)", p.name()),
+            points: h.iter().map(|e| (e.epoch, -e.train)).collect(),
+            dashed: false,
+            color: Some(slot),
+        });
+        if has_validation(p, g, h) {
             series.push(Series {
                 name: format!("{} (validation)", p.name()),
                 points: h.iter().map(|e| (e.epoch, -e.validation)).collect(),
                 dashed: true,
                 color: Some(slot),
             });
+        } else {
+            without.push(p.name());
         }
-        series
-    };
-    let series = curves(
+    }
+    (series, without)
+}
+
+/// The caption's account of the validation curves: which runs have none, and why.
+fn validation_caption(series: &[Series], without: &[String]) -> String {
+    let runs = series.iter().filter(|s| !s.dashed).count();
+    if without.is_empty() {
+        String::new()
+    } else if without.len() == runs {
+        " No validation curve: no validation split (data.validation = 0).".to_string()
+    } else {
+        format!(
+            " No validation curve for {} (no validation split).",
+            without.join("; ")
+        )
+    }
+}
+
+/// What the dashed curves show: the training objective's bound, which is L_k only for IWAE.
+const VALIDATION_BOUND: &str = "the training objective's bound (L_k for IWAE, the k-sample ELBO for the VAE) \
+     with the training k on the validation split, fixed noise";
+
+fn training_figures(
+    points: &[PointRun],
+    g: &Gathered,
+    figs: &mut Figures<'_, '_>,
+    blocks: &mut Vec<Block>,
+) -> Result<(), StageError> {
+    let (series, without) = history_series(
+        points,
+        g,
         points
             .iter()
             .map(|p| g.train_of(p).map(|t| t.history.as_slice()))
@@ -1165,6 +1265,11 @@ fn training_figures(
     if series.is_empty() {
         blocks.push(Block::Paragraph("No training history is available.".into()));
     } else {
+        let caption = format!(
+            "Negative training bound (solid: mean over the epoch's batches, with the training objective) and validation \
+             bound (dashed: {VALIDATION_BOUND}) per epoch; one colour per run.{}",
+            validation_caption(&series, &without)
+        );
         let chart = LineChart {
             title: "Training curves".into(),
             x_label: "epoch".into(),
@@ -1175,19 +1280,24 @@ fn training_figures(
         figs.push(
             blocks,
             "training_curves",
-            "Negative training bound (solid: mean over the epoch's batches, with the training objective) and validation \
-             bound (dashed: L_k with the training k on the validation split, fixed noise) per epoch; one colour per run."
-                .into(),
+            caption,
             vaepipe_report::line_chart(&chart),
         )?;
     }
-    let series = curves(
+    let (series, without) = history_series(
+        points,
+        g,
         points
             .iter()
             .map(|p| g.prior_of(p).map(|t| t.finetune.as_slice()))
             .collect(),
     );
     if !series.is_empty() {
+        let caption = format!(
+            "Fine-tuning encoder and decoder under the refit prior: negative training bound (solid) and validation \
+             bound (dashed: {VALIDATION_BOUND}) per epoch.{}",
+            validation_caption(&series, &without)
+        );
         let chart = LineChart {
             title: "Fine-tuning under the refit prior".into(),
             x_label: "epoch".into(),
@@ -1198,7 +1308,7 @@ fn training_figures(
         figs.push(
             blocks,
             "finetune_curves",
-            "Fine-tuning encoder and decoder under the refit prior: negative training (solid) and validation (dashed) bound per epoch.".into(),
+            caption,
             vaepipe_report::line_chart(&chart),
         )?;
     }
@@ -1283,8 +1393,10 @@ fn bound_figures(
             blocks,
             "bound_vs_k",
             format!(
-                "−L_k against k{images}, per model and prior. L_k never decreases with k and approaches log p(x) \
-                 (Burda et al. 2016, Theorem 1), so each curve falls towards the model's NLL."
+                "−L̂_k against k{images}, per model and prior. The bound L_k = E[L̂_k] never decreases with k and \
+                 approaches log p(x) (Burda et al. 2016, Theorem 1), so in expectation each curve falls towards the \
+                 model's NLL; the curves drawn are Monte Carlo estimates (all k share the same samples), so they are \
+                 monotone only up to their Monte Carlo error."
             ),
             vaepipe_report::line_chart(&chart),
         )?;

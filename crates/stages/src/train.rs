@@ -316,6 +316,13 @@ pub(crate) fn binarize_fixed(x: &[f32], seed: u64) -> Vec<f32> {
     out
 }
 
+/// The test data as evaluated (Burda et al. 2016): under dynamic binarization one fixed draw
+/// with `eval.binarization_seed`, shared by every stage that measures on the test set;
+/// otherwise the stored values.
+pub(crate) fn evaluated_test_x(test: &Dataset, dynamic: bool, binarization_seed: u64) -> std::borrow::Cow<'_, [f32]> {
+    if dynamic { std::borrow::Cow::Owned(binarize_fixed(&test.x, binarization_seed)) } else { std::borrow::Cow::Borrowed(&test.x) }
+}
+
 /// Mean bound on a dataset (L_k for IWAE, the k-sample ELBO otherwise), with fixed noise;
 /// NaN for an empty dataset (no validation split).
 pub(crate) fn mean_bound(vae: &Vae, prior: &Prior, objective: &Objective, x: &[f32], rows: usize, seed: u64) -> anyhow::Result<f64> {

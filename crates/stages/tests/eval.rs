@@ -5,6 +5,8 @@
 //!   same images, and an L_k curve that rises with k beyond its Monte Carlo error
 //!   (Burda et al. 2016, Theorem 1) and meets the test NLL at k = eval.k (shared samples).
 //! * Re-running the stage gives byte-identical tables (determinism).
+//! * A Bernoulli likelihood on non-binary test data (`binarize = "none"`) is flagged in
+//!   `metrics.json`'s `note` (the "NLL" is a cross-entropy); one image has no standard error.
 //! * A truncated model file, a model whose tensors do not match its configuration and a
 //!   truncated prior file each fail the stage with an error naming the file.
 
@@ -64,10 +66,11 @@ reconstructions = 4
     )
 }
 
-/// The spec's points, as the CLI's `points_of` builds them.
-fn points(prior: &str) -> (String, Vec<Point>) {
+/// The spec's points (with `--set` overrides), as the CLI's `points_of` builds them.
+fn points_with(prior: &str, overrides: &[&str]) -> (String, Vec<Point>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let spec = vaepipe_spec::load_str("eval-test.toml", &spec_text(prior), dir, &[], dir)
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let spec = vaepipe_spec::load_str("eval-test.toml", &spec_text(prior), dir, &overrides, dir)
         .unwrap_or_else(|e| panic!("invalid test spec: {e:?}"));
     let points = spec
         .runs
@@ -90,7 +93,18 @@ fn points(prior: &str) -> (String, Vec<Point>) {
 }
 
 fn run(registry: &Registry, store: &Path, prior: &str, force: &[String]) -> RunReport {
-    let (name, points) = points(prior);
+    run_with(registry, store, prior, force, &[])
+}
+
+/// [`run`] with `--set` overrides.
+fn run_with(
+    registry: &Registry,
+    store: &Path,
+    prior: &str,
+    force: &[String],
+    overrides: &[&str],
+) -> RunReport {
+    let (name, points) = points_with(prior, overrides);
     let store = Store::open(store).unwrap();
     let p = plan(registry, &store, &name, points, false).unwrap();
     let decisions = explain(&p, &store, force).unwrap();
@@ -322,11 +336,14 @@ fn lk_curve_rises_with_k_beyond_monte_carlo_error() {
             );
             assert!((bound[i] - bound[i - 1] - delta[i]).abs() < 1e-9);
         }
-        // Strictly better at k = 500 than at k = 1, by far more than the MC error.
+        // Strictly better at k = 500 than at k = 1, by far more than the MC error (L_2 − L_1
+        // alone by five paired standard errors: a one-sided p-value below 3·10⁻⁷).
         let gain: f64 = delta[1..].iter().sum();
         assert!(
-            gain > 1.0 && delta[1] > 10.0 * delta_se[1],
-            "{variant}: gain {gain}"
+            gain > 1.0 && delta[1] > 5.0 * delta_se[1],
+            "{variant}: gain {gain}; L_2 − L_1 = {} ± {}",
+            delta[1],
+            delta_se[1]
         );
         // Shared samples: at k = eval.k the curve is the mean NLL of the same first images.
         let nll = table(&vdir.join("per_image.parquet"));
@@ -506,4 +523,48 @@ fn damaged_checkpoints_fail_with_the_file_named() {
         msg.contains("prior.safetensors") && msg.contains("refit"),
         "truncated prior: {msg}"
     );
+}
+
+#[test]
+fn a_bernoulli_likelihood_on_intensities_is_flagged_as_a_cross_entropy() {
+    // Intensities in [0, 1] (no binarization) under the Bernoulli likelihood; one image.
+    let tmp = tempfile::tempdir().unwrap();
+    let prior = "method = \"mog\"\ncomponents = 2\nsteps = 5\nsamples = 500";
+    let report = run_with(
+        &vaepipe_stages::registry(),
+        tmp.path(),
+        prior,
+        &[],
+        &[
+            "data.binarize=\"none\"",
+            "data.train_rows=600",
+            "data.validation=100",
+            "data.test_rows=20",
+            "train.epochs=1",
+            "eval.images=1",
+            "eval.k=50",
+            "eval.curve_k=[1, 50]",
+        ],
+    );
+    let (o, dir) = outcome(&report, "eval");
+    assert!(matches!(o, Outcome::Ran), "eval: {o:?}");
+    for variant in ["standard", "refit"] {
+        let m: Value = vaepipe_stages::read_json(&dir.join(variant).join("metrics.json")).unwrap();
+        let note = m["note"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{variant}: no note in {m:#}"));
+        assert!(
+            note.contains("Bernoulli likelihood") && note.contains("cross-entropy"),
+            "{variant}: {note}"
+        );
+        assert_eq!(m["binarize"], "none");
+        assert_eq!(m["images"], 1);
+        assert!(f(&m, "test_nll").is_finite());
+        // One image: the spread between images is unknown (null), not zero.
+        assert!(m["test_nll_stderr"].is_null(), "{variant}: {m:#}");
+    }
+    let m: Value = vaepipe_stages::read_json(&dir.join("refit/metrics.json")).unwrap();
+    assert_eq!(m["paired_images"], 1);
+    assert!(f(&m, "paired_nll_difference").is_finite());
+    assert!(m["paired_nll_difference_stderr"].is_null(), "{m:#}");
 }

@@ -10,15 +10,20 @@
 //!   aggregate posterior, standard normal) never lowers its objective, writes artifacts that
 //!   load back, fine-tunes when asked, measures the ELBO gain of the exact aggregate posterior
 //!   as KL(q_agg ‖ N(0, I)) (the ELBO-surgery identity), and is deterministic.
+//! * Fine-tuning continues at the training schedule's final learning rate; an interrupted
+//!   fine-tuning resumes (without redoing the refit) to the bytes of an uninterrupted run; the
+//!   test measurements use the eval stage's binarization of the test set.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
-use vaepipe_engine::{NoEvents, Outcome, Point, RunOptions, Store, execute, explain, plan};
+use vaepipe_engine::{
+    Event, Events, NoEvents, Outcome, Point, RunOptions, Store, execute, explain, plan,
+};
 use vaepipe_nn::{
     AdamHyper, MeanStderr, Objective, Prior, PriorKind, Trainable, Trainer, Vae, VaeConfig,
     em_step, log_weights_with_noise, standard_normal_noise, stream_rng,
@@ -203,8 +208,20 @@ batch_size = 50
 /// Runs data → train → prior for the spec in `store`; returns the prior stage's outcome and
 /// output directory (the data and train stages must succeed).
 fn run_prior(store: &Path, prior: &str) -> (Outcome, PathBuf) {
+    run_prior_with(store, prior, &[], &NoEvents, &AtomicBool::new(false))
+}
+
+/// [`run_prior`] with `--set` overrides, an event sink and a stop flag.
+fn run_prior_with(
+    store: &Path,
+    prior: &str,
+    overrides: &[&str],
+    events: &dyn Events,
+    cancel: &AtomicBool,
+) -> (Outcome, PathBuf) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let spec = vaepipe_spec::load_str("prior-test.toml", &spec_text(prior), dir, &[], dir)
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let spec = vaepipe_spec::load_str("prior-test.toml", &spec_text(prior), dir, &overrides, dir)
         .unwrap_or_else(|e| panic!("invalid test spec: {e:?}"));
     // As the CLI's `points_of`: the resolved spec plus `point`.
     let points: Vec<Point> = spec
@@ -234,16 +251,7 @@ fn run_prior(store: &Path, prior: &str) -> (Outcome, PathBuf) {
         only_stages: Some(vec!["data".into(), "train".into(), "prior".into()]),
         ..Default::default()
     };
-    let report = execute(
-        &registry,
-        &store,
-        &p,
-        &decisions,
-        &options,
-        &NoEvents,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
+    let report = execute(&registry, &store, &p, &decisions, &options, events, cancel).unwrap();
     let mut prior_outcome = None;
     for inst in &report.instances {
         match inst.stage.as_str() {
@@ -483,4 +491,244 @@ fn more_components_than_training_rows_is_an_error_naming_the_key() {
         Outcome::Failed(msg) => assert!(msg.contains("prior.components"), "{msg}"),
         other => panic!("expected a failure, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fine-tuning: learning rate, interruption and resumption; the test binarization.
+
+/// With `train.schedule = "iwae"` and 2 epochs, training ends at lr·10^(−1/7): fine-tuning
+/// continues at that rate for every epoch instead of restarting the schedule at full rate.
+#[test]
+fn finetuning_continues_at_the_training_schedules_final_learning_rate() {
+    let store = tempfile::tempdir().unwrap();
+    let (outcome, dir) = run_prior_with(
+        store.path(),
+        "method = \"mog\"\ncomponents = 3\nsteps = 10\nsamples = 1000\nthen = \"finetune\"\nfinetune_epochs = 2",
+        &[
+            "train.schedule=\"iwae\"",
+            "train.epochs=2",
+            "train.lr=0.002",
+        ],
+        &NoEvents,
+        &AtomicBool::new(false),
+    );
+    assert!(matches!(outcome, Outcome::Ran), "prior stage: {outcome:?}");
+    let last_training_lr = 0.002 * 10f64.powf(-1.0 / 7.0);
+    let history = vaepipe_data::read_table(&dir.join("finetune_history.parquet")).unwrap();
+    let lr = history.f64("lr").unwrap();
+    assert_eq!(lr.len(), 2);
+    for (epoch, lr) in lr.iter().enumerate() {
+        assert!(
+            (lr - last_training_lr).abs() < 1e-15,
+            "fine-tuning epoch {}: lr {lr}, the training schedule ended at {last_training_lr}",
+            epoch + 1
+        );
+    }
+    let refit: Value = vaepipe_stages::read_json(&dir.join("refit.json")).unwrap();
+    assert!((f(&refit["finetune"], "lr") - last_training_lr).abs() < 1e-15);
+}
+
+/// Stops the prior stage's fine-tuning from its own progress events: the flag is set inside the
+/// stage's thread, before the loop's next stop check (deterministic, no timing).
+struct StopFinetune<'a> {
+    cancel: &'a AtomicBool,
+    /// The prior instance's number (from its `Start` event).
+    prior: Mutex<Option<usize>>,
+    /// Progress messages and log lines of the prior instance.
+    seen: Mutex<Vec<String>>,
+    /// Set the flag on the first progress message starting with this.
+    stop_at: Option<&'static str>,
+}
+
+impl<'a> StopFinetune<'a> {
+    fn new(cancel: &'a AtomicBool, stop_at: Option<&'static str>) -> Self {
+        StopFinetune {
+            cancel,
+            prior: Mutex::new(None),
+            seen: Mutex::new(Vec::new()),
+            stop_at,
+        }
+    }
+}
+
+impl Events for StopFinetune<'_> {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::Start {
+                instance, stage, ..
+            } if stage == "prior" => *self.prior.lock().unwrap() = Some(*instance),
+            Event::Progress {
+                instance, message, ..
+            } if Some(*instance) == *self.prior.lock().unwrap() => {
+                self.seen.lock().unwrap().push(message.clone());
+                if self.stop_at.is_some_and(|m| message.starts_with(m)) {
+                    self.cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            Event::Log { instance, line } if Some(*instance) == *self.prior.lock().unwrap() => {
+                self.seen.lock().unwrap().push(line.clone())
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every file of a directory (not recursive) except the engine's manifest, with its bytes.
+fn dir_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "manifest.json")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_interrupted_finetuning_resumes_to_the_uninterrupted_result() {
+    // 500 training rows in batches of 20: 25 steps per epoch, progress every 10 steps, so the
+    // stop comes at step 30, five batches into the second of three epochs.
+    let prior = "method = \"mog\"\ncomponents = 4\nsteps = 20\nsamples = 2000\nthen = \"finetune\"\nfinetune_epochs = 3";
+    let overrides = ["train.batch_size=20"];
+
+    let reference = tempfile::tempdir().unwrap();
+    let (outcome, ref_dir) = run_prior_with(
+        reference.path(),
+        prior,
+        &overrides,
+        &NoEvents,
+        &AtomicBool::new(false),
+    );
+    assert!(
+        matches!(outcome, Outcome::Ran),
+        "uninterrupted run: {outcome:?}"
+    );
+
+    let store = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let first = StopFinetune::new(&cancel, Some("epoch 2/"));
+    let (outcome, dir) = run_prior_with(store.path(), prior, &overrides, &first, &cancel);
+    assert_eq!(
+        outcome,
+        Outcome::Interrupted,
+        "the stop flag was not honoured"
+    );
+    assert!(!dir.exists(), "an interrupted stage must not be committed");
+    // The work directory holds the refit, the marker and the fine-tuning checkpoint.
+    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let work = Store::open(store.path()).unwrap().work_dir("prior", &key);
+    for file in [
+        "prior.safetensors",
+        "refit.parquet",
+        "latent_samples.parquet",
+        "refit-state.json",
+        "finetune-checkpoint.json",
+    ] {
+        assert!(
+            work.join(file).is_file(),
+            "{file} missing in {}",
+            work.display()
+        );
+    }
+    assert!(!work.join("finetuned.safetensors").exists());
+
+    // Run again: the refit is skipped and the fine-tuning continues from its checkpoint.
+    let cancel = AtomicBool::new(false);
+    let second = StopFinetune::new(&cancel, None);
+    let (outcome, dir) = run_prior_with(store.path(), prior, &overrides, &second, &cancel);
+    assert!(matches!(outcome, Outcome::Ran), "resumed run: {outcome:?}");
+    let seen = second.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("resuming after a complete refit")),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.starts_with("EM ") || l.starts_with("measuring")),
+        "the resumed run redid the refit: {seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("resuming from the checkpoint at epoch 2")),
+        "{seen:#?}"
+    );
+
+    // Bit-identical artifacts; the same files (no marker, no checkpoint left behind).
+    let (a, b) = (dir_files(&ref_dir), dir_files(&dir));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for file in [
+        "prior.safetensors",
+        "finetuned.safetensors",
+        "latent_samples.parquet",
+        "refit.parquet",
+        "variants.json",
+    ] {
+        assert!(
+            a[file] == b[file],
+            "{file} differs from the uninterrupted run's"
+        );
+    }
+    let (ha, hb) = (
+        vaepipe_data::read_table(&ref_dir.join("finetune_history.parquet")).unwrap(),
+        vaepipe_data::read_table(&dir.join("finetune_history.parquet")).unwrap(),
+    );
+    assert_eq!(ha.i64("step").unwrap(), hb.i64("step").unwrap());
+    for col in ["train_bound", "validation_bound", "lr"] {
+        let bits = |t: &vaepipe_data::Table| -> Vec<u64> {
+            t.f64(col).unwrap().iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits(&ha), bits(&hb), "finetune_history `{col}`");
+    }
+    // refit.json: the same apart from timings and the resume count.
+    let strip = |dir: &Path| -> (Value, Value) {
+        let mut v: Value = vaepipe_stages::read_json(&dir.join("refit.json")).unwrap();
+        let m = v.as_object_mut().unwrap();
+        for timing in ["seconds", "refit_seconds", "encode_seconds"] {
+            m.remove(timing);
+        }
+        let ft = m["finetune"].as_object_mut().unwrap();
+        ft.remove("seconds");
+        let resumed = ft.remove("resumed").unwrap();
+        (resumed, v)
+    };
+    let ((resumed_a, ra), (resumed_b, rb)) = (strip(&ref_dir), strip(&dir));
+    assert_eq!((resumed_a, resumed_b), (json!(0), json!(1)));
+    assert_eq!(ra, rb);
+}
+
+/// The test measurements use `eval.binarization_seed` (the eval stage's draw of the test set):
+/// changing it changes the prior stage's key and its test numbers, not its training numbers.
+#[test]
+fn test_measurements_use_the_eval_binarization_of_the_test_set() {
+    let prior = "method = \"mog\"\ncomponents = 3\nsteps = 10\nsamples = 1000";
+    let store = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let run = |seed: u64| {
+        let set = format!("eval.binarization_seed={seed}");
+        let (outcome, dir) = run_prior_with(store.path(), prior, &[&set], &NoEvents, &cancel);
+        assert!(matches!(outcome, Outcome::Ran), "seed {seed}: {outcome:?}");
+        let refit: Value = vaepipe_stages::read_json(&dir.join("refit.json")).unwrap();
+        (dir, refit)
+    };
+    let (dir_a, a) = run(0);
+    let (dir_b, b) = run(1);
+    assert_ne!(
+        dir_a, dir_b,
+        "eval.binarization_seed is a parameter of the prior stage"
+    );
+    assert_eq!(
+        a["train"], b["train"],
+        "the training rows do not depend on it"
+    );
+    assert_ne!(
+        a["test"]["elbo_standard"], b["test"]["elbo_standard"],
+        "the test rows are binarized with eval.binarization_seed"
+    );
+    assert_eq!(a["test"]["images"], b["test"]["images"]);
 }

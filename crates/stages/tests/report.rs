@@ -329,7 +329,10 @@ fn pixel_columns(images: &[Vec<f64>]) -> Vec<(String, Column)> {
         .collect()
 }
 
-struct FakeData;
+/// Writes a data summary with `validation_rows` validation rows.
+struct FakeData {
+    validation_rows: u64,
+}
 impl Stage for FakeData {
     fn name(&self) -> &'static str {
         "data"
@@ -347,12 +350,22 @@ impl Stage for FakeData {
         let split = |rows: u64| json!({"rows": rows, "features": 16, "label_counts": {}, "min": 0.0, "max": 1.0, "mean": 0.3});
         write_json(
             &ctx.out.join("summary.json"),
-            &json!({"features": 16, "image_shape": [4, 4], "scale_factor": 1.0, "binarize": "dynamic", "splits": {"train": split(90), "validation": split(10), "test": split(40)}, "seconds": 0.1}),
+            &json!({"features": 16, "image_shape": [4, 4], "scale_factor": 1.0, "binarize": "dynamic", "splits": {"train": split(90), "validation": split(self.validation_rows), "test": split(40)}, "seconds": 0.1}),
         )
     }
 }
 
-struct FakeTrain;
+/// Writes a training history; `validation(k, t)` is the validation bound of a run with
+/// `train.k` = k at an epoch with training bound t (NaN: no validation split).
+struct FakeTrain {
+    validation: fn(u64, f64) -> f64,
+}
+
+/// The validation bound of every test but the one about missing validation splits.
+fn validation_behind(_k: u64, train: f64) -> f64 {
+    train - 1.5
+}
+
 impl Stage for FakeTrain {
     fn name(&self) -> &'static str {
         "train"
@@ -370,21 +383,22 @@ impl Stage for FakeTrain {
         let epochs = ctx.params["train"]["epochs"].as_u64().unwrap_or(1) as i64;
         let k = ctx.params["train"]["k"].as_u64().unwrap_or(1) as f64;
         let e: Vec<i64> = (1..=epochs).collect();
-        let bound = |off: f64| {
-            Column::F64(
-                e.iter()
-                    .map(|e| -(100.0 + 30.0 / *e as f64 - k.ln() + off))
-                    .collect(),
-            )
-        };
+        let train: Vec<f64> = e
+            .iter()
+            .map(|e| -(100.0 + 30.0 / *e as f64 - k.ln()))
+            .collect();
+        let validation = train
+            .iter()
+            .map(|t| (self.validation)(k as u64, *t))
+            .collect();
         write_table(
             ctx.out,
             "history.parquet",
             vec![
                 ("epoch", Column::I64(e.clone())),
                 ("step", Column::I64(e.iter().map(|e| e * 10).collect())),
-                ("train_bound", bound(0.0)),
-                ("validation_bound", bound(1.5)),
+                ("train_bound", Column::F64(train)),
+                ("validation_bound", Column::F64(validation)),
                 ("lr", Column::F64(vec![1e-3; e.len()])),
                 (
                     "seconds",
@@ -454,11 +468,13 @@ impl Stage for FakePrior {
     }
 }
 
-/// Writes a complete eval output; fails for the point labelled `fail`, and writes a corrupt
-/// `lk_curve.parquet` for the point labelled `corrupt`.
+/// Writes a complete eval output; fails for the point labelled `fail`, writes a corrupt
+/// `lk_curve.parquet` for the point labelled `corrupt`, and gives every `refit` variant the
+/// metrics.json `note` in `note`.
 struct FakeEval {
     fail: Option<&'static str>,
     corrupt: Option<&'static str>,
+    note: Option<&'static str>,
 }
 impl Stage for FakeEval {
     fn name(&self) -> &'static str {
@@ -500,12 +516,13 @@ impl Stage for FakeEval {
             let dir = ctx.out.join(name);
             std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!(e))?;
             let nll = synthetic_nll(&objective, k, name);
-            write_json(
-                &dir.join("metrics.json"),
-                &json!({"test_nll": nll, "test_nll_stderr": 0.25, "eval_k": 50, "elbo": -(nll + 4.0), "kl": 20.0, "recon": -(nll - 16.0),
+            let mut metrics = json!({"test_nll": nll, "test_nll_stderr": 0.25, "eval_k": 50, "elbo": -(nll + 4.0), "kl": 20.0, "recon": -(nll - 16.0),
                         "active_units": 3 + (k as usize % 2), "images": 40, "objective": objective, "k": k, "estimator": "reparam",
-                        "prior": label_v, "variant": name, "point": label, "point_id": ctx.points[0].id, "seconds": 0.3}),
-            )?;
+                        "prior": label_v, "variant": name, "point": label, "point_id": ctx.points[0].id, "seconds": 0.3});
+            if let Some(note) = self.note.filter(|_| *name == "refit") {
+                metrics["note"] = json!(note);
+            }
+            write_json(&dir.join("metrics.json"), &metrics)?;
             let n = 40;
             write_table(
                 &dir,
@@ -611,10 +628,22 @@ impl Stage for FakeEval {
 }
 
 fn fake_registry(eval: FakeEval) -> Registry {
+    fake_registry_with(
+        FakeData {
+            validation_rows: 10,
+        },
+        FakeTrain {
+            validation: validation_behind,
+        },
+        eval,
+    )
+}
+
+fn fake_registry_with(data: FakeData, train: FakeTrain, eval: FakeEval) -> Registry {
     let mut r = Registry::new();
     let stages: Vec<Box<dyn Stage>> = vec![
-        Box::new(FakeData),
-        Box::new(FakeTrain),
+        Box::new(data),
+        Box::new(train),
         Box::new(FakePrior),
         Box::new(eval),
         Box::new(ReportStage),
@@ -654,6 +683,7 @@ fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
     let registry = fake_registry(FakeEval {
         fail: None,
         corrupt: None,
+        note: None,
     });
     let spec = load(&spec_text(
         "contract",
@@ -743,6 +773,7 @@ fn large_sweeps_draw_images_for_one_representative_point() {
     let registry = fake_registry(FakeEval {
         fail: None,
         corrupt: None,
+        note: None,
     });
     let spec = load(&spec_text(
         "many",
@@ -790,6 +821,7 @@ fn failed_points_and_unreadable_files_are_reported_and_rendering_is_stable() {
     let registry = fake_registry(FakeEval {
         fail: Some("k=5 objective=iwae"),
         corrupt: Some("k=1 objective=elbo"),
+        note: None,
     });
     let spec = load(&spec_text(
         "broken",
@@ -849,6 +881,155 @@ fn failed_points_and_unreadable_files_are_reported_and_rendering_is_stable() {
     for (name, bytes) in &before {
         assert!(after[name] == *bytes, "{name} differs between two renders");
     }
+}
+
+/// No validation split for k = 1 (NaN, as the train stage records it) nor for k = 5 (0, as
+/// older train stages did).
+fn no_validation(k: u64, _train: f64) -> f64 {
+    if k == 1 { f64::NAN } else { 0.0 }
+}
+
+/// A validation split only for k = 5.
+fn validation_for_k5(k: u64, train: f64) -> f64 {
+    if k == 5 { train - 1.5 } else { f64::NAN }
+}
+
+/// The SVG of a figure, and the caption of its Markdown image.
+fn figure(dir: &Path, stem: &str) -> (String, String) {
+    let svg =
+        std::fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).expect("svg");
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let target = format!("](figures/{stem}.png)");
+    let line = md
+        .lines()
+        .find(|l| l.contains(&target))
+        .unwrap_or_else(|| panic!("no figure {stem} in index.md"));
+    (svg, line.to_string())
+}
+
+#[test]
+fn runs_without_a_validation_split_draw_no_validation_curve() {
+    let spec = load(&spec_text("no-validation", r#""train.k" = [1, 5]"#, 3));
+
+    // Neither run has a validation split: training curves only, and the caption says why.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    let registry = fake_registry_with(
+        FakeData { validation_rows: 0 },
+        FakeTrain {
+            validation: no_validation,
+        },
+        FakeEval {
+            fail: None,
+            corrupt: None,
+            note: None,
+        },
+    );
+    let dir = report_dir(&run(&registry, &store, &spec, &[]));
+    check_report(&dir);
+    let (svg, caption) = figure(&dir, "training_curves");
+    assert!(
+        svg.contains("k=1 (train)") && svg.contains("k=5 (train)"),
+        "{svg}"
+    );
+    assert!(
+        !svg.contains("(validation)"),
+        "a validation curve was drawn"
+    );
+    assert!(caption.contains("no validation split"), "{caption}");
+    assert!(
+        caption.contains("the k-sample ELBO for the VAE"),
+        "the dashed curves are the training objective's bound: {caption}"
+    );
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    assert!(
+        !md.contains("## Problems"),
+        "nothing was dropped or unreadable:\n{md}"
+    );
+
+    // Only k = 5 has one: its validation curve is drawn, k = 1's is not, and the caption says so.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    let registry = fake_registry_with(
+        FakeData {
+            validation_rows: 10,
+        },
+        FakeTrain {
+            validation: validation_for_k5,
+        },
+        FakeEval {
+            fail: None,
+            corrupt: None,
+            note: None,
+        },
+    );
+    let dir = report_dir(&run(&registry, &store, &spec, &[]));
+    check_report(&dir);
+    let (svg, caption) = figure(&dir, "training_curves");
+    assert!(svg.contains("k=5 (validation)"), "{svg}");
+    assert!(
+        !svg.contains("k=1 (validation)"),
+        "k = 1 has no validation split"
+    );
+    assert!(caption.contains("No validation curve for k=1"), "{caption}");
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    assert!(
+        !md.contains("## Problems"),
+        "nothing was dropped or unreadable:\n{md}"
+    );
+}
+
+#[test]
+fn notes_from_the_evaluation_come_before_the_results_and_mark_their_rows() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    let note = "the model has a Bernoulli likelihood but the test data are not binary";
+    let registry = fake_registry(FakeEval {
+        fail: None,
+        corrupt: None,
+        note: Some(note),
+    });
+    let spec = load(&spec_text("notes", r#""train.k" = [1, 5]"#, 1));
+    let dir = report_dir(&run(&registry, &store, &spec, &[]));
+    check_report(&dir);
+    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let notes_at = md
+        .find("\n## Notes from the evaluation\n")
+        .expect("a notes section");
+    let results_at = md.find("\n## Results\n").expect("a results section");
+    assert!(
+        notes_at < results_at,
+        "the notes come after the results:\n{md}"
+    );
+    // One note, shared by both runs' refit variants.
+    let notes = &md[notes_at..results_at];
+    let items: Vec<&str> = notes.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(items.len(), 1, "{notes}");
+    assert!(
+        items[0].starts_with("- \\[note 1\\] ")
+            && items[0].contains("k=1 — mog K=3")
+            && items[0].contains("k=5 — mog K=3")
+            && items[0].contains("Bernoulli likelihood"),
+        "{}",
+        items[0]
+    );
+    // The results table marks the refit rows, and only them.
+    let results = section(&md, "Results");
+    let refit = md_rows(results, &["k=5", "mog K=3"]);
+    assert_eq!(
+        refit[0][2],
+        format!(
+            "{:.2} ± 0.25 \\[note 1\\]",
+            synthetic_nll("elbo", 5, "refit")
+        )
+    );
+    let standard = md_rows(results, &["k=5", "N(0, I)"]);
+    assert_eq!(
+        standard[0][2],
+        format!("{:.2} ± 0.25", synthetic_nll("elbo", 5, "standard"))
+    );
+    // The intro states the bound's direction as what it is: a property of the expectation.
+    assert!(md.contains("in expectation"), "{md}");
 }
 
 // ---------------------------------------------------------------------------------------------
