@@ -1,6 +1,7 @@
 //! vaepipe-slurm: runs a vaepipe sweep on a SLURM cluster. It writes sbatch scripts (sorted
 //! `#SBATCH` lines; every value from a spec, a flag or the file system shell-quoted), submits a
-//! data job, one array task per sweep point and a report job that depends on the array, records
+//! job for the stage instances several points share (`vaepipe run --shared`), one array task
+//! per sweep point (selected by id) and a report job that depends on the array, records
 //! the submission in the store, and answers "what is each point doing?" with one `squeue` call
 //! per poll for the whole submission.
 //!
@@ -10,7 +11,7 @@
 //! The user-facing description is docs/slurm.md.
 //!
 //! ```text
-//! prepare(Request) ──▶ <store>/slurm/<pipeline>/<id>/{data,points,report}.sbatch, logs/, submission.json
+//! prepare(Request) ──▶ <store>/slurm/<pipeline>/<id>/{shared,points,report}.sbatch, logs/, submission.json
 //! submit(Submission, Tools) ──sbatch ×3──▶ Submission with job ids
 //! latest(store, pipeline, point ids) + query(squeue, job name) + point_state(..) ──▶ status
 //! ```

@@ -158,9 +158,12 @@ pub fn parse_time_limit(t: &str) -> Option<Option<u64>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
-    /// The shared upstream stage: `vaepipe run SPEC --stage data`, once, first.
-    Data,
-    /// One array task per sweep point: `vaepipe run SPEC --point $SLURM_ARRAY_TASK_ID`.
+    /// The stage instances several sweep points share (and what they read), once, first:
+    /// `vaepipe run SPEC --shared`. Records of version 1 called it `data` (it ran the data
+    /// stage only).
+    #[serde(alias = "data")]
+    Shared,
+    /// One array task per sweep point: `vaepipe run SPEC --point=<id of point i>`.
     Points,
     /// `vaepipe report SPEC` after every task ended (whatever their outcome).
     Report,
@@ -169,7 +172,7 @@ pub enum JobKind {
 impl JobKind {
     pub fn name(self) -> &'static str {
         match self {
-            JobKind::Data => "data",
+            JobKind::Shared => "shared",
             JobKind::Points => "points",
             JobKind::Report => "report",
         }
@@ -214,13 +217,18 @@ pub struct ScriptInputs<'a> {
     pub submission: &'a str,
     /// The one job name shared by every job of the submission.
     pub job_name: &'a str,
-    /// Number of sweep points (array size).
-    pub points: usize,
+    /// The submission directory (named in the report job's message when nothing could be
+    /// rendered; the scripts and logs are there).
+    pub dir: &'a Path,
+    /// The sweep points' ids in task order: array task i runs the point with id
+    /// `point_ids[i]`. The array has one task per id.
+    pub point_ids: &'a [String],
     pub resources: &'a Resources,
     pub tool_version: &'a str,
 }
 
-/// The vaepipe command line a job runs (the array task index stays a shell variable).
+/// The vaepipe command line a job runs. The array task's point is a shell expression: the id
+/// at the task's index in the script's `ids` array ([`point_table`]).
 pub fn vaepipe_command(kind: JobKind, x: &ScriptInputs<'_>) -> String {
     let mut words: Vec<OsString> = vec![
         x.vaepipe.into(),
@@ -230,20 +238,54 @@ pub fn vaepipe_command(kind: JobKind, x: &ScriptInputs<'_>) -> String {
         x.store.into(),
     ];
     match kind {
-        JobKind::Data | JobKind::Points => words.extend(["run".into(), x.spec.into()]),
+        JobKind::Shared | JobKind::Points => words.extend(["run".into(), x.spec.into()]),
         JobKind::Report => words.extend(["report".into(), x.spec.into()]),
     }
-    if kind == JobKind::Data {
-        words.extend(["--stage".into(), "data".into()]);
+    if kind == JobKind::Shared {
+        words.push("--shared".into());
     }
     for o in x.overrides {
         words.push(format!("--set={o}").into());
     }
     let mut line = shell_join(&words);
     if kind == JobKind::Points {
-        line.push_str(" --point \"$SLURM_ARRAY_TASK_ID\"");
+        // `--point=…` in one word: an id starting with `-` cannot pass for a flag.
+        line.push_str(" --point=\"${ids[$task]}\"");
     }
     line
+}
+
+/// The lines of the points script that pick the task's point: a bash array of the point ids
+/// in task order (each id one quoted word, whatever it contains) and a checked task index.
+/// Points are selected by id, not by index: the spec is read again whenever a task starts or
+/// restarts (after a requeue), and if it was edited or reordered meanwhile, index i may name
+/// another point; an id that is no longer in the spec makes `vaepipe run` exit with 2.
+pub fn point_table(ids: &[String]) -> String {
+    let words: Vec<String> = ids.iter().map(|i| shell_quote_str(i)).collect();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# The sweep points in task order: task i runs the point whose id is ids[i] (by id, so that"
+    );
+    let _ = writeln!(
+        s,
+        "# an edited or reordered spec cannot make a task run another point)."
+    );
+    let _ = writeln!(s, "ids=({})", words.join(" "));
+    s.push_str(
+        r#"task=${SLURM_ARRAY_TASK_ID:-}
+case $task in
+  '' | *[!0-9]* | ??????????*) echo "== not an array task of this submission (SLURM_ARRAY_TASK_ID=${task:-unset})" >&2; exit 2 ;;
+esac
+task=$((10#$task))
+if [ "$task" -ge "${#ids[@]}" ]; then
+  echo "== array task $task: this submission has ${#ids[@]} points (tasks 0-$(( ${#ids[@]} - 1 )))" >&2
+  exit 2
+fi
+echo "== point ${ids[$task]} (task $task)"
+"#,
+    );
+    s
 }
 
 /// The `#SBATCH` options of a job, sorted by option name.
@@ -265,15 +307,15 @@ pub fn directives(kind: JobKind, x: &ScriptInputs<'_>) -> Result<Vec<String>, Er
         ("signal", Some(format!("B:USR1@{}", r.grace_s))),
     ];
     if kind == JobKind::Points {
-        if x.points == 0 {
+        if x.point_ids.is_empty() {
             return Err(Error::Invalid {
                 what: "sweep".into(),
                 message: "a submission needs at least one sweep point".into(),
             });
         }
         let limit = r.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
-        d.push(("array", Some(format!("0-{}{limit}", x.points - 1))));
-        // If the data job fails, cancel the array instead of leaving it pending forever.
+        d.push(("array", Some(format!("0-{}{limit}", x.point_ids.len() - 1))));
+        // If the shared job fails, cancel the array instead of leaving it pending forever.
         d.push(("kill-on-invalid-dep", Some("yes".into())));
     }
     if let Some(p) = &r.partition {
@@ -298,16 +340,19 @@ pub fn directives(kind: JobKind, x: &ScriptInputs<'_>) -> Result<Vec<String>, Er
 pub fn render(kind: JobKind, x: &ScriptInputs<'_>) -> Result<String, Error> {
     let directives = directives(kind, x)?;
     let what = match kind {
-        JobKind::Data => "the shared data stage (runs once, before the sweep points)".to_string(),
+        JobKind::Shared => {
+            "the stage instances several sweep points share (runs once, before the array)"
+                .to_string()
+        }
         JobKind::Points => format!(
-            "one array task per sweep point ({} points; task i runs point i)",
-            x.points
+            "one array task per sweep point ({} points; task i runs the point ids[i] below)",
+            x.point_ids.len()
         ),
         JobKind::Report => "the report, after every array task ended".to_string(),
     };
     let dependency = match kind {
-        JobKind::Data => "",
-        JobKind::Points => " [--dependency=afterok:<data job>]",
+        JobKind::Shared => "",
+        JobKind::Points => " [--dependency=afterok:<shared job>]",
         JobKind::Report => " --dependency=afterany:<array job>",
     };
     let mut s = String::new();
@@ -358,9 +403,22 @@ pub fn render(kind: JobKind, x: &ScriptInputs<'_>) -> Result<String, Error> {
         "echo \"== vaepipe {} job ${{SLURM_JOB_ID:-?}}{task} on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ), restart ${{SLURM_RESTART_COUNT:-0}}\"",
         kind.name()
     );
+    if kind == JobKind::Points {
+        s.push_str(&point_table(x.point_ids));
+    }
     s.push_str(BODY_SIGNALS);
     let _ = writeln!(s, "{} &", vaepipe_command(kind, x));
     s.push_str(BODY_WAIT);
+    if kind == JobKind::Report {
+        // `vaepipe report` exits with 1 when no stage result exists (typically: the shared job
+        // failed and SLURM cancelled the array) or rendering failed: say so in the job's log.
+        let _ = writeln!(
+            s,
+            "if [ \"$rc\" = 1 ]; then\n  echo \"== no report: nothing to render, no stage of the sweep has a result in the store (if the shared job failed, SLURM cancelled the whole array: read its log, logs/shared-<job>.out in \"{q}\"), or rendering failed (see above). \\`vaepipe status SPEC\\` shows each point.\" >&2\nfi",
+            q = shell_quote(x.dir.as_os_str())
+        );
+    }
+    let _ = writeln!(s, "exit \"$rc\"");
     Ok(s)
 }
 
@@ -406,21 +464,27 @@ while :; do
 done
 echo "== vaepipe exited with code $rc${signal:+ after SIG$signal}"
 if [ "$signal" = USR1 ] && { [ "$rc" = 3 ] || [ "$rc" -gt 128 ]; }; then
-  echo "== requeueing job $SLURM_JOB_ID: the next start resumes from the checkpoint"
+  echo "== requeueing job $SLURM_JOB_ID: the next start reuses finished stages (and a checkpoint, if the stage keeps one)"
   if scontrol requeue "$SLURM_JOB_ID"; then
     exit 0
   fi
   echo "== scontrol requeue failed; run the same vaepipe command (or submit again) to resume" >&2
 elif [ "$rc" = 3 ]; then
-  echo "== stopped (SIG${signal:-?}); the checkpoint is kept: a requeue or the next run resumes"
+  echo "== stopped (SIG${signal:-?}): a requeue or the next run reuses finished stages (and a checkpoint, if the stage keeps one)"
 fi
-exit "$rc"
 "#;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    const IDS: &[&str] = &["p-0000000000", "p-1111111111", "p-2222222222", "base"];
+
+    fn ids() -> &'static [String] {
+        static IDS_: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        IDS_.get_or_init(|| IDS.iter().map(|s| s.to_string()).collect())
+    }
 
     fn inputs<'a>(
         r: &'a Resources,
@@ -437,7 +501,8 @@ mod tests {
             pipeline: name,
             submission: "20260101-000000-abcd",
             job_name: "vaepipe-sweep-20260101-000000-abcd",
-            points: 4,
+            dir: Path::new("/store/slurm/sweep/20260101-000000-abcd"),
+            point_ids: ids(),
             resources: r,
             tool_version: "0.1.0",
         }
@@ -465,7 +530,7 @@ mod tests {
     fn directives_are_sorted_complete_and_before_any_command() {
         let r = full();
         let x = inputs(&r, &[], Path::new("/store"), "sweep");
-        for kind in [JobKind::Data, JobKind::Points, JobKind::Report] {
+        for kind in [JobKind::Shared, JobKind::Points, JobKind::Report] {
             let s = render(kind, &x).unwrap();
             let lines = sbatch_lines(&s);
             let mut sorted = lines.clone();
@@ -499,10 +564,11 @@ mod tests {
         assert!(sbatch_lines(&points).contains(&"#SBATCH --array=0-3%2"));
         assert!(sbatch_lines(&points).contains(&"#SBATCH --output=logs/points-%A_%a.out"));
         assert!(sbatch_lines(&points).contains(&"#SBATCH --kill-on-invalid-dep=yes"));
-        assert!(points.contains("--point \"$SLURM_ARRAY_TASK_ID\""));
-        let data = render(JobKind::Data, &x).unwrap();
-        assert!(!data.contains("--array"));
-        assert!(data.contains(" run /home/me/exp/sweep.toml --stage data"));
+        assert!(points.contains(" --point=\"${ids[$task]}\" &\n"));
+        assert!(points.contains("\nids=(p-0000000000 p-1111111111 p-2222222222 base)\n"));
+        let shared = render(JobKind::Shared, &x).unwrap();
+        assert!(!shared.contains("--array") && !shared.contains("ids="));
+        assert!(shared.contains(" run /home/me/exp/sweep.toml --shared &\n"));
         assert!(
             render(JobKind::Report, &x)
                 .unwrap()
@@ -641,8 +707,20 @@ mod tests {
         let name = "evil $(touch /tmp/vaepipe-pwned-script) `id` 'q' \"dq\"\nsecond line";
         let overrides =
             vec!["pipeline.description=$(touch /tmp/vaepipe-pwned-script)\n'".to_string()];
-        let x = inputs(&r, &overrides, &store, name);
-        for kind in [JobKind::Data, JobKind::Points, JobKind::Report] {
+        // Point ids are `p-<hex>` or `base`, but the script must not rely on it.
+        let hostile_ids: Vec<String> = [
+            "-n",
+            "$(touch /tmp/vaepipe-pwned-script)",
+            "it's \"x\" `id`\n${HOME} *",
+            "base",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut x = inputs(&r, &overrides, &store, name);
+        x.point_ids = &hostile_ids;
+        x.dir = &store;
+        for kind in [JobKind::Shared, JobKind::Points, JobKind::Report] {
             let s = render(kind, &x).unwrap();
             let out = Command::new("bash")
                 .arg("-n")
@@ -672,16 +750,25 @@ mod tests {
                 .lines()
                 .find(|l| l.starts_with("/opt/vaepipe/bin/vaepipe "))
                 .unwrap();
-            let probe = line
+            let mut probe = line
                 .replacen("/opt/vaepipe/bin/vaepipe", "printf '%s\\0'", 1)
                 .trim_end_matches(" &")
                 .to_string();
+            if kind == JobKind::Points {
+                // The task's point comes from the script's id table.
+                probe = format!("{{\n{}}} >/dev/null\n{probe}", point_table(x.point_ids));
+            }
             let out = Command::new("bash")
                 .arg("-c")
                 .arg(&probe)
                 .env("SLURM_ARRAY_TASK_ID", "2")
                 .output()
                 .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let words: Vec<&[u8]> = out
                 .stdout
                 .split(|b| *b == 0)
@@ -698,13 +785,112 @@ mod tests {
             );
             if kind == JobKind::Points {
                 assert_eq!(
-                    words[words.len() - 2..],
-                    [b"--point".as_slice(), b"2".as_slice()]
+                    *words.last().unwrap(),
+                    format!("--point={}", hostile_ids[2]).as_bytes(),
+                    "task 2 must run the point with id ids[2]"
                 );
             }
         }
         assert!(
             !Path::new("/tmp/vaepipe-pwned-script").exists(),
+            "a quoted value was executed"
+        );
+    }
+
+    /// Runs the id table of a points script with `SLURM_ARRAY_TASK_ID=task` (None: unset) and
+    /// prints the argument vaepipe would get; returns (exit code, stdout, stderr).
+    fn pick(ids: &[String], task: Option<&str>) -> (Option<i32>, String, String) {
+        let script = format!(
+            "{}printf '%s' \"--point=${{ids[$task]}}\"\n",
+            point_table(ids)
+        );
+        let mut c = Command::new("bash");
+        c.arg("-c").arg(&script).env_remove("SLURM_ARRAY_TASK_ID");
+        if let Some(t) = task {
+            c.env("SLURM_ARRAY_TASK_ID", t);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn each_task_picks_its_point_by_id_and_bad_task_ids_stop_with_2() {
+        let ids = ids().to_vec();
+        for (i, id) in ids.iter().enumerate() {
+            let (code, out, _) = pick(&ids, Some(&i.to_string()));
+            assert_eq!(code, Some(0));
+            assert_eq!(
+                out,
+                format!("== point {id} (task {i})\n--point={id}"),
+                "task {i}"
+            );
+        }
+        for bad in [
+            None,
+            Some(""),
+            Some("4"),
+            Some("17"),
+            Some("-1"),
+            Some("1;id"),
+            Some("x"),
+            Some("18446744073709551615"),
+        ] {
+            let (code, out, err) = pick(&ids, bad);
+            assert_eq!(code, Some(2), "task id {bad:?}: {out}{err}");
+            assert!(!out.contains("--point"), "task id {bad:?} ran: {out}");
+            assert!(err.contains("== "), "task id {bad:?}: no message: {err}");
+        }
+        // Leading zeros are decimal, not octal.
+        assert!(pick(&ids, Some("03")).1.ends_with("--point=base"));
+    }
+
+    #[test]
+    fn the_report_script_explains_an_empty_report() {
+        let r = Resources::default();
+        let x = inputs(&r, &[], Path::new("/store"), "sweep");
+        let s = render(JobKind::Report, &x).unwrap();
+        assert!(
+            s.contains("if [ \"$rc\" = 1 ]; then") && s.contains("logs/shared-<job>.out"),
+            "{s}"
+        );
+        assert!(s.ends_with("exit \"$rc\"\n"), "{s}");
+        let points = render(JobKind::Points, &x).unwrap();
+        assert!(!points.contains("no report"));
+
+        // Run it with a vaepipe that finds nothing to render (exit 1), from a hostile directory.
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sub 'dir' $(touch pwned) `touch pwned`");
+        std::fs::create_dir(&dir).unwrap();
+        let fake = tmp.path().join("vaepipe");
+        std::fs::write(
+            &fake,
+            "#!/bin/bash\necho 'error: nothing to render' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut x = inputs(&r, &[], tmp.path(), "sweep");
+        x.vaepipe = &fake;
+        x.workdir = tmp.path();
+        x.dir = &dir;
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(render(JobKind::Report, &x).unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("== no report: ")
+                && err.contains(&format!("{}), or rendering failed", dir.display())),
+            "{err}"
+        );
+        assert!(
+            !tmp.path().join("pwned").exists(),
             "a quoted value was executed"
         );
     }

@@ -22,14 +22,36 @@ pub enum StoreState {
 }
 
 impl StoreState {
-    /// The state names of `vaepipe status` (`done`, `running`, `failed`, `interrupted`, `missing`).
+    pub const ALL: [StoreState; 5] = [
+        StoreState::Done,
+        StoreState::Running,
+        StoreState::Failed,
+        StoreState::Interrupted,
+        StoreState::Missing,
+    ];
+
+    /// The state names of `vaepipe status` (`instance_state`): `done`, `running`, `failed`,
+    /// `interrupted`, `missing`. A name this crate does not know (a newer CLI's) counts as
+    /// `missing`: not done, and nothing known to be under way.
     pub fn parse(s: &str) -> StoreState {
         match s {
             "done" => StoreState::Done,
             "running" => StoreState::Running,
             "failed" => StoreState::Failed,
             "interrupted" => StoreState::Interrupted,
+            "missing" => StoreState::Missing,
             _ => StoreState::Missing,
+        }
+    }
+
+    /// The name `vaepipe status` prints (what [`StoreState::parse`] reads).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreState::Done => "done",
+            StoreState::Running => "running",
+            StoreState::Failed => "failed",
+            StoreState::Interrupted => "interrupted",
+            StoreState::Missing => "missing",
         }
     }
 
@@ -223,6 +245,19 @@ mod tests {
         assert_eq!(S::aggregate([]), S::Done);
         assert_eq!(S::parse("interrupted"), S::Interrupted);
         assert_eq!(S::parse("???"), S::Missing);
+    }
+
+    #[test]
+    fn every_state_name_of_the_cli_is_parsed() {
+        use StoreState as S;
+        // The names `instance_state` (crates/vaepipe/src/commands/mod.rs) returns.
+        let cli = ["done", "running", "failed", "interrupted", "missing"];
+        let parsed: Vec<S> = cli.iter().map(|n| S::parse(n)).collect();
+        assert_eq!(parsed, S::ALL);
+        for s in S::ALL {
+            assert_eq!(S::parse(s.name()), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
     }
 
     #[test]

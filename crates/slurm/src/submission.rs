@@ -4,8 +4,8 @@
 //! ([`Submission`], [`latest`]).
 //!
 //! ```text
-//! data job (vaepipe run SPEC --stage data)            skipped if the data stage is up to date
-//!   └─afterok─▶ array 0..N-1 (vaepipe run SPEC --point $SLURM_ARRAY_TASK_ID), %max at once
+//! shared job (vaepipe run SPEC --shared)       skipped if nothing several points share must run
+//!   └─afterok─▶ array 0..N-1 (vaepipe run SPEC --point=<id of point i>), %max at once
 //!                 └─afterany─▶ report job (vaepipe report SPEC): renders what exists
 //! ```
 //!
@@ -20,10 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::script::{JobKind, Resources, ScriptInputs, render};
 
-/// Version of the `submission.json` layout.
-pub const RECORD_VERSION: u32 = 1;
+/// Version of the `submission.json` layout. 2: the first job is `shared` (`vaepipe run
+/// --shared`; version 1 called it `data` and ran `--stage data`) and array tasks pick their
+/// point by id. Version 1 records still load.
+pub const RECORD_VERSION: u32 = 2;
 
-/// One sweep point as submitted: array task `index` runs it.
+/// One sweep point as submitted: array task `index` runs it (selected by `id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PointInfo {
     pub index: usize,
@@ -64,7 +66,7 @@ pub struct Submission {
     pub points: Vec<PointInfo>,
     pub array_size: usize,
     pub resources: Resources,
-    /// Data job (absent when the data stage was already done), array job, report job.
+    /// Shared job (absent when nothing shared had to run), array job, report job.
     pub jobs: Vec<JobRecord>,
 }
 
@@ -73,13 +75,18 @@ impl Submission {
         self.jobs.iter().find(|j| j.kind == kind)
     }
 
+    /// The array task that runs the point with id `id`.
+    pub fn task_of(&self, id: &str) -> Option<usize> {
+        self.points.iter().find(|p| p.id == id).map(|p| p.index)
+    }
+
     /// The SLURM log of array task `index` (once submitted).
     pub fn task_log(&self, index: usize) -> Option<PathBuf> {
         let id = self.job(JobKind::Points)?.id.as_ref()?;
         Some(self.dir.join(JobKind::Points.log_file(id, Some(index))))
     }
 
-    /// The SLURM log of the data or report job (once submitted).
+    /// The SLURM log of the shared or report job (once submitted).
     pub fn job_log(&self, kind: JobKind) -> Option<PathBuf> {
         let id = self.job(kind)?.id.as_ref()?;
         Some(self.dir.join(kind.log_file(id, None)))
@@ -119,9 +126,12 @@ pub fn pipeline_dir(store_root: &Path, pipeline: &str) -> PathBuf {
 }
 
 /// The newest real (not dry-run) submission of `pipeline` whose points are exactly
-/// `point_ids` (so a spec edited or overridden into another sweep does not pick up an old
-/// submission). Unreadable records are skipped.
+/// `point_ids`, in any order (so a spec edited or overridden into another sweep does not pick
+/// up an old submission, while a reordered one does: tasks run their points by id; use
+/// [`Submission::task_of`] to find a point's task). Unreadable records are skipped.
 pub fn latest(store_root: &Path, pipeline: &str, point_ids: &[String]) -> Option<Submission> {
+    let mut wanted: Vec<&String> = point_ids.iter().collect();
+    wanted.sort();
     let dir = pipeline_dir(store_root, pipeline);
     let mut ids: Vec<String> = std::fs::read_dir(&dir)
         .ok()?
@@ -131,9 +141,9 @@ pub fn latest(store_root: &Path, pipeline: &str, point_ids: &[String]) -> Option
     ids.sort();
     ids.iter().rev().find_map(|id| {
         let s = Submission::load(&dir.join(id).join("submission.json")).ok()?;
-        let same = s.pipeline == pipeline
-            && !s.dry_run
-            && s.points.iter().map(|p| &p.id).eq(point_ids.iter());
+        let mut ids: Vec<&String> = s.points.iter().map(|p| &p.id).collect();
+        ids.sort();
+        let same = s.pipeline == pipeline && !s.dry_run && ids == wanted;
         same.then_some(s)
     })
 }
@@ -150,8 +160,9 @@ pub struct Request {
     pub vaepipe: PathBuf,
     pub points: Vec<PointInfo>,
     pub resources: Resources,
-    /// Submit a data job first (false when the data stage is already done).
-    pub data_job: bool,
+    /// Submit the shared job first (`vaepipe run SPEC --shared`): false when every stage
+    /// instance that several points share is already stored (or there is none).
+    pub shared_job: bool,
     pub tool_version: String,
 }
 
@@ -194,10 +205,26 @@ pub fn prepare(req: &Request) -> Result<Submission, Error> {
             message: "the spec has no sweep point to submit".into(),
         });
     }
+    // Task i runs the i-th point, found by its id: ids must be unique.
+    for (i, p) in req.points.iter().enumerate() {
+        if req.points[..i].iter().any(|q| q.id == p.id) {
+            return Err(Error::Invalid {
+                what: "sweep".into(),
+                message: format!("two sweep points have the id {:?}", p.id),
+            });
+        }
+    }
+    let points: Vec<PointInfo> = req
+        .points
+        .iter()
+        .enumerate()
+        .map(|(index, p)| PointInfo { index, ..p.clone() })
+        .collect();
     let id = new_submission_id();
     let name = job_name(&req.pipeline, &id);
     let dir = pipeline_dir(&req.store, &req.pipeline).join(&id);
     let logs = dir.join("logs");
+    let point_ids: Vec<String> = req.points.iter().map(|p| p.id.clone()).collect();
     std::fs::create_dir_all(&logs).map_err(|e| Error::Io {
         path: logs.clone(),
         message: e.to_string(),
@@ -211,13 +238,14 @@ pub fn prepare(req: &Request) -> Result<Submission, Error> {
         pipeline: &req.pipeline,
         submission: &id,
         job_name: &name,
-        points: req.points.len(),
+        dir: &dir,
+        point_ids: &point_ids,
         resources: &req.resources,
         tool_version: &req.tool_version,
     };
     let mut jobs = Vec::new();
-    let kinds: &[JobKind] = if req.data_job {
-        &[JobKind::Data, JobKind::Points, JobKind::Report]
+    let kinds: &[JobKind] = if req.shared_job {
+        &[JobKind::Shared, JobKind::Points, JobKind::Report]
     } else {
         &[JobKind::Points, JobKind::Report]
     };
@@ -249,8 +277,8 @@ pub fn prepare(req: &Request) -> Result<Submission, Error> {
         vaepipe: req.vaepipe.clone(),
         submitted: vaepipe_engine::time::now_rfc3339(),
         dry_run: true,
-        points: req.points.clone(),
-        array_size: req.points.len(),
+        array_size: points.len(),
+        points,
         resources: req.resources.clone(),
         jobs,
     };
@@ -276,7 +304,7 @@ impl Default for Tools {
     }
 }
 
-/// Submits a prepared submission: data job, then the array (after the data job succeeded),
+/// Submits a prepared submission: shared job, then the array (after the shared job succeeded),
 /// then the report (after every array task ended, whatever the outcome). If a later sbatch
 /// fails, the jobs already submitted are cancelled so that nothing half-submitted runs. On
 /// success the record (with job ids and sbatch command lines) is saved and returned.
@@ -286,7 +314,7 @@ pub fn submit(mut record: Submission, tools: &Tools) -> Result<Submission, Error
     for job in record.jobs.iter_mut() {
         let mut args = vec!["--parsable".to_string()];
         match (job.kind, &previous) {
-            (JobKind::Points, Some((JobKind::Data, id))) => {
+            (JobKind::Points, Some((JobKind::Shared, id))) => {
                 args.push(format!("--dependency=afterok:{id}"))
             }
             (JobKind::Report, Some((JobKind::Points, id))) => {
@@ -402,7 +430,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn request(store: &Path, data_job: bool) -> Request {
+    fn request(store: &Path, shared_job: bool) -> Request {
         Request {
             pipeline: "sweep \"one\"".into(),
             spec: "/exp/sweep.toml".into(),
@@ -421,7 +449,7 @@ mod tests {
                 max_parallel: Some(2),
                 ..Resources::default()
             },
-            data_job,
+            shared_job,
             tool_version: "0.1.0".into(),
         }
     }
@@ -479,7 +507,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                format!("{dir}|--parsable data.sbatch"),
+                format!("{dir}|--parsable shared.sbatch"),
                 format!("{dir}|--parsable --dependency=afterok:101 points.sbatch"),
                 format!("{dir}|--parsable --dependency=afterany:102 report.sbatch"),
             ]
@@ -506,10 +534,52 @@ mod tests {
             latest(&tmp.path().join("store"), &rec.pipeline, &ids[..2]).is_none(),
             "another sweep must not match"
         );
+        // A reordered spec still finds its submission; its points map to their tasks by id.
+        let reordered: Vec<String> = ids.iter().rev().cloned().collect();
+        assert_eq!(
+            latest(&tmp.path().join("store"), &rec.pipeline, &reordered).unwrap(),
+            rec
+        );
+        assert_eq!((rec.task_of("p2"), rec.task_of("p0")), (Some(2), Some(0)));
+        assert_eq!(rec.task_of("p-unknown"), None);
+        // The array script runs task i as point ids[i].
+        let points = std::fs::read_to_string(rec.dir.join("points.sbatch")).unwrap();
+        assert!(points.contains("\nids=(p0 p1 p2)\n"), "{points}");
     }
 
     #[test]
-    fn without_a_data_job_the_array_has_no_dependency() {
+    fn version_1_records_load_and_point_ids_must_be_unique() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rec = prepare(&request(&tmp.path().join("store"), true)).unwrap();
+        assert_eq!(rec.version, RECORD_VERSION);
+        // A record written before the shared job existed: its first job is called `data`.
+        let path = rec.dir.join("submission.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"kind\": \"shared\"", "\"kind\": \"data\"")
+            .replace("\"version\": 2", "\"version\": 1");
+        assert!(text.contains("\"kind\": \"data\""), "{text}");
+        std::fs::write(&path, text).unwrap();
+        let old = Submission::load(&path).unwrap();
+        assert_eq!(old.jobs[0].kind, JobKind::Shared);
+
+        let mut req = request(&tmp.path().join("store"), false);
+        req.points[2].id = "p0".into();
+        let err = prepare(&req).unwrap_err().to_string();
+        assert!(err.contains("two sweep points have the id \"p0\""), "{err}");
+        // Task indices are positions, whatever the caller's indices say.
+        let mut req = request(&tmp.path().join("store"), false);
+        req.points.swap(0, 2);
+        let rec = prepare(&req).unwrap();
+        assert_eq!(rec.task_of("p2"), Some(0));
+        assert_eq!(
+            rec.points.iter().map(|p| p.index).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+    }
+
+    #[test]
+    fn without_a_shared_job_the_array_has_no_dependency() {
         let tmp = tempfile::tempdir().unwrap();
         let tools = fake_tools(tmp.path(), 0);
         let rec = submit(
@@ -525,7 +595,7 @@ mod tests {
                 .unwrap()
                 .ends_with("|--parsable points.sbatch")
         );
-        assert!(rec.job(JobKind::Data).is_none());
+        assert!(rec.job(JobKind::Shared).is_none());
     }
 
     #[test]

@@ -72,23 +72,7 @@ fn points_with(prior: &str, overrides: &[&str]) -> (String, Vec<Point>) {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let spec = vaepipe_spec::load_str("eval-test.toml", &spec_text(prior), dir, &overrides, dir)
         .unwrap_or_else(|e| panic!("invalid test spec: {e:?}"));
-    let points = spec
-        .runs
-        .iter()
-        .map(|r| {
-            let mut config = serde_json::to_value(&r.config).unwrap();
-            config.as_object_mut().unwrap().insert(
-                "point".into(),
-                json!({"id": r.id, "label": r.label, "values": r.assignments}),
-            );
-            Point {
-                index: r.index,
-                id: r.id.clone(),
-                label: r.label.clone(),
-                config,
-            }
-        })
-        .collect();
+    let points = vaepipe_stages::points_of(&spec);
     (spec.name().to_string(), points)
 }
 

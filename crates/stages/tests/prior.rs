@@ -224,23 +224,7 @@ fn run_prior_with(
     let spec = vaepipe_spec::load_str("prior-test.toml", &spec_text(prior), dir, &overrides, dir)
         .unwrap_or_else(|e| panic!("invalid test spec: {e:?}"));
     // As the CLI's `points_of`: the resolved spec plus `point`.
-    let points: Vec<Point> = spec
-        .runs
-        .iter()
-        .map(|r| {
-            let mut config = serde_json::to_value(&r.config).unwrap();
-            config.as_object_mut().unwrap().insert(
-                "point".into(),
-                json!({"id": r.id, "label": r.label, "values": r.assignments}),
-            );
-            Point {
-                index: r.index,
-                id: r.id.clone(),
-                label: r.label.clone(),
-                config,
-            }
-        })
-        .collect();
+    let points: Vec<Point> = vaepipe_stages::points_of(&spec);
     let registry = vaepipe_stages::registry();
     let store = Store::open(store).unwrap();
     let p = plan(&registry, &store, spec.name(), points, false).unwrap();

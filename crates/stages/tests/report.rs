@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Value, json};
 use vaepipe_data::{Column, Table};
 use vaepipe_engine::{
-    Context, NoEvents, Outcome, Point, Registry, RunOptions, RunReport, Stage, StageError, Store,
+    Context, NoEvents, Outcome, Registry, RunOptions, RunReport, Stage, StageError, Store,
     execute, explain, pick, plan,
 };
 use vaepipe_stages::{DataStage, EvalStage, PriorStage, ReportStage, TrainStage};
@@ -32,28 +32,9 @@ fn load(text: &str) -> vaepipe_spec::Spec {
         .unwrap_or_else(|e| panic!("invalid spec:\n{}", e.render(false)))
 }
 
-/// As `vaepipe`'s `points_of`: the resolved config plus `point` (id, label, swept values).
-fn points_of(spec: &vaepipe_spec::Spec) -> Vec<Point> {
-    spec.runs
-        .iter()
-        .map(|r| {
-            let mut config = serde_json::to_value(&r.config).expect("config serializes");
-            config.as_object_mut().expect("config is an object").insert(
-                "point".into(),
-                json!({"id": r.id, "label": r.label, "values": r.assignments}),
-            );
-            Point {
-                index: r.index,
-                id: r.id.clone(),
-                label: r.label.clone(),
-                config,
-            }
-        })
-        .collect()
-}
 
 fn run(registry: &Registry, store: &Store, spec: &vaepipe_spec::Spec, force: &[&str]) -> RunReport {
-    let p = plan(registry, store, spec.name(), points_of(spec), true).expect("plan");
+    let p = plan(registry, store, spec.name(), vaepipe_stages::points_of(spec), true).expect("plan");
     let force: Vec<String> = force.iter().map(|s| s.to_string()).collect();
     let decisions = explain(&p, store, &force).expect("explain");
     let options = RunOptions {

@@ -1,6 +1,7 @@
-//! `vaepipe submit`: hands a sweep to a batch cluster through the vaepipe-slurm crate — a data
-//! job, one array task per sweep point, and a report job after the array — and the queue view
-//! that `vaepipe status` adds when the store holds a submission of the spec (docs/slurm.md).
+//! `vaepipe submit`: hands a sweep to a batch cluster through the vaepipe-slurm crate — a job
+//! for the stage instances several points share (`vaepipe run --shared`), one array task per
+//! sweep point, and a report job after the array — and the queue view that `vaepipe status`
+//! adds when the store holds a submission of the spec (docs/slurm.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,13 +9,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
-use vaepipe_engine::{Plan, Registry, Store};
+use vaepipe_engine::{Action, Plan, Registry, Store};
 use vaepipe_slurm::{
     JobKind, PointInfo, PointState, QueueEntry, Resources, StoreState, Submission, Tools,
 };
 
-use super::{Global, instance_state, load_spec, open_store, points_of, usage_error};
-use crate::cli::SpecArgs;
+use super::{Global, instance_state, load_spec, open_store, prepare, usage_error};
+use crate::cli::{Selection, SpecArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct SubmitArgs {
@@ -81,11 +82,23 @@ pub fn run(g: &Global, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     }
     let store = open_store(g)?;
     let registry = vaepipe_stages::registry();
-    let plan = vaepipe_engine::plan(&registry, &store, spec.name(), points_of(&spec), true)?;
-    // The shared data stage gets its own job unless every data instance is already stored.
-    let mut data_job = false;
-    for inst in plan.instances.iter().filter(|i| i.stage == "data") {
-        data_job |= store.verify(inst.stage, &inst.key)?.is_some();
+    // The first job runs what several points share (`vaepipe run SPEC --shared`): exactly the
+    // plan of `vaepipe plan SPEC --shared`. No job when none of it has to run.
+    let everything = Selection {
+        points: Vec::new(),
+        force: Vec::new(),
+        stages: Vec::new(),
+        shared: true,
+    };
+    let (shared, decisions) = match prepare(&store, &registry, &spec, &everything) {
+        Ok(x) => x,
+        Err(e) => return e.exit(),
+    };
+    let mut to_run: Vec<&str> = Vec::new();
+    for (inst, d) in shared.instances.iter().zip(&decisions) {
+        if d.action == Action::Run && !to_run.contains(&inst.stage) {
+            to_run.push(inst.stage);
+        }
     }
     let vaepipe = std::env::current_exe()
         .context("cannot find the path of the vaepipe binary (std::env::current_exe)")?;
@@ -107,7 +120,7 @@ pub fn run(g: &Global, a: SubmitArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         resources,
-        data_job,
+        shared_job: !to_run.is_empty(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let prepared = vaepipe_slurm::prepare(&request).context("preparing the batch scripts")?;
@@ -119,7 +132,7 @@ pub fn run(g: &Global, a: SubmitArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
-        print_submitted(&record, &a.spec, g, &a.overrides);
+        print_submitted(&record, &a.spec, g, &a.overrides, &to_run);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -146,8 +159,8 @@ fn print_dry_run(record: &Submission, json: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read {}", path.display()))?;
         println!("==> {} <==\n{text}", path.display());
     }
-    let deps = if record.job(JobKind::Data).is_some() {
-        "sbatch --parsable data.sbatch, then points.sbatch with --dependency=afterok:<data job>, then report.sbatch with --dependency=afterany:<array job>"
+    let deps = if record.job(JobKind::Shared).is_some() {
+        "sbatch --parsable shared.sbatch, then points.sbatch with --dependency=afterok:<shared job>, then report.sbatch with --dependency=afterany:<array job>"
     } else {
         "sbatch --parsable points.sbatch, then report.sbatch with --dependency=afterany:<array job>"
     };
@@ -158,7 +171,13 @@ fn print_dry_run(record: &Submission, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_submitted(r: &Submission, spec: &Path, g: &Global, overrides: &[String]) {
+fn print_submitted(
+    r: &Submission,
+    spec: &Path,
+    g: &Global,
+    overrides: &[String],
+    shared_stages: &[&str],
+) {
     let id = |k: JobKind| {
         r.job(k)
             .and_then(|j| j.id.clone())
@@ -169,9 +188,13 @@ fn print_submitted(r: &Submission, spec: &Path, g: &Global, overrides: &[String]
         .max_parallel
         .map(|m| format!(", at most {m} at once"))
         .unwrap_or_default();
-    match r.job(JobKind::Data) {
-        Some(_) => println!("data job {}: the shared data stage", id(JobKind::Data)),
-        None => println!("data: already in the store, no job"),
+    match r.job(JobKind::Shared) {
+        Some(_) => println!(
+            "shared job {}: what several points share ({})",
+            id(JobKind::Shared),
+            shared_stages.join(", ")
+        ),
+        None => println!("shared: nothing several points share has to run, no job"),
     }
     println!(
         "array job {}: {} sweep point{} (tasks 0-{}{limit}){}",
@@ -179,8 +202,8 @@ fn print_submitted(r: &Submission, spec: &Path, g: &Global, overrides: &[String]
         r.array_size,
         if r.array_size == 1 { "" } else { "s" },
         r.array_size.saturating_sub(1),
-        if r.job(JobKind::Data).is_some() {
-            ", after the data job succeeds"
+        if r.job(JobKind::Shared).is_some() {
+            ", after the shared job succeeds"
         } else {
             ""
         }
@@ -207,15 +230,18 @@ fn print_submitted(r: &Submission, spec: &Path, g: &Global, overrides: &[String]
 pub struct QueueView {
     pub submission: Submission,
     pub points: Vec<PointRow>,
-    /// The queue entries of the data and report jobs.
-    pub data: Option<QueueEntry>,
+    /// The queue entries of the shared and report jobs.
+    pub shared: Option<QueueEntry>,
     pub report: Option<QueueEntry>,
     /// Why the queue could not be read (the store's view is shown alone then).
     pub queue_error: Option<String>,
 }
 
 pub struct PointRow {
+    /// The point's index in the spec (as `vaepipe run --point I` takes it).
     pub index: usize,
+    /// Its array task in the submission (the same unless the spec was reordered since).
+    pub task_index: usize,
     pub id: String,
     pub label: String,
     pub state: PointState,
@@ -255,7 +281,9 @@ pub fn queue_view(
     for p in &plan.points {
         let mut states = Vec::new();
         let mut failure: Option<(String, PathBuf)> = None;
-        // The point's own instances and the shared ones it reads (data), not gather stages.
+        // The first unfinished instance: where the next attempt starts, and whether it resumes.
+        let mut next: Option<(&str, bool)> = None;
+        // The point's own instances and the shared ones it reads, not gather stages.
         let own = |i: &&vaepipe_engine::Instance| {
             i.points.contains(&p.index)
                 && registry
@@ -265,21 +293,31 @@ pub fn queue_view(
         for inst in plan.instances.iter().filter(own) {
             let (state, detail) = instance_state(store, inst.stage, &inst.key)?;
             let s = StoreState::parse(state);
+            debug_assert_eq!(s.name(), state, "a state vaepipe-slurm does not know");
             if s == StoreState::Failed && failure.is_none() {
                 failure = Some((
                     format!("{}: {detail}", inst.stage),
                     store.log_path(inst.stage, &inst.key),
                 ));
             }
+            if s != StoreState::Done && next.is_none() {
+                // Only a resumable stage continues from what its work directory holds.
+                let resumes = store.work_dir(inst.stage, &inst.key).exists()
+                    && registry.get(inst.stage).is_some_and(|st| st.resumable());
+                next = Some((inst.stage, resumes));
+            }
             states.push(s);
         }
         let store_state = StoreState::aggregate(states);
+        // Tasks run their points by id: the point's task in the submission, whatever its index
+        // in the spec today.
+        let task_index = submission.task_of(&p.id).unwrap_or(p.index);
         let task = array_id
             .as_ref()
             .and_then(|a| {
                 entries
                     .iter()
-                    .find(|e| &e.array_job_id == a && e.array_task == Some(p.index))
+                    .find(|e| &e.array_job_id == a && e.array_task == Some(task_index))
             })
             .cloned();
         let state = vaepipe_slurm::point_state(store_state, task.as_ref());
@@ -290,28 +328,35 @@ pub fn queue_view(
         if let (PointState::Failed, Some((what, _))) = (state, &failure) {
             detail.push(what.clone());
         }
-        let stopped = matches!(
-            state,
-            PointState::Cancelled | PointState::Interrupted | PointState::Failed
-        );
-        if stopped && store_state == StoreState::Interrupted {
-            detail.push(
-                "checkpoint kept: the next `vaepipe submit` or `vaepipe run` resumes it".into(),
-            );
+        // Stopped without a stage failure (cancelled, timed out, checkpointed): what the next
+        // attempt does.
+        let stopped = matches!(state, PointState::Cancelled | PointState::Interrupted)
+            || (state == PointState::Failed && store_state != StoreState::Failed);
+        if let (true, Some((stage, resumes))) = (stopped, next) {
+            detail.push(if resumes {
+                format!(
+                    "the next `vaepipe submit` or `vaepipe run` resumes {stage} from its checkpoint"
+                )
+            } else {
+                format!(
+                    "the next `vaepipe submit` or `vaepipe run` restarts {stage} (finished stages are reused)"
+                )
+            });
         }
         points.push(PointRow {
             index: p.index,
+            task_index,
             id: p.id.clone(),
             label: p.label.clone(),
             state,
             detail: detail.join("; "),
             log: failure.map(|f| f.1),
-            slurm_log: submission.task_log(p.index),
+            slurm_log: submission.task_log(task_index),
             task,
         });
     }
     Ok(Some(QueueView {
-        data: single(JobKind::Data),
+        shared: single(JobKind::Shared),
         report: single(JobKind::Report),
         submission,
         points,
@@ -335,7 +380,9 @@ impl QueueView {
             "submitted": s.submitted,
             "array_job": s.job(JobKind::Points).and_then(|j| j.id.clone()),
             "array_size": s.array_size,
-            "data_job": job(JobKind::Data, &self.data),
+            "shared_job": job(JobKind::Shared, &self.shared),
+            // The name of version 1, when the first job ran the data stage only.
+            "data_job": job(JobKind::Shared, &self.shared),
             "report_job": job(JobKind::Report, &self.report),
             "queue_error": self.queue_error,
         });
@@ -344,7 +391,7 @@ impl QueueView {
             .iter()
             .map(|p| {
                 json!({
-                    "index": p.index, "id": p.id, "label": p.label, "state": p.state.name(), "detail": p.detail,
+                    "index": p.index, "task": p.task_index, "id": p.id, "label": p.label, "state": p.state.name(), "detail": p.detail,
                     "queue": p.task.as_ref().map(queue_json), "log": p.log, "slurm_log": p.slurm_log,
                 })
             })
@@ -363,7 +410,10 @@ impl QueueView {
         if let Some(e) = &self.queue_error {
             println!("  queue unavailable ({e}); states below are from the store only");
         }
-        for (kind, q) in [(JobKind::Data, &self.data), (JobKind::Report, &self.report)] {
+        for (kind, q) in [
+            (JobKind::Shared, &self.shared),
+            (JobKind::Report, &self.report),
+        ] {
             if let Some(j) = s.job(kind) {
                 let state = q.as_ref().map_or_else(
                     || "not in the queue".to_string(),
@@ -383,9 +433,11 @@ impl QueueView {
         println!("  {:<5} {:<10} {:<28} detail", "point", "state", "label");
         for p in &self.points {
             let mut detail = p.detail.clone();
-            // The store's failure detail already names the stage's log; add the task's.
+            // The store's failure detail already names the stage's log; add the task's (if the
+            // task ran at all: SLURM cancels the array when the shared job fails).
             if p.state == PointState::Failed
                 && let Some(l) = &p.slurm_log
+                && l.exists()
             {
                 detail.push_str(&format!(" (SLURM log: {})", l.display()));
             }
