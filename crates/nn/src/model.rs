@@ -337,6 +337,18 @@ impl<E: Real> Vae<E> {
         per_row.reshape_like(&(n * k,))
     }
 
+    /// The layers, for the fast training path: encoder hidden layers, the mean and σ heads,
+    /// decoder layers (the output layer last) and the learned decoder log-std.
+    pub(crate) fn layers(&self) -> Layers<'_, E> {
+        Layers {
+            enc: &self.enc,
+            mean: &self.enc_mean,
+            std: &self.enc_std,
+            dec: self.dec.iter().chain([&self.dec_out]).collect(),
+            log_std: self.dec_log_std.as_ref(),
+        }
+    }
+
     /// Parameters in canonical order with their names.
     pub(crate) fn params(&self) -> Vec<(String, ParamRef<'_, E>)> {
         let mut refs: Vec<ParamRef<'_, E>> = Vec::new();
@@ -376,6 +388,15 @@ impl<E: Real> Vae<E> {
         }
         names.into_iter().zip(refs).collect()
     }
+}
+
+/// Borrowed layers of a [`Vae`] (see [`Vae::layers`]).
+pub(crate) struct Layers<'a, E: Real> {
+    pub enc: &'a [Linear<E>],
+    pub mean: &'a Linear<E>,
+    pub std: &'a Linear<E>,
+    pub dec: Vec<&'a Linear<E>>,
+    pub log_std: Option<&'a Vector<E>>,
 }
 
 /// Checks a data batch: `n ≥ 1`, `n × input_dim` finite values, and values in [0, 1] for a

@@ -22,7 +22,10 @@
 
 use dfdx::prelude::*;
 
+use std::any::Any;
+
 use crate::bounds::{analytic_kl, check_inputs, check_noise, log_q, sample_z};
+use crate::fast::Engine;
 use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::model::Vae;
@@ -184,6 +187,12 @@ pub(crate) fn trainable_names<E: Real>(
 /// For `Estimator::Reparam` the gradients are exactly ∇ of the returned value (for IWAE, of the
 /// batch mean of logsumexp − log k). For `Dreg` they are the DReG/STL estimates, which equal it
 /// only in expectation over the noise. Gradient names are the parameter names.
+///
+/// For `f32` models under the standard-normal prior on a CPU with AVX2 and FMA this runs the
+/// fast training path (the one [`Trainer`](crate::Trainer) uses; see
+/// [`fast_path_available`]); otherwise, and always with
+/// [`objective_and_grads_with_noise_reference`], the generic dfdx-tape path. Both compute the
+/// same quantities; they differ by `f32` rounding.
 pub fn objective_and_grads_with_noise<E: Real>(
     vae: &Vae<E>,
     prior: &Prior<E>,
@@ -194,14 +203,68 @@ pub fn objective_and_grads_with_noise<E: Real>(
     eps: &[E],
 ) -> Result<(f64, Vec<NamedTensor<E>>)> {
     let ev = evaluate(vae, prior, objective, trainable, x, n, eps)?;
+    Ok((ev.value, named_grads(vae, prior, ev.grads)))
+}
+
+/// [`objective_and_grads_with_noise`] on the generic path (dfdx's tape, any precision): the
+/// reference the fast `f32` path is tested against.
+pub fn objective_and_grads_with_noise_reference<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    objective: &Objective,
+    trainable: Trainable,
+    x: &[E],
+    n: usize,
+    eps: &[E],
+) -> Result<(f64, Vec<NamedTensor<E>>)> {
+    validate_inputs(vae, prior, objective, trainable, x, n, eps)?;
+    let ev = evaluate_reference(vae, prior, objective, trainable, x, n, eps)?;
+    Ok((ev.value, named_grads(vae, prior, ev.grads)))
+}
+
+/// Whether [`objective_and_grads_with_noise`] and [`Trainer`](crate::Trainer) take the fast
+/// `f32` path for this model, prior and objective on this CPU (AVX2 and FMA, `f32`, the
+/// standard-normal prior, encoder and/or decoder trained).
+pub fn fast_path_available<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    objective: &Objective,
+    trainable: Trainable,
+) -> bool {
+    fast_engine(vae, prior, objective, trainable).is_some()
+}
+
+/// A fast-path engine when the combination is supported.
+pub(crate) fn fast_engine<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    objective: &Objective,
+    trainable: Trainable,
+) -> Option<Engine> {
+    (vae as &dyn Any).downcast_ref::<Vae<f32>>()?;
+    if objective.validate(prior).is_err() {
+        return None;
+    }
+    Engine::new(
+        vae.config(),
+        matches!(prior, Prior::StandardNormal),
+        objective,
+        trainable,
+    )
+}
+
+fn named_grads<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    grads: Vec<(String, Vec<E>)>,
+) -> Vec<NamedTensor<E>> {
     let shapes: Vec<(String, Vec<usize>)> = vae
         .params()
         .into_iter()
         .chain(prior.params())
         .map(|(name, p)| (name, p.shape()))
         .collect();
-    let grads = ev
-        .grads
+    grads
         .into_iter()
         .map(|(name, data)| {
             let shape = shapes
@@ -211,11 +274,28 @@ pub fn objective_and_grads_with_noise<E: Real>(
                 .unwrap_or_default();
             NamedTensor { name, shape, data }
         })
-        .collect();
-    Ok((ev.value, grads))
+        .collect()
 }
 
-/// See [`objective_and_grads_with_noise`]; the trainer's entry point.
+/// Checks the objective against the prior, the trainable set, the data and the noise; returns
+/// the trainable parameter names.
+pub(crate) fn validate_inputs<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    obj: &Objective,
+    tr: Trainable,
+    x: &[E],
+    n: usize,
+    eps: &[E],
+) -> Result<Vec<String>> {
+    obj.validate(prior)?;
+    let names = trainable_names(vae, prior, tr)?;
+    let len = check_inputs(vae, prior, x, n, obj.k)?;
+    check_noise(eps, n, obj.k, vae.config().latent_dim, len)?;
+    Ok(names)
+}
+
+/// See [`objective_and_grads_with_noise`]: the fast path where available, else the generic one.
 pub(crate) fn evaluate<E: Real>(
     vae: &Vae<E>,
     prior: &Prior<E>,
@@ -225,13 +305,53 @@ pub(crate) fn evaluate<E: Real>(
     n: usize,
     eps: &[E],
 ) -> Result<Evaluation<E>> {
-    obj.validate(prior)?;
+    let names = validate_inputs(vae, prior, obj, tr, x, n, eps)?;
+    if let Some(mut engine) = fast_engine(vae, prior, obj, tr) {
+        let value = evaluate_fast(&mut engine, vae, x, n, eps)?;
+        let grads = names
+            .into_iter()
+            .enumerate()
+            .map(|(t, name)| (name, engine.gradient(t).into_iter().map(E::of_f32).collect()))
+            .collect();
+        return Ok(Evaluation { value, grads });
+    }
+    evaluate_reference(vae, prior, obj, tr, x, n, eps)
+}
+
+/// Runs `engine` on an `f32` model (the caller has validated the inputs).
+pub(crate) fn evaluate_fast<E: Real>(
+    engine: &mut Engine,
+    vae: &Vae<E>,
+    x: &[E],
+    n: usize,
+    eps: &[E],
+) -> Result<f64> {
+    match (
+        (vae as &dyn Any).downcast_ref::<Vae<f32>>(),
+        E::f32_slice(x),
+        E::f32_slice(eps),
+    ) {
+        (Some(vae), Some(x), Some(eps)) => engine.evaluate(vae, x, n, eps),
+        _ => Err(NnError::InvalidConfig(
+            "the fast training path needs an f32 model".into(),
+        )),
+    }
+}
+
+/// The generic path on dfdx's tape (inputs validated by the caller).
+pub(crate) fn evaluate_reference<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    obj: &Objective,
+    tr: Trainable,
+    x: &[E],
+    n: usize,
+    eps: &[E],
+) -> Result<Evaluation<E>> {
     let names = trainable_names(vae, prior, tr)?;
     let k = obj.k;
-    let len = check_inputs(vae, prior, x, n, k)?;
     let cfg = vae.config();
     let (dd, d) = (cfg.input_dim, cfg.latent_dim);
-    check_noise(eps, n, k, d, len)?;
     let nk = n * k;
 
     // Encoder: on its own tape when it is trained.

@@ -34,7 +34,9 @@ pub trait Real:
     #[doc(hidden)]
     type Dev: Device<Self>
         + Default
-        + Storage<Self, Vec: DerefMut<Target = Vec<Self>>>
+        + Send
+        + Sync
+        + Storage<Self, Vec: DerefMut<Target = Vec<Self>> + Send + Sync>
         + HasErr<Err = CpuError>;
     /// `"f32"` or `"f64"`, for messages.
     const NAME: &'static str;
@@ -46,6 +48,9 @@ pub trait Real:
     fn of_f32(v: f32) -> Self;
     /// Converts to `f32` (rounding to nearest for `f64`).
     fn as_f32(self) -> f32;
+    /// The slice itself when `Self` is `f32` (the fast training path is `f32`-only).
+    #[doc(hidden)]
+    fn f32_slice(v: &[Self]) -> Option<&[f32]>;
 }
 
 impl Real for f32 {
@@ -63,6 +68,9 @@ impl Real for f32 {
     fn as_f32(self) -> f32 {
         self
     }
+    fn f32_slice(v: &[Self]) -> Option<&[f32]> {
+        Some(v)
+    }
 }
 
 impl Real for f64 {
@@ -79,6 +87,9 @@ impl Real for f64 {
     }
     fn as_f32(self) -> f32 {
         self as f32
+    }
+    fn f32_slice(_: &[Self]) -> Option<&[f32]> {
+        None
     }
 }
 

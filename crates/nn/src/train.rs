@@ -12,7 +12,11 @@ use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::model::{Vae, standard_normal_noise};
 use crate::named::{Lookup, NamedTensor};
-use crate::objective::{Objective, Trainable, evaluate, trainable_names};
+use crate::fast::Engine;
+use crate::objective::{
+    Objective, Trainable, evaluate_fast, evaluate_reference, fast_engine, trainable_names,
+    validate_inputs,
+};
 use crate::param::ParamMut;
 use crate::prior::Prior;
 use crate::real::{Buf, Dev, Real};
@@ -21,6 +25,20 @@ use crate::real::{Buf, Dev, Real};
 const STEP_TENSOR: &str = "trainer.step";
 /// The step counter is stored as two exactly representable values `[step >> 24, step & 0xFFFFFF]`.
 const STEP_SPLIT: u64 = 1 << 24;
+
+/// Σ v² in `f64` with eight interleaved partial sums (vectorizes; a fixed order).
+fn sum_squares<E: Real>(v: &[E]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            let x = x.as_f64();
+            *a += x * x;
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|x| x.as_f64() * x.as_f64()).sum();
+    acc.iter().sum::<f64>() + tail
+}
 
 /// Adam hyperparameters (Kingma & Ba 2015). Burda et al. (2016) used β = (0.9, 0.999), ε = 1e-4.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,6 +110,10 @@ pub struct Trainer<E: Real = f32> {
     trainable: Trainable,
     step: u64,
     slots: Vec<Slot<E>>,
+    /// The fast `f32` path's state, when it supports this model and objective.
+    fast: Option<Engine>,
+    /// Whether steps use `fast` (see [`Trainer::set_fast_path`]).
+    use_fast: bool,
 }
 
 impl<E: Real> fmt::Debug for Trainer<E> {
@@ -134,7 +156,10 @@ impl<E: Real> Trainer<E> {
                 });
             }
         }
+        let fast = fast_engine(&vae, &prior, &objective, trainable);
         Ok(Trainer {
+            use_fast: fast.is_some(),
+            fast,
             vae,
             prior,
             objective,
@@ -194,9 +219,23 @@ impl<E: Real> Trainer<E> {
         self.step_with_noise(x, n, &eps)
     }
 
+    /// Whether steps take the fast `f32` path (see
+    /// [`fast_path_available`](crate::fast_path_available)).
+    pub fn uses_fast_path(&self) -> bool {
+        self.use_fast
+    }
+
+    /// Chooses between the fast `f32` path (when available; the default) and the generic
+    /// dfdx-tape path, e.g. to compare the two. Returns whether the fast path is now in use.
+    pub fn set_fast_path(&mut self, enabled: bool) -> bool {
+        self.use_fast = enabled && self.fast.is_some();
+        self.use_fast
+    }
+
     /// [`Trainer::step`] at caller-supplied noise (n·k·latent_dim values).
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
-        let ev = evaluate(
+        use rayon::prelude::*;
+        validate_inputs(
             &self.vae,
             &self.prior,
             &self.objective,
@@ -205,17 +244,73 @@ impl<E: Real> Trainer<E> {
             n,
             eps,
         )?;
-        let mut sq = 0.0f64;
-        for (name, g) in &ev.grads {
-            for &v in g {
-                if !v.is_finite() {
-                    return Err(NnError::Diverged {
-                        what: format!("gradient of {name}"),
-                    });
-                }
-                sq += v.as_f64() * v.as_f64();
+        // The gradient of the loss to minimise (−objective) into the slots, with each slot's
+        // squared norm.
+        let (value, sq): (f64, Vec<f64>) = match (self.use_fast, self.fast.as_mut()) {
+            (true, Some(engine)) => {
+                let value = evaluate_fast(engine, &self.vae, x, n, eps)?;
+                let engine = &*engine;
+                let sq = self
+                    .slots
+                    .par_iter_mut()
+                    .enumerate()
+                    .with_max_len(1)
+                    .map(|(t, slot)| {
+                        let mut parts = engine.gradient_parts(t);
+                        let first = parts.next().unwrap_or(&[]);
+                        match parts.next() {
+                            Some(second) => {
+                                for ((dst, &a), &b) in slot.g.iter_mut().zip(first).zip(second) {
+                                    *dst = -E::of_f32(a + b);
+                                }
+                            }
+                            None => {
+                                for (dst, &a) in slot.g.iter_mut().zip(first) {
+                                    *dst = -E::of_f32(a);
+                                }
+                            }
+                        }
+                        debug_assert!(parts.next().is_none());
+                        sum_squares(&slot.g)
+                    })
+                    .collect();
+                (value, sq)
+            }
+            _ => {
+                let ev = evaluate_reference(
+                    &self.vae,
+                    &self.prior,
+                    &self.objective,
+                    self.trainable,
+                    x,
+                    n,
+                    eps,
+                )?;
+                let sq = self
+                    .slots
+                    .iter_mut()
+                    .zip(&ev.grads)
+                    .map(|(slot, (gname, g))| {
+                        // Invariant: slots and gradients are both in canonical order filtered
+                        // by the same trainable set.
+                        debug_assert!(slot.name == *gname);
+                        for (dst, &src) in slot.g.iter_mut().zip(g) {
+                            *dst = -src; // Adam minimises; the objective is maximised.
+                        }
+                        sum_squares(&slot.g)
+                    })
+                    .collect();
+                (ev.value, sq)
+            }
+        };
+        for (slot, s) in self.slots.iter().zip(&sq) {
+            if !s.is_finite() && slot.g.iter().any(|v| !v.is_finite()) {
+                return Err(NnError::Diverged {
+                    what: format!("gradient of {}", slot.name),
+                });
             }
         }
+        let sq: f64 = sq.iter().sum();
         if !sq.is_finite() {
             return Err(NnError::Diverged {
                 what: "gradient norm".into(),
@@ -234,26 +329,25 @@ impl<E: Real> Trainer<E> {
             vae, prior, slots, ..
         } = self;
         let names: Vec<&String> = slots.iter().map(|s| &s.name).collect();
-        let mut params: Vec<(String, ParamMut<'_, E>)> = vae
+        let params: Vec<(String, ParamMut<'_, E>)> = vae
             .params_mut()
             .into_iter()
             .chain(prior.params_mut())
             .filter(|(n, _)| names.contains(&n))
             .collect();
-        for ((slot, (name, p)), (gname, g)) in
-            slots.iter_mut().zip(params.iter_mut()).zip(&ev.grads)
-        {
-            // Invariant: slots, parameters and gradients are all built in canonical order
-            // filtered by the same trainable set.
-            debug_assert!(slot.name == *name && name == gname);
-            for (dst, &src) in slot.g.iter_mut().zip(g) {
-                *dst = -src; // Adam minimises; the objective is maximised.
-            }
-            p.adam_update(&cfg, t, &mut slot.m, &mut slot.v, &slot.g)?;
-        }
+        // dfdx's Adam kernel, one tensor per task (each tensor's update is independent of the
+        // others, so the result does not depend on the threads).
+        slots
+            .par_iter_mut()
+            .zip(params)
+            .with_max_len(1)
+            .try_for_each(|(slot, (name, mut p))| {
+                debug_assert!(slot.name == name);
+                p.adam_update(&cfg, t, &mut slot.m, &mut slot.v, &slot.g)
+            })?;
         self.step += 1;
         Ok(StepStats {
-            bound: ev.value,
+            bound: value,
             grad_norm: sq.sqrt(),
         })
     }

@@ -5,7 +5,8 @@
 //!   (`vaepipe_nn::Evaluator`) on the IWAE network, with the GFLOP/s achieved.
 //! * `bench train`: images per second of `Trainer::step` (each image counted once whatever k).
 //! * `bench gemm`: this machine's f32 GEMM throughput on the network's shapes through dfdx's
-//!   matmul, with one rayon thread and with all of them: the peak the other two compare to.
+//!   matmul (one rayon thread and all of them) and through vaepipe-nn's packed kernel (one
+//!   thread): the best of them is the peak the other two compare to.
 //!
 //! Every measurement is repeated (`--repeat`) and reported as min/median/max. The networks have
 //! random initial weights (seed 1) and the data are random binary images: the work per image
@@ -16,11 +17,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use dfdx::prelude::*;
 use serde::Serialize;
 use serde_json::{Value, json};
 use vaepipe_nn::{
-    Activation, AdamHyper, Estimator, Evaluator, Likelihood, Objective, ObjectiveKind,
+    Activation, GemmBackend, gemm_gflops, AdamHyper, Estimator, Evaluator, Likelihood, Objective, ObjectiveKind,
     PosteriorStd, Prior, SampleOptions, Trainable, Trainer, Vae, VaeConfig, standard_normal_noise,
     stream_rng,
 };
@@ -37,7 +37,7 @@ pub enum Bench {
     Eval(EvalArgs),
     /// Images per second of a training step (Trainer::step).
     Train(TrainArgs),
-    /// f32 GEMM GFLOP/s on the network's shapes (dfdx's matmul), 1 and all rayon threads.
+    /// f32 GEMM GFLOP/s on the network's shapes (dfdx's matmul and the packed kernel).
     Gemm(GemmArgs),
 }
 
@@ -108,6 +108,10 @@ pub struct TrainArgs {
     /// Seconds of stepping per measurement.
     #[arg(long, default_value_t = 3.0, value_name = "S")]
     pub seconds: f64,
+    /// Step on the generic dfdx-tape path even where the fast f32 path is available (to
+    /// compare the two; both compute the same values and gradients).
+    #[arg(long)]
+    pub generic: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -336,6 +340,7 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         AdamHyper::default(),
         Trainable::MODEL,
     )?;
+    let fast_path = trainer.set_fast_path(!a.generic);
     let rows = (a.batch * 16).max(1000);
     let x = random_images(rows, cfg.input_dim);
     let d = cfg.input_dim;
@@ -385,6 +390,7 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         "estimator": format!("{:?}", a.estimator).to_lowercase(),
         "k": a.k,
         "batch": a.batch,
+        "fast_path": fast_path,
         "repeat": a.net.repeat,
         "threads": rayon::current_num_threads(),
         "steps": steps_done,
@@ -410,48 +416,50 @@ fn shapes(cfg: &VaeConfig, rows: usize) -> Vec<(usize, usize, usize)> {
     out
 }
 
-/// GFLOP/s of `a (m × k) · b (k × n)` through dfdx's matmul, `repeat` measurements of at least
-/// 0.2 s each, on the current rayon pool.
-fn time_matmul(m: usize, k: usize, n: usize, repeat: usize) -> Vec<f64> {
-    let dev = Cpu::default();
-    let fill =
-        |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect() };
-    let a: Tensor<(usize, usize), f32, Cpu> = dev.tensor_from_vec(fill(m * k), (m, k));
-    let b: Tensor<(usize, usize), f32, Cpu> = dev.tensor_from_vec(fill(k * n), (k, n));
-    let flop = 2.0 * (m * k * n) as f64;
-    let t = Instant::now();
-    let _ = a.clone().matmul(b.clone());
-    let once = t.elapsed().as_secs_f64().max(1e-6);
-    let iters = ((0.2 / once).ceil() as usize).clamp(1, 10_000);
-    (0..repeat)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                let c = a.clone().matmul(b.clone());
-                std::hint::black_box(&c);
-            }
-            flop * iters as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .collect()
+/// GFLOP/s of `a (m × k) · b (k × n)` through `backend`, `repeat` measurements of at least
+/// 0.2 s each (dfdx's on the current rayon pool). `None`: the backend is unavailable here.
+fn time_matmul(
+    backend: GemmBackend,
+    m: usize,
+    k: usize,
+    n: usize,
+    repeat: usize,
+) -> Option<Stats> {
+    gemm_gflops(backend, m, k, n, repeat, 0.2).map(|v| Stats::of(&v))
 }
 
-/// GEMM throughput of the network's shapes through dfdx's matmul.
+/// One shape's measurements.
+struct ShapePeak {
+    mkn: (usize, usize, usize),
+    /// dfdx's matmul on one thread and on all of them.
+    dfdx_one: Stats,
+    dfdx_all: Stats,
+    /// The packed kernel on one thread (absent without AVX2+FMA).
+    packed_one: Option<Stats>,
+}
+
+/// GEMM throughput of the network's shapes.
 struct Peaks {
-    /// Per shape: `(m, k, n)`, GFLOP/s on one thread, GFLOP/s with all threads.
-    shapes: Vec<((usize, usize, usize), Stats, Stats)>,
-    /// Best median on one thread.
+    shapes: Vec<ShapePeak>,
+    /// Best dfdx median on one thread.
     one: f64,
-    /// Best median with all threads on one product.
+    /// Best dfdx median with all threads on one product.
     all: f64,
-    /// `one` × threads: the throughput of threads multiplying their own matrices (how the
-    /// eval path uses them).
+    /// `one` × threads: the throughput of threads multiplying their own matrices.
     independent: f64,
+    /// Best median of the packed kernel on one thread.
+    packed_one: Option<f64>,
 }
 
 impl Peaks {
-    /// The peak the eval and train benchmarks compare to: the better of `all` and `independent`.
+    /// The peak the eval and train benchmarks compare to: the best f32 GEMM throughput this
+    /// process reaches on the network's shapes — dfdx with all threads on one product, or
+    /// either implementation with each thread multiplying its own matrices.
     fn best(&self) -> f64 {
-        self.all.max(self.independent)
+        let threads = rayon::current_num_threads() as f64;
+        self.all
+            .max(self.independent)
+            .max(self.packed_one.unwrap_or(0.0) * threads)
     }
 }
 
@@ -465,13 +473,26 @@ fn measure_peaks(cfg: &VaeConfig, rows: usize, repeat: usize) -> anyhow::Result<
         one: 0.0,
         all: 0.0,
         independent: 0.0,
+        packed_one: None,
     };
+    let unavailable = || anyhow::anyhow!("dfdx's matmul could not be measured");
     for (m, k, n) in shapes(cfg, rows) {
-        let one = Stats::of(&single.install(|| time_matmul(m, k, n, repeat)));
-        let all = Stats::of(&time_matmul(m, k, n, repeat));
-        out.one = out.one.max(one.median);
-        out.all = out.all.max(all.median);
-        out.shapes.push(((m, k, n), one, all));
+        let dfdx_one = single
+            .install(|| time_matmul(GemmBackend::Dfdx, m, k, n, repeat))
+            .ok_or_else(unavailable)?;
+        let dfdx_all = time_matmul(GemmBackend::Dfdx, m, k, n, repeat).ok_or_else(unavailable)?;
+        let packed_one = time_matmul(GemmBackend::Packed, m, k, n, repeat);
+        out.one = out.one.max(dfdx_one.median);
+        out.all = out.all.max(dfdx_all.median);
+        if let Some(p) = packed_one {
+            out.packed_one = Some(out.packed_one.unwrap_or(0.0).max(p.median));
+        }
+        out.shapes.push(ShapePeak {
+            mkn: (m, k, n),
+            dfdx_one,
+            dfdx_all,
+            packed_one,
+        });
     }
     out.independent = out.one * rayon::current_num_threads() as f64;
     Ok(out)
@@ -483,24 +504,31 @@ fn bench_gemm(a: &GemmArgs) -> anyhow::Result<Value> {
     let rows: Vec<Value> = peaks
         .shapes
         .iter()
-        .map(|&((m, k, n), one, all)| {
+        .map(|s| {
+            let (m, k, n) = s.mkn;
             json!({
                 "m": m, "k": k, "n": n,
                 "gflop": 2.0 * (m * k * n) as f64 / 1e9,
-                "gflops_1_thread": one,
-                "gflops_all_threads": all,
+                "gflops_1_thread": s.dfdx_one,
+                "gflops_all_threads": s.dfdx_all,
+                "gflops_packed_1_thread": s.packed_one,
             })
         })
         .collect();
+    let threads = rayon::current_num_threads();
     Ok(json!({
         "bench": "gemm",
-        "backend": "dfdx 0.13 matmul (gemm 0.15), f32",
-        "threads": rayon::current_num_threads(),
+        "backend": GemmBackend::Dfdx.describe(),
+        "packed_backend": GemmBackend::Packed.available().then(|| GemmBackend::Packed.describe()),
+        "threads": threads,
         "repeat": a.net.repeat,
         "shapes": rows,
         "peak_gflops_1_thread": peaks.one,
         "peak_gflops": peaks.all,
         "peak_gflops_independent": peaks.independent,
+        "peak_gflops_packed_1_thread": peaks.packed_one,
+        "peak_gflops_packed_independent": peaks.packed_one.map(|p| p * threads as f64),
+        "peak_gflops_best": peaks.best(),
     }))
 }
 
@@ -528,13 +556,17 @@ fn print_human(v: &Value) {
             );
             for s in v["shapes"].as_array().into_iter().flatten() {
                 println!(
-                    "  {:>5} × {:>4} @ {:>4} × {:>4}: {:>7.1} GFLOP/s on 1 thread, {:>7.1} on all",
+                    "  {:>5} × {:>4} @ {:>4} × {:>4}: {:>7.1} GFLOP/s on 1 thread, {:>7.1} on all; \
+                     packed kernel {:>7.1} on 1 thread",
                     s["m"],
                     s["k"],
                     s["k"],
                     s["n"],
                     s["gflops_1_thread"]["median"].as_f64().unwrap_or(f64::NAN),
                     s["gflops_all_threads"]["median"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
+                    s["gflops_packed_1_thread"]["median"]
                         .as_f64()
                         .unwrap_or(f64::NAN)
                 );
@@ -546,6 +578,12 @@ fn print_human(v: &Value) {
                 v["peak_gflops"].as_f64().unwrap_or(f64::NAN),
                 v["peak_gflops_independent"].as_f64().unwrap_or(f64::NAN)
             );
+            println!(
+                "packed kernel: {:.1} GFLOP/s on 1 thread; best peak (what train and eval \
+                 compare to): {:.1}",
+                v["peak_gflops_packed_1_thread"].as_f64().unwrap_or(f64::NAN),
+                v["peak_gflops_best"].as_f64().unwrap_or(f64::NAN)
+            );
         }
         Some(what) => {
             println!(
@@ -556,6 +594,12 @@ fn print_human(v: &Value) {
                 100.0 * v["ratio_to_peak"].as_f64().unwrap_or(f64::NAN),
                 v["gemm_peak_gflops"].as_f64().unwrap_or(f64::NAN),
             );
+            if let Some(fast) = v["fast_path"].as_bool() {
+                println!(
+                    "{} path",
+                    if fast { "fast f32" } else { "generic dfdx-tape" }
+                );
+            }
             if let Some(s) = v["test_set_10000_seconds"].as_f64() {
                 println!(
                     "a 10 000-image test NLL at k = {} takes about {s:.0} s",

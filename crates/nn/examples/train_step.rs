@@ -1,0 +1,56 @@
+//! Steps `Trainer` on the IWAE network for profiling (`perf record`):
+//! `cargo run --release -p vaepipe-nn --example train_step -- [iwae|elbo] K BATCH SECONDS [generic]`.
+use std::time::Instant;
+
+use vaepipe_nn::*;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let kind = a.get(1).map_or("iwae", String::as_str);
+    let k: usize = a.get(2).map_or(50, |s| s.parse().unwrap());
+    let b: usize = a.get(3).map_or(20, |s| s.parse().unwrap());
+    let secs: f64 = a.get(4).map_or(5.0, |s| s.parse().unwrap());
+    let generic = a.get(5).is_some_and(|s| s == "generic");
+    let cfg = VaeConfig {
+        input_dim: 784,
+        encoder_hidden: vec![200, 200],
+        latent_dim: 50,
+        decoder_hidden: vec![200, 200],
+        activation: Activation::Tanh,
+        likelihood: Likelihood::Bernoulli,
+        posterior_std: PosteriorStd::Exp,
+    };
+    let objective = Objective {
+        kind: if kind == "elbo" { ObjectiveKind::Elbo } else { ObjectiveKind::Iwae },
+        k,
+        estimator: Estimator::Reparam,
+        analytic_kl: false,
+    };
+    let mut tr = Trainer::new(
+        Vae::new(&cfg, 1).unwrap(),
+        Prior::StandardNormal,
+        objective,
+        AdamHyper::default(),
+        Trainable::MODEL,
+    )
+    .unwrap();
+    tr.set_fast_path(!generic);
+    let rows = (b * 16).max(1000);
+    let u: Vec<f64> = standard_normal_noise(&mut stream_rng(7, 0), rows * 784);
+    let x: Vec<f32> = u.iter().map(|&v| if v > 0.84 { 1.0 } else { 0.0 }).collect();
+    let t = Instant::now();
+    let mut steps = 0usize;
+    while t.elapsed().as_secs_f64() < secs {
+        let start = (steps * b) % (rows - b + 1);
+        tr.step(&x[start * 784..(start + b) * 784], b, &mut stream_rng(3, steps as u64))
+            .unwrap();
+        steps += 1;
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{kind} k={k} batch={b} fast={}: {steps} steps, {:.3} ms/step, {:.0} images/s",
+        tr.uses_fast_path(),
+        1e3 * s / steps as f64,
+        (steps * b) as f64 / s
+    );
+}
