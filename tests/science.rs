@@ -20,8 +20,12 @@ fn l_k(vae: &Vae, x: &[f32], rows: usize, k: usize, reps: u64) -> Vec<f64> {
     let mut total = vec![0.0f64; rows];
     for r in 0..reps {
         let mut rng = vaepipe_nn::stream_rng(12, r);
-        let lw = vaepipe_nn::log_weights(vae, &Prior::StandardNormal, x, rows, k, &mut rng).unwrap();
-        for (t, b) in total.iter_mut().zip(vaepipe_nn::bound_from_log_weights(&lw, rows, k).unwrap()) {
+        let lw =
+            vaepipe_nn::log_weights(vae, &Prior::StandardNormal, x, rows, k, &mut rng).unwrap();
+        for (t, b) in total
+            .iter_mut()
+            .zip(vaepipe_nn::bound_from_log_weights(&lw, rows, k).unwrap())
+        {
             *t += b / reps as f64;
         }
     }
@@ -40,7 +44,9 @@ fn paired(a: &[f64], b: &[f64]) -> (f64, f64) {
 fn binarized(x: &[f32], seed: u64) -> Vec<f32> {
     use rand::Rng;
     let mut rng = vaepipe_nn::stream_rng(seed, 0);
-    x.iter().map(|p| if rng.r#gen::<f32>() < *p { 1.0 } else { 0.0 }).collect()
+    x.iter()
+        .map(|p| if rng.r#gen::<f32>() < *p { 1.0 } else { 0.0 })
+        .collect()
 }
 
 #[test]
@@ -50,14 +56,35 @@ fn iwae_training_beats_the_vae_on_l5_and_both_improve() {
     let mut data_dir = None;
     for (objective, k) in [("elbo", 1), ("iwae", 5)] {
         let report = run(store.path(), &spec(objective, k), &[], &["data", "train"]);
-        let train = report.instances.iter().find(|i| i.stage == "train").unwrap();
-        assert_eq!(train.outcome, Outcome::Ran, "{objective}: {:?}", train.outcome);
+        let train = report
+            .instances
+            .iter()
+            .find(|i| i.stage == "train")
+            .unwrap();
+        assert_eq!(
+            train.outcome,
+            Outcome::Ran,
+            "{objective}: {:?}",
+            train.outcome
+        );
         let history = vaepipe_data::read_table(&train.dir.join("history.parquet")).unwrap();
         let val = history.f64("validation_bound").unwrap();
-        assert!(val.last().unwrap() > &(val[0] + 5.0), "{objective}: validation bound did not improve: {val:?}");
-        let (vae, _) = vaepipe_stages::artifacts::load_model(&train.dir.join("model.safetensors")).unwrap();
+        assert!(
+            val.last().unwrap() > &(val[0] + 5.0),
+            "{objective}: validation bound did not improve: {val:?}"
+        );
+        let (vae, _) =
+            vaepipe_stages::artifacts::load_model(&train.dir.join("model.safetensors")).unwrap();
         models.push(vae);
-        data_dir = Some(report.instances.iter().find(|i| i.stage == "data").unwrap().dir.clone());
+        data_dir = Some(
+            report
+                .instances
+                .iter()
+                .find(|i| i.stage == "data")
+                .unwrap()
+                .dir
+                .clone(),
+        );
     }
     let data_dir = data_dir.unwrap();
     for split in ["train", "test"] {
@@ -66,8 +93,14 @@ fn iwae_training_beats_the_vae_on_l5_and_both_improve() {
         let vae_bound = l_k(&models[0], &x, d.rows, 5, 4);
         let iwae_bound = l_k(&models[1], &x, d.rows, 5, 4);
         let (mean, stderr) = paired(&iwae_bound, &vae_bound);
-        eprintln!("{split}: L_5(IWAE k=5) − L_5(VAE) = {mean:.3} ± {stderr:.3} nats over {} images", d.rows);
-        assert!(mean > 4.0 * stderr, "{split}: the IWAE-trained L_5 is not higher: {mean:.3} ± {stderr:.3}");
+        eprintln!(
+            "{split}: L_5(IWAE k=5) − L_5(VAE) = {mean:.3} ± {stderr:.3} nats over {} images",
+            d.rows
+        );
+        assert!(
+            mean > 4.0 * stderr,
+            "{split}: the IWAE-trained L_5 is not higher: {mean:.3} ± {stderr:.3}"
+        );
     }
 }
 
@@ -79,11 +112,25 @@ fn without_a_validation_split_no_validation_bound_is_invented() {
         data_section(500, 100, 0)
     );
     let report = run(store.path(), &text, &[], &["data", "train"]);
-    let train = report.instances.iter().find(|i| i.stage == "train").unwrap();
+    let train = report
+        .instances
+        .iter()
+        .find(|i| i.stage == "train")
+        .unwrap();
     assert_eq!(train.outcome, Outcome::Ran);
     let history = vaepipe_data::read_table(&train.dir.join("history.parquet")).unwrap();
-    assert!(history.f64("validation_bound").unwrap().iter().all(|v| v.is_nan()));
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(train.dir.join("train.json")).unwrap()).unwrap();
+    assert!(
+        history
+            .f64("validation_bound")
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan())
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(train.dir.join("train.json")).unwrap()).unwrap();
     assert!(summary["best_validation_bound"].is_null(), "{summary}");
-    assert_eq!(summary["best_epoch"], 2, "without validation the last epoch is the result");
+    assert_eq!(
+        summary["best_epoch"], 2,
+        "without validation the last epoch is the result"
+    );
 }

@@ -4,11 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use vaepipe_engine::{execute, explain, plan, NoEvents, Point, RunOptions, RunReport, Store};
+use vaepipe_engine::{NoEvents, Point, RunOptions, RunReport, Store, execute, explain, plan};
 
 /// The embedded MNIST subset shipped in the repository.
 pub fn subset_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-subset").canonicalize().expect("data/mnist-subset exists")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/mnist-subset")
+        .canonicalize()
+        .expect("data/mnist-subset exists")
 }
 
 /// The `[data]` section for the embedded subset, limited to `train_rows` / `test_rows`.
@@ -43,6 +46,18 @@ pub fn run(store: &Path, text: &str, overrides: &[&str], only: &[&str]) -> RunRe
         p = p.restrict(|i| only.contains(&i.stage));
     }
     let d = explain(&p, &store, &[]).expect("explain");
-    let options = RunOptions { jobs: 1, ..Default::default() };
-    execute(&registry, &store, &p, &d, &options, &NoEvents, &AtomicBool::new(false)).expect("execute")
+    let options = RunOptions {
+        jobs: 1,
+        ..Default::default()
+    };
+    execute(
+        &registry,
+        &store,
+        &p,
+        &d,
+        &options,
+        &NoEvents,
+        &AtomicBool::new(false),
+    )
+    .expect("execute")
 }

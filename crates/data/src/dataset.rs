@@ -123,7 +123,9 @@ impl Dataset {
             let problem = if name.is_empty() {
                 Some("empty name (an unnamed column, such as an index written by pandas?)")
             } else if name == INDEX_COLUMN || name == LABEL_COLUMN {
-                Some("reserved for the index/label column (if it holds the labels, name it as the label column)")
+                Some(
+                    "reserved for the index/label column (if it holds the labels, name it as the label column)",
+                )
             } else if !seen.insert(name.as_str()) {
                 Some("repeated")
             } else {

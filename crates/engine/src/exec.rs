@@ -5,19 +5,19 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::plan::{key_of, Action, Decision, Plan};
-use crate::stage::{Context, Input, Missing, PointRef, Registry, StageError};
-use crate::store::{hostname, FailureRecord, InputPoints, Manifest, Store};
-use crate::time::now_rfc3339;
 use crate::EngineError;
+use crate::plan::{Action, Decision, Plan, key_of};
+use crate::stage::{Context, Input, Missing, PointRef, Registry, StageError};
+use crate::store::{FailureRecord, InputPoints, Manifest, Store, hostname};
+use crate::time::now_rfc3339;
 
 /// Options of one execution.
 #[derive(Debug, Clone, Default)]
@@ -88,19 +88,41 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn failed(&self) -> impl Iterator<Item = &InstanceReport> {
-        self.instances.iter().filter(|i| matches!(i.outcome, Outcome::Failed(_)))
+        self.instances
+            .iter()
+            .filter(|i| matches!(i.outcome, Outcome::Failed(_)))
     }
 }
 
 /// Progress and log events from the executor and the running stages.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Start { instance: usize, stage: String, points: Vec<PointRef>, reason: String },
+    Start {
+        instance: usize,
+        stage: String,
+        points: Vec<PointRef>,
+        reason: String,
+    },
     /// Another process is computing this instance; we wait for it.
-    Waiting { instance: usize, holder: String },
-    Progress { instance: usize, done: u64, total: u64, message: String },
-    Log { instance: usize, line: String },
-    Finish { instance: usize, outcome: Outcome, duration_s: f64 },
+    Waiting {
+        instance: usize,
+        holder: String,
+    },
+    Progress {
+        instance: usize,
+        done: u64,
+        total: u64,
+        message: String,
+    },
+    Log {
+        instance: usize,
+        line: String,
+    },
+    Finish {
+        instance: usize,
+        outcome: Outcome,
+        duration_s: f64,
+    },
 }
 
 /// Receives events; must be cheap and thread-safe.
@@ -141,16 +163,40 @@ pub fn execute(
                 if running >= jobs {
                     break;
                 }
-                if started[i] || !plan.instances[i].inputs.iter().all(|d| outcomes[*d].is_some()) {
+                if started[i]
+                    || !plan.instances[i]
+                        .inputs
+                        .iter()
+                        .all(|d| outcomes[*d].is_some())
+                {
                     continue;
                 }
                 started[i] = true;
-                let inputs: Vec<&InstanceReport> =
-                    plan.instances[i].inputs.iter().filter_map(|d| outcomes[*d].as_ref()).collect();
+                let inputs: Vec<&InstanceReport> = plan.instances[i]
+                    .inputs
+                    .iter()
+                    .filter_map(|d| outcomes[*d].as_ref())
+                    .collect();
                 let stop = cancel.load(Ordering::SeqCst);
-                let excluded = options.only_stages.as_ref().is_some_and(|o| !o.iter().any(|s| s == plan.instances[i].stage));
-                if let Some(report) = settle_without_running(registry, store, plan, i, &decisions[i], &inputs, stop, excluded) {
-                    events.event(&Event::Finish { instance: i, outcome: report.outcome.clone(), duration_s: 0.0 });
+                let excluded = options
+                    .only_stages
+                    .as_ref()
+                    .is_some_and(|o| !o.iter().any(|s| s == plan.instances[i].stage));
+                if let Some(report) = settle_without_running(
+                    registry,
+                    store,
+                    plan,
+                    i,
+                    &decisions[i],
+                    &inputs,
+                    stop,
+                    excluded,
+                ) {
+                    events.event(&Event::Finish {
+                        instance: i,
+                        outcome: report.outcome.clone(),
+                        duration_s: 0.0,
+                    });
                     outcomes[i] = Some(report);
                     continue;
                 }
@@ -158,7 +204,17 @@ pub fn execute(
                 let tx = tx.clone();
                 running += 1;
                 scope.spawn(move || {
-                    let report = run_instance(registry, store, plan, i, &decisions[i], &inputs, options, events, cancel);
+                    let report = run_instance(
+                        registry,
+                        store,
+                        plan,
+                        i,
+                        &decisions[i],
+                        &inputs,
+                        options,
+                        events,
+                        cancel,
+                    );
                     let _ = tx.send((i, report));
                 });
             }
@@ -180,8 +236,12 @@ pub fn execute(
         .enumerate()
         .map(|(i, r)| r.unwrap_or_else(|| unstarted(store, plan, i)))
         .collect();
-    let interrupted = instances.iter().any(|r| r.outcome == Outcome::Interrupted) || cancel.load(Ordering::SeqCst);
-    Ok(RunReport { instances, interrupted })
+    let interrupted = instances.iter().any(|r| r.outcome == Outcome::Interrupted)
+        || cancel.load(Ordering::SeqCst);
+    Ok(RunReport {
+        instances,
+        interrupted,
+    })
 }
 
 fn base_report(store: &Store, plan: &Plan, i: usize, outcome: Outcome) -> InstanceReport {
@@ -189,7 +249,11 @@ fn base_report(store: &Store, plan: &Plan, i: usize, outcome: Outcome) -> Instan
     InstanceReport {
         stage: inst.stage.to_string(),
         key: inst.key.clone(),
-        points: inst.points.iter().map(|p| plan.points[*p].as_ref()).collect(),
+        points: inst
+            .points
+            .iter()
+            .map(|p| plan.points[*p].as_ref())
+            .collect(),
         outcome,
         dir: store.output_dir(inst.stage, &inst.key),
         log: store.log_path(inst.stage, &inst.key),
@@ -199,11 +263,21 @@ fn base_report(store: &Store, plan: &Plan, i: usize, outcome: Outcome) -> Instan
 }
 
 fn unstarted(store: &Store, plan: &Plan, i: usize) -> InstanceReport {
-    base_report(store, plan, i, Outcome::Skipped("not started: the run was stopped".into()))
+    base_report(
+        store,
+        plan,
+        i,
+        Outcome::Skipped("not started: the run was stopped".into()),
+    )
 }
 
 fn files_of(store: &Store, stage: &str, key: &str) -> Vec<String> {
-    store.manifest(stage, key).ok().flatten().map(|m| m.files.into_iter().map(|f| f.path).collect()).unwrap_or_default()
+    store
+        .manifest(stage, key)
+        .ok()
+        .flatten()
+        .map(|m| m.files.into_iter().map(|f| f.path).collect())
+        .unwrap_or_default()
 }
 
 /// Cached outputs and instances blocked by their inputs are settled here, without a thread.
@@ -229,14 +303,26 @@ fn settle_without_running(
             return Some(r);
         }
         if excluded {
-            return Some(base_report(store, plan, i, Outcome::Skipped(decision.reason.clone())));
+            return Some(base_report(
+                store,
+                plan,
+                i,
+                Outcome::Skipped(decision.reason.clone()),
+            ));
         }
     }
-    let accepts_missing = registry.get(inst.stage).is_some_and(|s| s.accepts_missing_inputs());
+    let accepts_missing = registry
+        .get(inst.stage)
+        .is_some_and(|s| s.accepts_missing_inputs());
     let blocked: Vec<&&InstanceReport> = inputs.iter().filter(|r| !r.outcome.produced()).collect();
     if !blocked.is_empty() && (!accepts_missing || blocked.len() == inputs.len()) {
         let b = blocked[0];
-        return Some(base_report(store, plan, i, Outcome::Skipped(format!("input `{}` {}", b.stage, b.outcome.name()))));
+        return Some(base_report(
+            store,
+            plan,
+            i,
+            Outcome::Skipped(format!("input `{}` {}", b.stage, b.outcome.name())),
+        ));
     }
     if stop {
         return Some(unstarted(store, plan, i));
@@ -260,11 +346,20 @@ fn run_instance(
     let t0 = Instant::now();
     let finish = |mut r: InstanceReport| {
         r.duration_s = t0.elapsed().as_secs_f64();
-        events.event(&Event::Finish { instance: i, outcome: r.outcome.clone(), duration_s: r.duration_s });
+        events.event(&Event::Finish {
+            instance: i,
+            outcome: r.outcome.clone(),
+            duration_s: r.duration_s,
+        });
         r
     };
     let Some(stage) = registry.get(inst.stage) else {
-        return finish(base_report(store, plan, i, Outcome::Failed(format!("stage `{}` is not registered", inst.stage))));
+        return finish(base_report(
+            store,
+            plan,
+            i,
+            Outcome::Failed(format!("stage `{}` is not registered", inst.stage)),
+        ));
     };
 
     // Inputs that produced output, and (for stages that accept it) those that did not.
@@ -272,13 +367,24 @@ fn run_instance(
     let mut missing = Vec::new();
     for r in inputs {
         if r.outcome.produced() {
-            present.push(Input { stage: r.stage.clone(), key: r.key.clone(), dir: r.dir.clone(), points: r.points.clone() });
+            present.push(Input {
+                stage: r.stage.clone(),
+                key: r.key.clone(),
+                dir: r.dir.clone(),
+                points: r.points.clone(),
+            });
         } else {
             let reason = match &r.outcome {
                 Outcome::Failed(e) | Outcome::Skipped(e) => format!("{}: {e}", r.outcome.name()),
                 other => other.name().to_string(),
             };
-            missing.push(Missing { stage: r.stage.clone(), key: r.key.clone(), points: r.points.clone(), reason, log: Some(r.log.clone()) });
+            missing.push(Missing {
+                stage: r.stage.clone(),
+                key: r.key.clone(),
+                points: r.points.clone(),
+                reason,
+                log: Some(r.log.clone()),
+            });
         }
     }
     // With missing inputs the output is partial: give it its own key, which also covers why each
@@ -286,8 +392,15 @@ fn run_instance(
     let key = if missing.is_empty() {
         inst.key.clone()
     } else {
-        let mut material: Vec<(String, String)> = present.iter().map(|p| (p.stage.clone(), p.key.clone())).collect();
-        material.extend(missing.iter().map(|m| (format!("missing:{}:{}", m.stage, m.reason), m.key.clone())));
+        let mut material: Vec<(String, String)> = present
+            .iter()
+            .map(|p| (p.stage.clone(), p.key.clone()))
+            .collect();
+        material.extend(
+            missing
+                .iter()
+                .map(|m| (format!("missing:{}:{}", m.stage, m.reason), m.key.clone())),
+        );
         match key_of(store, inst.stage, inst.version, &inst.params, &material) {
             Ok((k, _)) => k,
             Err(e) => return finish(base_report(store, plan, i, Outcome::Failed(e.to_string()))),
@@ -301,25 +414,41 @@ fn run_instance(
     let lock = store.lock(
         inst.stage,
         &key,
-        |holder| events.event(&Event::Waiting { instance: i, holder: holder.to_string() }),
+        |holder| {
+            events.event(&Event::Waiting {
+                instance: i,
+                holder: holder.to_string(),
+            })
+        },
         || cancel.load(Ordering::SeqCst),
     );
     let _lock = match lock {
         Ok(Some(l)) => l,
         // Stopped while another process holds the instance: nothing of ours to keep.
-        Ok(None) => return finish(InstanceReport { outcome: Outcome::Interrupted, ..report }),
-        Err(e) => return finish(InstanceReport { outcome: Outcome::Failed(e.to_string()), ..report }),
+        Ok(None) => {
+            return finish(InstanceReport {
+                outcome: Outcome::Interrupted,
+                ..report
+            });
+        }
+        Err(e) => {
+            return finish(InstanceReport {
+                outcome: Outcome::Failed(e.to_string()),
+                ..report
+            });
+        }
     };
     // Someone else may have finished it while we waited.
     if !decision.forced
-        && let Ok(None) = store.verify(inst.stage, &key) {
-            report.outcome = Outcome::Cached;
-            report.files = files_of(store, inst.stage, &key);
-            for p in &inst.points {
-                store.set_slot(&plan.pipeline, &plan.points[*p].id, inst.stage, &key);
-            }
-            return finish(report);
+        && let Ok(None) = store.verify(inst.stage, &key)
+    {
+        report.outcome = Outcome::Cached;
+        report.files = files_of(store, inst.stage, &key);
+        for p in &inst.points {
+            store.set_slot(&plan.pipeline, &plan.points[*p].id, inst.stage, &key);
         }
+        return finish(report);
+    }
     events.event(&Event::Start {
         instance: i,
         stage: inst.stage.to_string(),
@@ -333,17 +462,32 @@ fn run_instance(
         let _ = std::fs::remove_dir_all(&work);
     }
     if let Err(e) = std::fs::create_dir_all(&work) {
-        return finish(InstanceReport { outcome: Outcome::Failed(format!("{}: {e}", work.display())), ..report });
+        return finish(InstanceReport {
+            outcome: Outcome::Failed(format!("{}: {e}", work.display())),
+            ..report
+        });
     }
     let log_path = store.log_path(inst.stage, &key);
     if let Some(p) = log_path.parent() {
         let _ = std::fs::create_dir_all(p);
     }
-    let mut log = OpenOptions::new().create(true).append(true).open(&log_path).ok();
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .ok();
     let started = now_rfc3339();
     if let Some(f) = log.as_mut() {
         let what = if resumed { "resuming" } else { "starting" };
-        let _ = writeln!(f, "== {what} {} {} at {started} on {} (pid {}): {}", inst.stage, key, hostname(), std::process::id(), decision.reason);
+        let _ = writeln!(
+            f,
+            "== {what} {} {} at {started} on {} (pid {}): {}",
+            inst.stage,
+            key,
+            hostname(),
+            std::process::id(),
+            decision.reason
+        );
     }
     let ctx = Context {
         stage: inst.stage,
@@ -361,15 +505,16 @@ fn run_instance(
         log: Mutex::new(log),
         started: t0,
     };
-    let result = catch_unwind(AssertUnwindSafe(|| stage.run(&ctx)))
-        .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(StageError::Failed(anyhow::anyhow!("internal error (panic): {msg}")))
-        });
+    let result = catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(StageError::Failed(anyhow::anyhow!(
+            "internal error (panic): {msg}"
+        )))
+    });
     match result {
         Ok(()) => {
             ctx.log("finished; committing outputs");
@@ -391,7 +536,11 @@ fn run_instance(
                 points: report.points.clone(),
                 input_points: present
                     .iter()
-                    .map(|p| InputPoints { stage: p.stage.clone(), key: p.key.clone(), points: p.points.clone() })
+                    .map(|p| InputPoints {
+                        stage: p.stage.clone(),
+                        key: p.key.clone(),
+                        points: p.points.clone(),
+                    })
                     .collect(),
                 missing: missing.clone(),
             };
@@ -406,7 +555,10 @@ fn run_instance(
                 Err(e) => {
                     let msg = format!("committing the output failed: {e}");
                     record(store, inst.stage, &key, &msg, &log_path);
-                    finish(InstanceReport { outcome: Outcome::Failed(msg), ..report })
+                    finish(InstanceReport {
+                        outcome: Outcome::Failed(msg),
+                        ..report
+                    })
                 }
             }
         }
@@ -418,14 +570,20 @@ fn run_instance(
                 drop(ctx);
                 let _ = std::fs::remove_dir_all(&work);
             }
-            finish(InstanceReport { outcome: Outcome::Interrupted, ..report })
+            finish(InstanceReport {
+                outcome: Outcome::Interrupted,
+                ..report
+            })
         }
         Err(StageError::Failed(e)) => {
             let msg = format!("{e:#}");
             ctx.log(format!("FAILED: {msg}"));
             drop(ctx);
             record(store, inst.stage, &key, &msg, &log_path);
-            finish(InstanceReport { outcome: Outcome::Failed(msg), ..report })
+            finish(InstanceReport {
+                outcome: Outcome::Failed(msg),
+                ..report
+            })
         }
     }
 }
@@ -457,31 +615,65 @@ fn record(store: &Store, stage: &str, key: &str, error: &str, log: &std::path::P
 /// Re-runs the stage of a committed store entry from its manifest alone (same parameters, the
 /// same stored inputs) into a fresh temporary directory, which is returned with the manifest.
 /// Used to re-render reports from the store on any machine.
-pub fn rerun_entry(registry: &Registry, store: &Store, entry: &std::path::Path) -> Result<(Manifest, PathBuf), EngineError> {
+pub fn rerun_entry(
+    registry: &Registry,
+    store: &Store,
+    entry: &std::path::Path,
+) -> Result<(Manifest, PathBuf), EngineError> {
     let path = entry.join("manifest.json");
     let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| EngineError::Manifest { path: path.clone(), message: e.to_string() })?;
-    let stage = registry
-        .get(&manifest.stage)
-        .ok_or_else(|| EngineError::Plan(format!("{}: stage `{}` is not known to this vaepipe", path.display(), manifest.stage)))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| EngineError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let stage = registry.get(&manifest.stage).ok_or_else(|| {
+        EngineError::Plan(format!(
+            "{}: stage `{}` is not known to this vaepipe",
+            path.display(),
+            manifest.stage
+        ))
+    })?;
     let _store_lock = store.store_lock(false)?;
     let mut inputs = Vec::new();
     for (name, key) in &manifest.inputs {
         let input_stage = name.split('[').next().unwrap_or(name);
         if let Some(problem) = store.verify(input_stage, key)? {
-            return Err(EngineError::Plan(format!("input {input_stage}/{key} of {} is not usable: {problem}", entry.display())));
+            return Err(EngineError::Plan(format!(
+                "input {input_stage}/{key} of {} is not usable: {problem}",
+                entry.display()
+            )));
         }
         // The points the input served in the original run (older manifests: its own record).
-        let points = match manifest.input_points.iter().find(|p| p.stage == input_stage && &p.key == key) {
+        let points = match manifest
+            .input_points
+            .iter()
+            .find(|p| p.stage == input_stage && &p.key == key)
+        {
             Some(p) => p.points.clone(),
-            None => store.manifest(input_stage, key)?.map(|m| m.points).unwrap_or_default(),
+            None => store
+                .manifest(input_stage, key)?
+                .map(|m| m.points)
+                .unwrap_or_default(),
         };
-        inputs.push(Input { stage: input_stage.to_string(), key: key.clone(), dir: store.output_dir(input_stage, key), points });
+        inputs.push(Input {
+            stage: input_stage.to_string(),
+            key: key.clone(),
+            dir: store.output_dir(input_stage, key),
+            points,
+        });
     }
-    let out = store.root().join("tmp").join(format!("rerun-{}-{}-{}", manifest.stage, manifest.key, std::process::id()));
+    let out = store.root().join("tmp").join(format!(
+        "rerun-{}-{}-{}",
+        manifest.stage,
+        manifest.key,
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| EngineError::io(&out, e))?;
-    let options = RunOptions { jobs: 1, ..Default::default() };
+    let options = RunOptions {
+        jobs: 1,
+        ..Default::default()
+    };
     let cancel = AtomicBool::new(false);
     let ctx = Context {
         stage: stage.name(),
@@ -499,13 +691,19 @@ pub fn rerun_entry(registry: &Registry, store: &Store, entry: &std::path::Path) 
         log: Mutex::new(None),
         started: Instant::now(),
     };
-    let result = catch_unwind(AssertUnwindSafe(|| stage.run(&ctx)))
-        .unwrap_or_else(|_| Err(StageError::Failed(anyhow::anyhow!("internal error (panic)"))));
+    let result = catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))).unwrap_or_else(|_| {
+        Err(StageError::Failed(anyhow::anyhow!(
+            "internal error (panic)"
+        )))
+    });
     match result {
         Ok(()) => Ok((manifest.clone(), out)),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&out);
-            Err(EngineError::Plan(format!("re-running {}: {e:#}", entry.display())))
+            Err(EngineError::Plan(format!(
+                "re-running {}: {e:#}",
+                entry.display()
+            )))
         }
     }
 }

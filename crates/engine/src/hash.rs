@@ -79,7 +79,9 @@ fn collect_refs(v: &Value, out: &mut Vec<PathBuf>) {
 
 fn file_ref(v: &Value) -> Option<PathBuf> {
     match v {
-        Value::Object(m) if m.len() == 1 => m.get("$file").and_then(Value::as_str).map(PathBuf::from),
+        Value::Object(m) if m.len() == 1 => {
+            m.get("$file").and_then(Value::as_str).map(PathBuf::from)
+        }
         _ => None,
     }
 }
@@ -92,7 +94,11 @@ pub fn with_file_hashes(v: &Value, hashes: &BTreeMap<PathBuf, String>) -> Value 
                 let h = hashes.get(&p).cloned().unwrap_or_default();
                 return serde_json::json!({ "$blake3": h });
             }
-            Value::Object(m.iter().map(|(k, x)| (k.clone(), with_file_hashes(x, hashes))).collect())
+            Value::Object(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), with_file_hashes(x, hashes)))
+                    .collect(),
+            )
         }
         Value::Array(a) => Value::Array(a.iter().map(|x| with_file_hashes(x, hashes)).collect()),
         other => other.clone(),
@@ -129,7 +135,10 @@ struct Stamp {
 #[cfg(unix)]
 fn ctime_and_inode(meta: &std::fs::Metadata) -> (i128, u64) {
     use std::os::unix::fs::MetadataExt;
-    (meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128, meta.ino())
+    (
+        meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        meta.ino(),
+    )
 }
 
 #[cfg(not(unix))]
@@ -145,8 +154,14 @@ pub struct FileHashCache {
 
 impl FileHashCache {
     pub fn open(path: PathBuf) -> Self {
-        let entries = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        FileHashCache { path, entries: Mutex::new(entries) }
+        let entries = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        FileHashCache {
+            path,
+            entries: Mutex::new(entries),
+        }
     }
 
     /// The content hash of `file`, re-read only if its size or modification time changed.
@@ -172,7 +187,16 @@ impl FileHashCache {
         }
         let blake3 = hash_file(file)?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(file.to_path_buf(), Stamp { size, mtime_ns, ctime_ns, inode, blake3: blake3.clone() });
+        entries.insert(
+            file.to_path_buf(),
+            Stamp {
+                size,
+                mtime_ns,
+                ctime_ns,
+                inode,
+                blake3: blake3.clone(),
+            },
+        );
         Ok(blake3)
     }
 
@@ -201,7 +225,10 @@ mod tests {
     #[test]
     fn file_refs_are_found_and_replaced() {
         let v = json!({"train": {"images": {"$file": "/d/a.gz"}, "labels": null}, "list": [{"$file": "/d/b"}]});
-        assert_eq!(file_refs(&v), vec![PathBuf::from("/d/b"), PathBuf::from("/d/a.gz")]);
+        assert_eq!(
+            file_refs(&v),
+            vec![PathBuf::from("/d/b"), PathBuf::from("/d/a.gz")]
+        );
         let mut h = BTreeMap::new();
         h.insert(PathBuf::from("/d/a.gz"), "aa".to_string());
         h.insert(PathBuf::from("/d/b"), "bb".to_string());

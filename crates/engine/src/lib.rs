@@ -23,8 +23,10 @@ pub mod stage;
 pub mod store;
 pub mod time;
 
-pub use exec::{execute, rerun_entry, Event, Events, InstanceReport, NoEvents, Outcome, RunOptions, RunReport};
-pub use plan::{explain, pick, plan, Action, Decision, Instance, Plan, Point};
+pub use exec::{
+    Event, Events, InstanceReport, NoEvents, Outcome, RunOptions, RunReport, execute, rerun_entry,
+};
+pub use plan::{Action, Decision, Instance, Plan, Point, explain, pick, plan};
 pub use stage::{Context, Input, Missing, PointRef, Registry, Scope, Stage, StageError};
 pub use store::{Manifest, Store};
 
@@ -32,15 +34,24 @@ pub use store::{Manifest, Store};
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Plan(String),
     #[error("{path}: invalid manifest: {message}")]
-    Manifest { path: std::path::PathBuf, message: String },
+    Manifest {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 impl EngineError {
     pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io { path: path.into(), source }
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

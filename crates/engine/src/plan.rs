@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::EngineError;
 use crate::hash::{canonical_json, file_refs, hash_bytes, with_file_hashes};
 use crate::stage::{PointRef, Registry, Scope};
 use crate::store::Store;
-use crate::EngineError;
 
 /// One sweep point: its identity and its full configuration as JSON.
 #[derive(Debug, Clone)]
@@ -23,7 +23,11 @@ pub struct Point {
 
 impl Point {
     pub fn as_ref(&self) -> PointRef {
-        PointRef { index: self.index, id: self.id.clone(), label: self.label.clone() }
+        PointRef {
+            index: self.index,
+            id: self.id.clone(),
+            label: self.label.clone(),
+        }
     }
 }
 
@@ -67,7 +71,11 @@ impl Plan {
                 instances.push(Instance { inputs, ..inst });
             }
         }
-        Plan { pipeline: self.pipeline, points: self.points, instances }
+        Plan {
+            pipeline: self.pipeline,
+            points: self.points,
+            instances,
+        }
     }
 }
 
@@ -76,7 +84,13 @@ const KEY_LEN: usize = 20;
 
 /// Builds the plan for `points`. Gather stages are included only if `include_gather`
 /// (i.e. every point of the pipeline is in `points`).
-pub fn plan(registry: &Registry, store: &Store, pipeline: &str, points: Vec<Point>, include_gather: bool) -> Result<Plan, EngineError> {
+pub fn plan(
+    registry: &Registry,
+    store: &Store,
+    pipeline: &str,
+    points: Vec<Point>,
+    include_gather: bool,
+) -> Result<Plan, EngineError> {
     let mut instances: Vec<Instance> = Vec::new();
     let mut by_key: HashMap<(&'static str, String), usize> = HashMap::new();
     // (stage, point index) → instance index
@@ -99,9 +113,12 @@ pub fn plan(registry: &Registry, store: &Store, pipeline: &str, points: Vec<Poin
                         }
                     }
                     let params = stage.params(&point.config);
-                    let input_keys: Vec<(String, String)> =
-                        inputs.iter().map(|i| (instances[*i].stage.to_string(), instances[*i].key.clone())).collect();
-                    let (key, input_files) = key_of(store, stage.name(), stage.version(), &params, &input_keys)?;
+                    let input_keys: Vec<(String, String)> = inputs
+                        .iter()
+                        .map(|i| (instances[*i].stage.to_string(), instances[*i].key.clone()))
+                        .collect();
+                    let (key, input_files) =
+                        key_of(store, stage.name(), stage.version(), &params, &input_keys)?;
                     let idx = match by_key.get(&(stage.name(), key.clone())) {
                         Some(i) => *i,
                         None => {
@@ -157,7 +174,8 @@ pub fn plan(registry: &Registry, store: &Store, pipeline: &str, points: Vec<Poin
                     .iter()
                     .map(|i| (instances[*i].stage.to_string(), instances[*i].key.clone()))
                     .collect();
-                let (key, input_files) = key_of(store, stage.name(), stage.version(), &params, &input_keys)?;
+                let (key, input_files) =
+                    key_of(store, stage.name(), stage.version(), &params, &input_keys)?;
                 instances.push(Instance {
                     stage: stage.name(),
                     key,
@@ -171,7 +189,11 @@ pub fn plan(registry: &Registry, store: &Store, pipeline: &str, points: Vec<Poin
         }
     }
     store.save_caches();
-    Ok(Plan { pipeline: pipeline.to_string(), points, instances })
+    Ok(Plan {
+        pipeline: pipeline.to_string(),
+        points,
+        instances,
+    })
 }
 
 /// The cache key of an instance and the content hashes of the files its parameters name.
@@ -194,7 +216,10 @@ pub(crate) fn key_of(
         "inputs": inputs.iter().map(|(s, k)| serde_json::json!([s, k])).collect::<Vec<_>>(),
     });
     let key = hash_bytes(canonical_json(&material).as_bytes())[..KEY_LEN].to_string();
-    let files = hashes.into_iter().map(|(p, h)| (p.display().to_string(), h)).collect();
+    let files = hashes
+        .into_iter()
+        .map(|(p, h)| (p.display().to_string(), h))
+        .collect();
     Ok((key, files))
 }
 
@@ -220,18 +245,34 @@ pub struct Decision {
 pub fn explain(plan: &Plan, store: &Store, force: &[String]) -> Result<Vec<Decision>, EngineError> {
     let mut out: Vec<Decision> = Vec::with_capacity(plan.instances.len());
     for inst in &plan.instances {
-        let forced_upstream = inst.inputs.iter().find(|i| out[**i].forced).map(|i| plan.instances[*i].stage);
+        let forced_upstream = inst
+            .inputs
+            .iter()
+            .find(|i| out[**i].forced)
+            .map(|i| plan.instances[*i].stage);
         if force.iter().any(|f| f == inst.stage) {
-            out.push(Decision { action: Action::Run, reason: format!("forced (--force {})", inst.stage), forced: true });
+            out.push(Decision {
+                action: Action::Run,
+                reason: format!("forced (--force {})", inst.stage),
+                forced: true,
+            });
             continue;
         }
         if let Some(up) = forced_upstream {
-            out.push(Decision { action: Action::Run, reason: format!("upstream `{up}` is forced"), forced: true });
+            out.push(Decision {
+                action: Action::Run,
+                reason: format!("upstream `{up}` is forced"),
+                forced: true,
+            });
             continue;
         }
         let problem = store.verify(inst.stage, &inst.key)?;
         let Some(problem) = problem else {
-            out.push(Decision { action: Action::Skip, reason: "up to date".into(), forced: false });
+            out.push(Decision {
+                action: Action::Skip,
+                reason: "up to date".into(),
+                forced: false,
+            });
             continue;
         };
         let reason = if problem != "no output yet" {
@@ -243,7 +284,11 @@ pub fn explain(plan: &Plan, store: &Store, force: &[String]) -> Result<Vec<Decis
         } else {
             why_changed(plan, store, inst).unwrap_or_else(|| "no output yet".into())
         };
-        out.push(Decision { action: Action::Run, reason, forced: false });
+        out.push(Decision {
+            action: Action::Run,
+            reason,
+            forced: false,
+        });
     }
     Ok(out)
 }
@@ -253,14 +298,18 @@ fn why_changed(plan: &Plan, store: &Store, inst: &Instance) -> Option<String> {
     let mut previous = None;
     for p in &inst.points {
         if let Some(rec) = store.slot(&plan.pipeline, &plan.points[*p].id, inst.stage)
-            && rec.key != inst.key {
-                previous = Some(rec.key);
-                break;
-            }
+            && rec.key != inst.key
+        {
+            previous = Some(rec.key);
+            break;
+        }
     }
     let old = store.manifest(inst.stage, &previous?).ok()??;
     if old.version != inst.version {
-        return Some(format!("stage version changed ({} → {})", old.version, inst.version));
+        return Some(format!(
+            "stage version changed ({} → {})",
+            old.version, inst.version
+        ));
     }
     let mut changed = Vec::new();
     diff_json("", &old.params, &inst.params, &mut changed);
@@ -273,7 +322,10 @@ fn why_changed(plan: &Plan, store: &Store, inst: &Instance) -> Option<String> {
     // Input keys per upstream stage (gather manifests name them `stage[i]`).
     let mut current: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for i in &inst.inputs {
-        current.entry(plan.instances[*i].stage).or_default().insert(plan.instances[*i].key.as_str());
+        current
+            .entry(plan.instances[*i].stage)
+            .or_default()
+            .insert(plan.instances[*i].key.as_str());
     }
     let mut before: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (name, key) in &old.inputs {
@@ -287,16 +339,30 @@ fn why_changed(plan: &Plan, store: &Store, inst: &Instance) -> Option<String> {
         .collect();
     // The `points` the engine adds to gather stages change whenever an upstream input does; name
     // them only when nothing else explains the change.
-    let own: Vec<_> = changed.iter().filter(|(p, _, _)| !p.starts_with("points")).collect();
-    let shown: Vec<_> = if own.is_empty() && inputs.is_empty() && files.is_empty() { changed.iter().collect() } else { own };
-    let mut reasons: Vec<String> =
-        shown.iter().take(3).map(|(path, a, b)| format!("parameter `{path}` changed ({a} → {b})")).collect();
+    let own: Vec<_> = changed
+        .iter()
+        .filter(|(p, _, _)| !p.starts_with("points"))
+        .collect();
+    let shown: Vec<_> = if own.is_empty() && inputs.is_empty() && files.is_empty() {
+        changed.iter().collect()
+    } else {
+        own
+    };
+    let mut reasons: Vec<String> = shown
+        .iter()
+        .take(3)
+        .map(|(path, a, b)| format!("parameter `{path}` changed ({a} → {b})"))
+        .collect();
     if shown.len() > 3 {
         reasons.push(format!("{} more parameters changed", shown.len() - 3));
     }
     reasons.extend(files);
     reasons.extend(inputs);
-    if reasons.is_empty() { None } else { Some(reasons.join("; ")) }
+    if reasons.is_empty() {
+        None
+    } else {
+        Some(reasons.join("; "))
+    }
 }
 
 fn diff_json(prefix: &str, a: &Value, b: &Value, out: &mut Vec<(String, String, String)>) {
@@ -304,9 +370,18 @@ fn diff_json(prefix: &str, a: &Value, b: &Value, out: &mut Vec<(String, String, 
         (Value::Object(x), Value::Object(y)) if !is_file(a) && !is_file(b) => {
             let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 let null = Value::Null;
-                diff_json(&path, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                diff_json(
+                    &path,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
@@ -320,7 +395,8 @@ fn diff_json(prefix: &str, a: &Value, b: &Value, out: &mut Vec<(String, String, 
 }
 
 fn is_file(v: &Value) -> bool {
-    v.as_object().is_some_and(|m| m.len() == 1 && m.contains_key("$file"))
+    v.as_object()
+        .is_some_and(|m| m.len() == 1 && m.contains_key("$file"))
 }
 
 fn short(v: &Value) -> String {
@@ -329,7 +405,11 @@ fn short(v: &Value) -> String {
         Value::Null => "unset".into(),
         other => other.to_string(),
     };
-    if s.chars().count() > 40 { format!("{}…", s.chars().take(39).collect::<String>()) } else { s }
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(39).collect::<String>())
+    } else {
+        s
+    }
 }
 
 /// Picks sections or dotted keys from a point's configuration into a new object with the same
@@ -354,9 +434,10 @@ pub fn pick(config: &Value, paths: &[&str]) -> Value {
         }
         let mut dst = Some(&mut out);
         for p in &parts[..parts.len() - 1] {
-            dst = dst
-                .and_then(Value::as_object_mut)
-                .map(|m| m.entry(p.to_string()).or_insert_with(|| Value::Object(Default::default())));
+            dst = dst.and_then(Value::as_object_mut).map(|m| {
+                m.entry(p.to_string())
+                    .or_insert_with(|| Value::Object(Default::default()))
+            });
         }
         if let (Some(m), Some(last)) = (dst.and_then(Value::as_object_mut), parts.last()) {
             m.insert(last.to_string(), src.clone());

@@ -5,8 +5,8 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -84,14 +84,20 @@ impl Registry {
             }
         }
         if self.get(stage.name()).is_some() {
-            return Err(crate::EngineError::Plan(format!("stage `{}` is registered twice", stage.name())));
+            return Err(crate::EngineError::Plan(format!(
+                "stage `{}` is registered twice",
+                stage.name()
+            )));
         }
         self.stages.push(stage);
         Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&dyn Stage> {
-        self.stages.iter().find(|s| s.name() == name).map(|s| s.as_ref())
+        self.stages
+            .iter()
+            .find(|s| s.name() == name)
+            .map(|s| s.as_ref())
     }
 
     pub fn stages(&self) -> impl Iterator<Item = &dyn Stage> {
@@ -159,7 +165,10 @@ impl Context<'_> {
         match (it.next(), it.next()) {
             (Some(i), None) => Ok(i),
             (None, _) => anyhow::bail!("stage `{}` has no input `{name}`", self.stage),
-            (Some(_), Some(_)) => anyhow::bail!("stage `{}` has several inputs `{name}`; iterate `inputs`", self.stage),
+            (Some(_), Some(_)) => anyhow::bail!(
+                "stage `{}` has several inputs `{name}`; iterate `inputs`",
+                self.stage
+            ),
         }
     }
 
@@ -168,15 +177,24 @@ impl Context<'_> {
         let line = line.as_ref();
         let t = self.started.elapsed().as_secs_f64();
         if let Ok(mut guard) = self.log.lock()
-            && let Some(f) = guard.as_mut() {
-                let _ = writeln!(f, "[{t:9.2}s] {line}");
-            }
-        self.events.event(&Event::Log { instance: self.id, line: line.to_string() });
+            && let Some(f) = guard.as_mut()
+        {
+            let _ = writeln!(f, "[{t:9.2}s] {line}");
+        }
+        self.events.event(&Event::Log {
+            instance: self.id,
+            line: line.to_string(),
+        });
     }
 
     /// Reports progress: `done` of `total` units, with a short message.
     pub fn progress(&self, done: u64, total: u64, message: &str) {
-        self.events.event(&Event::Progress { instance: self.id, done, total, message: message.to_string() });
+        self.events.event(&Event::Progress {
+            instance: self.id,
+            done,
+            total,
+            message: message.to_string(),
+        });
     }
 
     /// True once a stop was requested (SIGTERM/USR1): save a checkpoint and return

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::hash::{hash_file, FileHashCache};
 use crate::EngineError;
+use crate::hash::{FileHashCache, hash_file};
 
 /// One output file as recorded in a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,7 +113,11 @@ impl Store {
         }
         let root = fs::canonicalize(root).map_err(|e| EngineError::io(root, e))?;
         let hashes = FileHashCache::open(root.join("file-hashes.json"));
-        Ok(Store { root, hashes, verified: Default::default() })
+        Ok(Store {
+            root,
+            hashes,
+            verified: Default::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -129,11 +133,17 @@ impl Store {
     }
 
     pub fn log_path(&self, stage: &str, key: &str) -> PathBuf {
-        self.root.join("logs").join(stage).join(format!("{key}.log"))
+        self.root
+            .join("logs")
+            .join(stage)
+            .join(format!("{key}.log"))
     }
 
     pub fn failure_path(&self, stage: &str, key: &str) -> PathBuf {
-        self.root.join("failed").join(stage).join(format!("{key}.json"))
+        self.root
+            .join("failed")
+            .join(stage)
+            .join(format!("{key}.json"))
     }
 
     fn lock_path(&self, stage: &str, key: &str) -> PathBuf {
@@ -141,7 +151,11 @@ impl Store {
     }
 
     fn slot_path(&self, pipeline: &str, point: &str, stage: &str) -> PathBuf {
-        self.root.join("slots").join(slug(pipeline)).join(slug(point)).join(format!("{stage}.json"))
+        self.root
+            .join("slots")
+            .join(slug(pipeline))
+            .join(slug(point))
+            .join(format!("{stage}.json"))
     }
 
     /// The manifest of a committed output, if there is one (not verified).
@@ -150,7 +164,10 @@ impl Store {
         match fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|e| EngineError::Manifest { path, message: e.to_string() }),
+                .map_err(|e| EngineError::Manifest {
+                    path,
+                    message: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(EngineError::io(path, e)),
         }
@@ -161,12 +178,20 @@ impl Store {
     /// committed), so plans and executions hash each output once.
     pub fn verify(&self, stage: &str, key: &str) -> Result<Option<String>, EngineError> {
         let id = (stage.to_string(), key.to_string());
-        if self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+        {
             return Ok(None);
         }
         let result = self.verify_files(stage, key)?;
         if result.is_none() {
-            self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id);
         }
         Ok(result)
     }
@@ -175,7 +200,9 @@ impl Store {
         let manifest = match self.manifest(stage, key) {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(Some("no output yet".into())),
-            Err(EngineError::Manifest { message, .. }) => return Ok(Some(format!("manifest unreadable ({message})"))),
+            Err(EngineError::Manifest { message, .. }) => {
+                return Ok(Some(format!("manifest unreadable ({message})")));
+            }
             Err(e) => return Err(e),
         };
         if manifest.key != key || manifest.stage != stage {
@@ -190,7 +217,10 @@ impl Store {
                 Err(_) => return Ok(Some(format!("output file {} is missing", f.path))),
             }
             if hash_file(&p)? != f.blake3 {
-                return Ok(Some(format!("output file {} does not match its hash", f.path)));
+                return Ok(Some(format!(
+                    "output file {} does not match its hash",
+                    f.path
+                )));
             }
         }
         Ok(None)
@@ -207,7 +237,13 @@ impl Store {
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<InstanceLock>, EngineError> {
         let path = self.lock_path(stage, key);
-        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
         let mut on_wait = Some(on_wait);
         loop {
             match file.try_lock() {
@@ -227,14 +263,22 @@ impl Store {
         }
         let mut f = &file;
         let _ = file.set_len(0);
-        let _ = writeln!(f, "pid {} on {} since {}", std::process::id(), hostname(), crate::time::now_rfc3339());
+        let _ = writeln!(
+            f,
+            "pid {} on {} since {}",
+            std::process::id(),
+            hostname(),
+            crate::time::now_rfc3339()
+        );
         Ok(Some(InstanceLock { _file: file }))
     }
 
     /// True if another process holds the instance's lock right now.
     pub fn is_locked(&self, stage: &str, key: &str) -> bool {
         let path = self.lock_path(stage, key);
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else { return false };
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
+            return false;
+        };
         match file.try_lock() {
             Ok(()) => {
                 let _ = file.unlock();
@@ -247,8 +291,19 @@ impl Store {
     /// Shared lock on the whole store for runs; `gc` takes it exclusively.
     pub fn store_lock(&self, exclusive: bool) -> Result<InstanceLock, EngineError> {
         let path = self.root.join("store.lock");
-        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| EngineError::io(&path, e))?;
-        if exclusive { file.lock() } else { file.lock_shared() }.map_err(|e| EngineError::io(&path, e))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| EngineError::io(&path, e))?;
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .map_err(|e| EngineError::io(&path, e))?;
         Ok(InstanceLock { _file: file })
     }
 
@@ -264,10 +319,15 @@ impl Store {
             .map(|rel| {
                 let p = work.join(&rel);
                 let bytes = fs::metadata(&p).map_err(|e| EngineError::io(&p, e))?.len();
-                Ok(FileEntry { blake3: hash_file(&p)?, path: rel, bytes })
+                Ok(FileEntry {
+                    blake3: hash_file(&p)?,
+                    path: rel,
+                    bytes,
+                })
             })
             .collect::<Result<_, EngineError>>()?;
-        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| EngineError::Plan(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| EngineError::Plan(e.to_string()))?;
         write_atomic(&work.join("manifest.json"), &bytes)?;
         sync_dir(work);
         let dest = self.output_dir(&manifest.stage, &manifest.key);
@@ -276,7 +336,12 @@ impl Store {
         }
         if dest.exists() {
             // An unverifiable leftover (we hold the lock and found no valid output): replace it.
-            let trash = self.root.join("tmp").join(format!("{}-{}-{}", manifest.stage, manifest.key, unique()));
+            let trash = self.root.join("tmp").join(format!(
+                "{}-{}-{}",
+                manifest.stage,
+                manifest.key,
+                unique()
+            ));
             fs::rename(&dest, &trash).map_err(|e| EngineError::io(&dest, e))?;
             let _ = fs::remove_dir_all(&trash);
         }
@@ -285,7 +350,10 @@ impl Store {
             sync_dir(parent);
         }
         let _ = fs::remove_file(self.failure_path(&manifest.stage, &manifest.key));
-        self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert((manifest.stage.clone(), manifest.key.clone()));
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((manifest.stage.clone(), manifest.key.clone()));
         Ok(manifest)
     }
 
@@ -300,11 +368,15 @@ impl Store {
     }
 
     pub fn failure(&self, stage: &str, key: &str) -> Option<FailureRecord> {
-        fs::read(self.failure_path(stage, key)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        fs::read(self.failure_path(stage, key))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     pub fn slot(&self, pipeline: &str, point: &str, stage: &str) -> Option<SlotRecord> {
-        fs::read(self.slot_path(pipeline, point, stage)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+        fs::read(self.slot_path(pipeline, point, stage))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
     pub fn set_slot(&self, pipeline: &str, point: &str, stage: &str, key: &str) {
@@ -312,7 +384,9 @@ impl Store {
         if let Some(p) = path.parent() {
             let _ = fs::create_dir_all(p);
         }
-        if let Ok(b) = serde_json::to_vec_pretty(&SlotRecord { key: key.to_string() }) {
+        if let Ok(b) = serde_json::to_vec_pretty(&SlotRecord {
+            key: key.to_string(),
+        }) {
             let _ = write_atomic(&path, &b);
         }
     }
@@ -340,9 +414,10 @@ impl Store {
                 for file in read_dir_names(&dir)? {
                     if let Some(stage) = file.strip_suffix(".json")
                         && let Ok(b) = fs::read(dir.join(&file))
-                            && let Ok(rec) = serde_json::from_slice::<SlotRecord>(&b) {
-                                out.push((stage.to_string(), rec.key));
-                            }
+                        && let Ok(rec) = serde_json::from_slice::<SlotRecord>(&b)
+                    {
+                        out.push((stage.to_string(), rec.key));
+                    }
                 }
             }
         }
@@ -354,9 +429,15 @@ impl Store {
     /// Removes one committed output (and its log and failure record).
     pub fn remove(&self, stage: &str, key: &str) -> Result<(), EngineError> {
         let dir = self.output_dir(stage, key);
-        let trash = self.root.join("tmp").join(format!("gc-{stage}-{key}-{}", unique()));
+        let trash = self
+            .root
+            .join("tmp")
+            .join(format!("gc-{stage}-{key}-{}", unique()));
         fs::rename(&dir, &trash).map_err(|e| EngineError::io(&dir, e))?;
-        self.verified.lock().unwrap_or_else(|e| e.into_inner()).remove(&(stage.to_string(), key.to_string()));
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(stage.to_string(), key.to_string()));
         fs::remove_dir_all(&trash).map_err(|e| EngineError::io(&trash, e))?;
         let _ = fs::remove_file(self.log_path(stage, key));
         let _ = fs::remove_file(self.failure_path(stage, key));
@@ -367,7 +448,10 @@ impl Store {
     /// Leftovers of keys not in `keep`: work directories nobody is computing, logs and failure
     /// records of keys without output, stale locks, and temporary files. Call with the store
     /// lock held exclusively (no run in progress) unless `dry_run`.
-    pub fn orphans(&self, keep: &std::collections::BTreeSet<(String, String)>) -> Result<Vec<PathBuf>, EngineError> {
+    pub fn orphans(
+        &self,
+        keep: &std::collections::BTreeSet<(String, String)>,
+    ) -> Result<Vec<PathBuf>, EngineError> {
         let mut out = Vec::new();
         let kept = |stage: &str, key: &str| keep.contains(&(stage.to_string(), key.to_string()));
         for stage in read_dir_names(&self.root.join("work"))? {
@@ -388,8 +472,14 @@ impl Store {
             }
         }
         for file in read_dir_names(&self.root.join("locks"))? {
-            let Some((stage, key)) = file.strip_suffix(".lock").and_then(|f| f.split_once('-')) else { continue };
-            if !kept(stage, key) && !self.output_dir(stage, key).exists() && !self.is_locked(stage, key) {
+            let Some((stage, key)) = file.strip_suffix(".lock").and_then(|f| f.split_once('-'))
+            else {
+                continue;
+            };
+            if !kept(stage, key)
+                && !self.output_dir(stage, key).exists()
+                && !self.is_locked(stage, key)
+            {
                 out.push(self.root.join("locks").join(&file));
             }
         }
@@ -415,7 +505,10 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, EngineError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(EngineError::io(dir, e)),
     };
-    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -429,7 +522,12 @@ fn list_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Engi
             list_files(base, &path, out)?;
         } else {
             let rel = path.strip_prefix(base).unwrap_or(&path);
-            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+            out.push(
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+            );
         }
     }
     Ok(())
@@ -438,7 +536,10 @@ fn list_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Engi
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", unique()));
     let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| EngineError::io(&tmp, e))?;
@@ -456,7 +557,16 @@ fn sync_dir(dir: &Path) {
 
 /// A file-system-safe version of a name: keeps `[A-Za-z0-9._-]`, replaces the rest with `_`.
 pub fn slug(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let s = s.trim_matches('.').to_string();
     if s.is_empty() { "_".into() } else { s }
 }

@@ -4,24 +4,32 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use vaepipe_engine::{
-    execute, explain, pick, plan, Action, Context, NoEvents, Outcome, Point, Registry, RunOptions, Scope, Stage,
-    StageError, Store,
+    Action, Context, NoEvents, Outcome, Point, Registry, RunOptions, Scope, Stage, StageError,
+    Store, execute, explain, pick, plan,
 };
 
 /// Appends one line per real computation to `<dir>/runs.log` so tests can count them.
 fn note(counter: &Path, what: &str) {
     use std::io::Write;
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(counter).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(counter)
+        .unwrap();
     writeln!(f, "{what}").unwrap();
 }
 
 fn count(counter: &Path, what: &str) -> usize {
-    fs::read_to_string(counter).unwrap_or_default().lines().filter(|l| *l == what).count()
+    fs::read_to_string(counter)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == what)
+        .count()
 }
 
 /// Reads a file named in its params, writes its content times `a.scale`.
@@ -47,7 +55,8 @@ impl Stage for A {
         let text = fs::read_to_string(file).map_err(anyhow::Error::from)?;
         let v: f64 = text.trim().parse().map_err(anyhow::Error::from)?;
         let scale = ctx.params["a"]["scale"].as_f64().unwrap();
-        fs::write(ctx.out.join("value.txt"), format!("{}", v * scale)).map_err(anyhow::Error::from)?;
+        fs::write(ctx.out.join("value.txt"), format!("{}", v * scale))
+            .map_err(anyhow::Error::from)?;
         Ok(())
     }
 }
@@ -73,7 +82,10 @@ impl Stage for B {
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         note(&self.counter, "b");
         let a = ctx.input("a")?;
-        let v: f64 = fs::read_to_string(a.dir.join("value.txt")).map_err(anyhow::Error::from)?.parse().map_err(anyhow::Error::from)?;
+        let v: f64 = fs::read_to_string(a.dir.join("value.txt"))
+            .map_err(anyhow::Error::from)?
+            .parse()
+            .map_err(anyhow::Error::from)?;
         fs::write(ctx.out.join("partial.txt"), "half").map_err(anyhow::Error::from)?;
         if let Some(ms) = ctx.params["b"]["sleep_ms"].as_u64() {
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -118,7 +130,14 @@ impl Stage for G {
         let mut lines = Vec::new();
         for i in ctx.inputs {
             let v = fs::read_to_string(i.dir.join("value.txt")).map_err(anyhow::Error::from)?;
-            lines.push(format!("{} {v}", i.points.iter().map(|p| p.label.clone()).collect::<Vec<_>>().join(",")));
+            lines.push(format!(
+                "{} {v}",
+                i.points
+                    .iter()
+                    .map(|p| p.label.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
         }
         for m in ctx.missing {
             lines.push(format!("missing {}", m.reason));
@@ -151,9 +170,15 @@ impl Stage for R {
         true
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
-        note(&self.counter, if ctx.resumed { "r-resumed" } else { "r-fresh" });
+        note(
+            &self.counter,
+            if ctx.resumed { "r-resumed" } else { "r-fresh" },
+        );
         let ckpt = ctx.out.join("step.txt");
-        let mut step: u32 = fs::read_to_string(&ckpt).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut step: u32 = fs::read_to_string(&ckpt)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         while step < 10 {
             step += 1;
             fs::write(&ckpt, step.to_string()).map_err(anyhow::Error::from)?;
@@ -181,14 +206,28 @@ fn env() -> Env {
     let input = root.join("input.txt");
     fs::write(&input, "2").unwrap();
     let counter = root.join("runs.log");
-    Env { _dir: dir, root, input, counter }
+    Env {
+        _dir: dir,
+        root,
+        input,
+        counter,
+    }
 }
 
 fn registry(e: &Env) -> Registry {
     let mut r = Registry::new();
-    r.register(Box::new(A { counter: e.counter.clone() })).unwrap();
-    r.register(Box::new(B { counter: e.counter.clone() })).unwrap();
-    r.register(Box::new(G { counter: e.counter.clone() })).unwrap();
+    r.register(Box::new(A {
+        counter: e.counter.clone(),
+    }))
+    .unwrap();
+    r.register(Box::new(B {
+        counter: e.counter.clone(),
+    }))
+    .unwrap();
+    r.register(Box::new(G {
+        counter: e.counter.clone(),
+    }))
+    .unwrap();
     r
 }
 
@@ -209,15 +248,35 @@ fn points(e: &Env, scale: f64, xs: &[Value]) -> Vec<Point> {
         .collect()
 }
 
-fn run(reg: &Registry, store: &Store, pts: Vec<Point>, force: &[String]) -> vaepipe_engine::RunReport {
+fn run(
+    reg: &Registry,
+    store: &Store,
+    pts: Vec<Point>,
+    force: &[String],
+) -> vaepipe_engine::RunReport {
     let p = plan(reg, store, "toy", pts, true).unwrap();
     let d = explain(&p, store, force).unwrap();
-    let opts = RunOptions { jobs: 2, ..Default::default() };
-    execute(reg, store, &p, &d, &opts, &NoEvents, &AtomicBool::new(false)).unwrap()
+    let opts = RunOptions {
+        jobs: 2,
+        ..Default::default()
+    };
+    execute(
+        reg,
+        store,
+        &p,
+        &d,
+        &opts,
+        &NoEvents,
+        &AtomicBool::new(false),
+    )
+    .unwrap()
 }
 
 fn statuses(r: &vaepipe_engine::RunReport) -> Vec<(String, String)> {
-    r.instances.iter().map(|i| (i.stage.clone(), i.outcome.name().to_string())).collect()
+    r.instances
+        .iter()
+        .map(|i| (i.stage.clone(), i.outcome.name().to_string()))
+        .collect()
 }
 
 #[test]
@@ -227,12 +286,24 @@ fn unchanged_rerun_is_cached_and_shared_stages_run_once() {
     let store = Store::open(&e.root.join(".vaepipe")).unwrap();
     let r1 = run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
     // a is shared by both points: one instance.
-    assert_eq!(statuses(&r1), vec![("a".into(), "ran".into()), ("b".into(), "ran".into()), ("b".into(), "ran".into()), ("g".into(), "ran".into())]);
+    assert_eq!(
+        statuses(&r1),
+        vec![
+            ("a".into(), "ran".into()),
+            ("b".into(), "ran".into()),
+            ("b".into(), "ran".into()),
+            ("g".into(), "ran".into())
+        ]
+    );
     assert_eq!(count(&e.counter, "a"), 1);
     let all = fs::read_to_string(r1.instances[3].dir.join("all.txt")).unwrap();
     assert_eq!(all, "x=1 21\nx=2 22");
     let r2 = run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
-    assert!(r2.instances.iter().all(|i| i.outcome == Outcome::Cached), "{:?}", statuses(&r2));
+    assert!(
+        r2.instances.iter().all(|i| i.outcome == Outcome::Cached),
+        "{:?}",
+        statuses(&r2)
+    );
     assert_eq!(count(&e.counter, "a"), 1);
     assert_eq!(count(&e.counter, "b"), 2);
 }
@@ -244,14 +315,41 @@ fn a_parameter_change_reruns_exactly_the_dependent_stages_and_says_why() {
     let store = Store::open(&e.root.join(".vaepipe")).unwrap();
     run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
     // Change b.x at point 1 only.
-    let p = plan(&reg, &store, "toy", points(&e, 10.0, &[json!(1), json!(3)]), true).unwrap();
+    let p = plan(
+        &reg,
+        &store,
+        "toy",
+        points(&e, 10.0, &[json!(1), json!(3)]),
+        true,
+    )
+    .unwrap();
     let d = explain(&p, &store, &[]).unwrap();
-    let actions: Vec<_> = p.instances.iter().zip(&d).map(|(i, d)| (i.stage, d.action)).collect();
-    assert_eq!(actions, vec![("a", Action::Skip), ("b", Action::Skip), ("b", Action::Run), ("g", Action::Run)]);
+    let actions: Vec<_> = p
+        .instances
+        .iter()
+        .zip(&d)
+        .map(|(i, d)| (i.stage, d.action))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("a", Action::Skip),
+            ("b", Action::Skip),
+            ("b", Action::Run),
+            ("g", Action::Run)
+        ]
+    );
     assert_eq!(d[2].reason, "parameter `b.x` changed (2 → 3)");
     assert_eq!(d[3].reason, "input `b` changed");
     // Upstream change: a's scale → everything downstream re-runs.
-    let p = plan(&reg, &store, "toy", points(&e, 5.0, &[json!(1), json!(2)]), true).unwrap();
+    let p = plan(
+        &reg,
+        &store,
+        "toy",
+        points(&e, 5.0, &[json!(1), json!(2)]),
+        true,
+    )
+    .unwrap();
     let d = explain(&p, &store, &[]).unwrap();
     assert!(d.iter().all(|d| d.action == Action::Run));
     assert_eq!(d[0].reason, "parameter `a.scale` changed (10.0 → 5.0)");
@@ -267,12 +365,23 @@ fn an_input_file_change_is_detected_by_content() {
     // Rewriting the same content keeps the key.
     fs::write(&e.input, "2").unwrap();
     let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
-    assert!(explain(&p, &store, &[]).unwrap().iter().all(|d| d.action == Action::Skip));
+    assert!(
+        explain(&p, &store, &[])
+            .unwrap()
+            .iter()
+            .all(|d| d.action == Action::Skip)
+    );
     fs::write(&e.input, "7").unwrap();
     let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
     assert_eq!(d[0].action, Action::Run);
-    assert!(d[0].reason.contains("input file") && d[0].reason.contains("input.txt") && d[0].reason.contains("changed"), "{}", d[0].reason);
+    assert!(
+        d[0].reason.contains("input file")
+            && d[0].reason.contains("input.txt")
+            && d[0].reason.contains("changed"),
+        "{}",
+        d[0].reason
+    );
 }
 
 #[test]
@@ -281,8 +390,20 @@ fn force_reruns_the_stage_and_its_dependents() {
     let reg = registry(&e);
     let store = Store::open(&e.root.join(".vaepipe")).unwrap();
     run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
-    let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &["b".to_string()]);
-    assert_eq!(statuses(&r), vec![("a".into(), "cached".into()), ("b".into(), "ran".into()), ("g".into(), "ran".into())]);
+    let r = run(
+        &reg,
+        &store,
+        points(&e, 1.0, &[json!(1)]),
+        &["b".to_string()],
+    );
+    assert_eq!(
+        statuses(&r),
+        vec![
+            ("a".into(), "cached".into()),
+            ("b".into(), "ran".into()),
+            ("g".into(), "ran".into())
+        ]
+    );
 }
 
 #[test]
@@ -305,16 +426,27 @@ fn a_failed_stage_is_never_taken_as_complete_and_other_points_finish() {
     }
     // The failed instance wrote half its output but has no committed directory.
     assert!(!r.instances[2].dir.exists());
-    assert!(fs::read_to_string(&r.instances[2].log).unwrap().contains("FAILED: b was told to fail"));
+    assert!(
+        fs::read_to_string(&r.instances[2].log)
+            .unwrap()
+            .contains("FAILED: b was told to fail")
+    );
     // The gather stage still ran, with the failures listed.
     assert_eq!(r.instances[4].outcome, Outcome::Ran);
     let all = fs::read_to_string(r.instances[4].dir.join("all.txt")).unwrap();
-    assert!(all.contains("x=1 3") && all.matches("missing failed").count() == 2, "{all}");
+    assert!(
+        all.contains("x=1 3") && all.matches("missing failed").count() == 2,
+        "{all}"
+    );
     // Next time, the failed instance runs again and says why; the partial gather is not reused.
     let p = plan(&reg, &store, "toy", pts, true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
     assert_eq!(d[2].action, Action::Run);
-    assert!(d[2].reason.starts_with("failed before: b was told to fail"), "{}", d[2].reason);
+    assert!(
+        d[2].reason.starts_with("failed before: b was told to fail"),
+        "{}",
+        d[2].reason
+    );
     assert_eq!(d[4].action, Action::Run);
 }
 
@@ -330,10 +462,17 @@ fn a_corrupted_output_is_detected_and_redone() {
     let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
     assert_eq!(d[1].action, Action::Run);
-    assert!(d[1].reason.contains("value.txt does not match its hash"), "{}", d[1].reason);
+    assert!(
+        d[1].reason.contains("value.txt does not match its hash"),
+        "{}",
+        d[1].reason
+    );
     let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
     assert_eq!(r.instances[1].outcome, Outcome::Ran);
-    assert_eq!(fs::read_to_string(r.instances[1].dir.join("value.txt")).unwrap(), "3");
+    assert_eq!(
+        fs::read_to_string(r.instances[1].dir.join("value.txt")).unwrap(),
+        "3"
+    );
 }
 
 #[test]
@@ -341,26 +480,65 @@ fn an_interrupted_resumable_stage_resumes_and_is_not_complete_meanwhile() {
     let e = env();
     let cancel = Arc::new(AtomicBool::new(false));
     let mut reg = Registry::new();
-    reg.register(Box::new(R { counter: e.counter.clone(), cancel_after: Some(4), cancel: cancel.clone() })).unwrap();
+    reg.register(Box::new(R {
+        counter: e.counter.clone(),
+        cancel_after: Some(4),
+        cancel: cancel.clone(),
+    }))
+    .unwrap();
     let store = Store::open(&e.root.join(".vaepipe")).unwrap();
-    let pts = vec![Point { index: 0, id: "p0".into(), label: String::new(), config: json!({"r": {"n": 10}}) }];
+    let pts = vec![Point {
+        index: 0,
+        id: "p0".into(),
+        label: String::new(),
+        config: json!({"r": {"n": 10}}),
+    }];
     let p = plan(&reg, &store, "toy", pts.clone(), true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
-    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel).unwrap();
+    let r = execute(
+        &reg,
+        &store,
+        &p,
+        &d,
+        &RunOptions::default(),
+        &NoEvents,
+        &cancel,
+    )
+    .unwrap();
     assert!(r.interrupted);
     assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
-    assert!(!r.instances[0].dir.exists(), "an interrupted stage must not be committed");
+    assert!(
+        !r.instances[0].dir.exists(),
+        "an interrupted stage must not be committed"
+    );
     let d = explain(&p, &store, &[]).unwrap();
     assert_eq!(d[0].reason, "an earlier attempt was interrupted");
     // Second attempt: resumes from step 4.
     let mut reg = Registry::new();
     let cancel2 = Arc::new(AtomicBool::new(false));
-    reg.register(Box::new(R { counter: e.counter.clone(), cancel_after: None, cancel: cancel2.clone() })).unwrap();
-    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel2).unwrap();
+    reg.register(Box::new(R {
+        counter: e.counter.clone(),
+        cancel_after: None,
+        cancel: cancel2.clone(),
+    }))
+    .unwrap();
+    let r = execute(
+        &reg,
+        &store,
+        &p,
+        &d,
+        &RunOptions::default(),
+        &NoEvents,
+        &cancel2,
+    )
+    .unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Ran);
     assert_eq!(count(&e.counter, "r-fresh"), 1);
     assert_eq!(count(&e.counter, "r-resumed"), 1);
-    assert_eq!(fs::read_to_string(r.instances[0].dir.join("step.txt")).unwrap(), "10");
+    assert_eq!(
+        fs::read_to_string(r.instances[0].dir.join("step.txt")).unwrap(),
+        "10"
+    );
 }
 
 #[test]
@@ -378,19 +556,43 @@ fn concurrent_runs_on_one_store_compute_each_instance_once() {
             let store_dir = store_dir.clone();
             std::thread::spawn(move || {
                 let mut reg = Registry::new();
-                reg.register(Box::new(A { counter: counter.clone() })).unwrap();
-                reg.register(Box::new(B { counter: counter.clone() })).unwrap();
+                reg.register(Box::new(A {
+                    counter: counter.clone(),
+                }))
+                .unwrap();
+                reg.register(Box::new(B {
+                    counter: counter.clone(),
+                }))
+                .unwrap();
                 reg.register(Box::new(G { counter })).unwrap();
                 let store = Store::open(&store_dir).unwrap();
                 let p = plan(&reg, &store, "toy", pts, true).unwrap();
                 let d = explain(&p, &store, &[]).unwrap();
-                execute(&reg, &store, &p, &d, &RunOptions { jobs: 1, ..Default::default() }, &NoEvents, &AtomicBool::new(false)).unwrap()
+                execute(
+                    &reg,
+                    &store,
+                    &p,
+                    &d,
+                    &RunOptions {
+                        jobs: 1,
+                        ..Default::default()
+                    },
+                    &NoEvents,
+                    &AtomicBool::new(false),
+                )
+                .unwrap()
             })
         })
         .collect();
     for h in handles {
         let r = h.join().unwrap();
-        assert!(r.instances.iter().all(|i| matches!(i.outcome, Outcome::Ran | Outcome::Cached)), "{:?}", statuses(&r));
+        assert!(
+            r.instances
+                .iter()
+                .all(|i| matches!(i.outcome, Outcome::Ran | Outcome::Cached)),
+            "{:?}",
+            statuses(&r)
+        );
     }
     assert_eq!(count(&e.counter, "a"), 1);
     assert_eq!(count(&e.counter, "b"), 2);
@@ -414,7 +616,10 @@ fn a_partial_gather_is_keyed_by_why_inputs_are_missing_and_replays_from_its_mani
     // Re-rendering the stored entry from its manifest alone gives the same file, with the
     // failure it recorded.
     let (_, dir) = vaepipe_engine::rerun_entry(&reg, &store, &g1.dir).unwrap();
-    assert_eq!(fs::read(dir.join("all.txt")).unwrap(), fs::read(g1.dir.join("all.txt")).unwrap());
+    assert_eq!(
+        fs::read(dir.join("all.txt")).unwrap(),
+        fs::read(g1.dir.join("all.txt")).unwrap()
+    );
     // The same input missing for another reason is another partial result, not a cache hit.
     pts[1].config["b"]["fail"] = json!(false);
     pts[1].config["b"]["panic"] = json!(true);
@@ -422,7 +627,11 @@ fn a_partial_gather_is_keyed_by_why_inputs_are_missing_and_replays_from_its_mani
     let g2 = second.instances.last().unwrap();
     assert_eq!(g2.outcome, Outcome::Ran);
     assert_ne!(g1.key, g2.key);
-    assert!(fs::read_to_string(g2.dir.join("all.txt")).unwrap().contains("panicked on purpose"));
+    assert!(
+        fs::read_to_string(g2.dir.join("all.txt"))
+            .unwrap()
+            .contains("panicked on purpose")
+    );
 }
 
 #[test]
@@ -433,19 +642,35 @@ fn waiting_for_another_process_can_be_cancelled() {
     let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
     // Someone else holds data stage `a`.
-    let held = store.lock("a", &p.instances[0].key, |_| {}, || false).unwrap().unwrap();
+    let held = store
+        .lock("a", &p.instances[0].key, |_| {}, || false)
+        .unwrap()
+        .unwrap();
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel).unwrap();
+    let r = execute(
+        &reg,
+        &store,
+        &p,
+        &d,
+        &RunOptions::default(),
+        &NoEvents,
+        &cancel,
+    )
+    .unwrap();
     stopper.join().unwrap();
     drop(held);
     assert!(r.interrupted);
     assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
-    assert_eq!(count(&e.counter, "a"), 0, "nothing was computed while waiting");
+    assert_eq!(
+        count(&e.counter, "a"),
+        0,
+        "nothing was computed while waiting"
+    );
 }
 
 /// A stage that cannot resume: stops at once when asked.
@@ -480,12 +705,29 @@ fn an_interrupted_stage_that_cannot_resume_leaves_no_work_behind() {
     let e = env();
     let cancel = Arc::new(AtomicBool::new(false));
     let mut reg = Registry::new();
-    reg.register(Box::new(Quits { cancel: cancel.clone() })).unwrap();
+    reg.register(Box::new(Quits {
+        cancel: cancel.clone(),
+    }))
+    .unwrap();
     let store = Store::open(&e.root.join(".vaepipe")).unwrap();
-    let pts = vec![Point { index: 0, id: "p0".into(), label: String::new(), config: json!({"q": {}}) }];
+    let pts = vec![Point {
+        index: 0,
+        id: "p0".into(),
+        label: String::new(),
+        config: json!({"q": {}}),
+    }];
     let p = plan(&reg, &store, "toy", pts, true).unwrap();
     let d = explain(&p, &store, &[]).unwrap();
-    let r = execute(&reg, &store, &p, &d, &RunOptions::default(), &NoEvents, &cancel).unwrap();
+    let r = execute(
+        &reg,
+        &store,
+        &p,
+        &d,
+        &RunOptions::default(),
+        &NoEvents,
+        &cancel,
+    )
+    .unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
     assert!(!store.work_dir("q", &p.instances[0].key).exists());
     assert_eq!(explain(&p, &store, &[]).unwrap()[0].reason, "no output yet");

@@ -21,7 +21,11 @@ fn main() {
         posterior_std: PosteriorStd::Exp,
     };
     let objective = Objective {
-        kind: if kind == "elbo" { ObjectiveKind::Elbo } else { ObjectiveKind::Iwae },
+        kind: if kind == "elbo" {
+            ObjectiveKind::Elbo
+        } else {
+            ObjectiveKind::Iwae
+        },
         k,
         estimator: Estimator::Reparam,
         analytic_kl: false,
@@ -37,13 +41,20 @@ fn main() {
     tr.set_fast_path(!generic);
     let rows = (b * 16).max(1000);
     let u: Vec<f64> = standard_normal_noise(&mut stream_rng(7, 0), rows * 784);
-    let x: Vec<f32> = u.iter().map(|&v| if v > 0.84 { 1.0 } else { 0.0 }).collect();
+    let x: Vec<f32> = u
+        .iter()
+        .map(|&v| if v > 0.84 { 1.0 } else { 0.0 })
+        .collect();
     let t = Instant::now();
     let mut steps = 0usize;
     while t.elapsed().as_secs_f64() < secs {
         let start = (steps * b) % (rows - b + 1);
-        tr.step(&x[start * 784..(start + b) * 784], b, &mut stream_rng(3, steps as u64))
-            .unwrap();
+        tr.step(
+            &x[start * 784..(start + b) * 784],
+            b,
+            &mut stream_rng(3, steps as u64),
+        )
+        .unwrap();
         steps += 1;
     }
     let s = t.elapsed().as_secs_f64();

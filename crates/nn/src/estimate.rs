@@ -33,11 +33,11 @@ use rayon::prelude::*;
 use crate::bounds::analytic_kl;
 use crate::config::{Activation, Likelihood};
 use crate::error::{NnError, Result, check_len, checked_product};
+use crate::kernels::{self, gemm::Panels};
 use crate::model::{Posterior, Vae, check_data};
 use crate::named::NamedTensor;
 use crate::prior::Prior;
 use crate::real::LN_2PI;
-use crate::kernels::{self, gemm::Panels};
 use crate::stream_rng;
 
 /// Default number of sample rows per chunk (keeps a chunk's activations in the L2 cache).

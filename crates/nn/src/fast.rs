@@ -234,11 +234,19 @@ impl Packed {
         let (hl, d) = (net.hl, net.d);
         let (wm, ws) = (&self.mean.w, &self.std.w);
         self.head_fwd.repack_with(hl, 2 * d, |p, c| {
-            if c < d { wm[p * d + c] } else { ws[p * d + c - d] }
+            if c < d {
+                wm[p * d + c]
+            } else {
+                ws[p * d + c - d]
+            }
         });
         if tr.encoder && !net.enc.is_empty() {
             self.head_bwd.repack_with(2 * d, hl, |p, c| {
-                if p < d { wm[c * d + p] } else { ws[c * d + p - d] }
+                if p < d {
+                    wm[c * d + p]
+                } else {
+                    ws[c * d + p - d]
+                }
             });
         }
         self.head_b.clear();
@@ -455,7 +463,15 @@ fn run_lane(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, values: &mut [f64]) -> R
     let mut start = 0;
     while start < ne {
         let m = per_chunk.min(ne - start);
-        chunk(ctx, w, e0, start, m, &mut values[start..start + m], start == 0)?;
+        chunk(
+            ctx,
+            w,
+            e0,
+            start,
+            m,
+            &mut values[start..start + m],
+            start == 0,
+        )?;
         start += m;
     }
     if ctx.tr.decoder && matches!(net.lik, Likelihood::Gaussian { learned: true, .. }) {
@@ -489,7 +505,17 @@ fn encoder_forward(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, ne: usize) {
         };
         let dst = sized(&mut after[0], ne * (o + 1));
         let p = &ctx.pk.enc[l];
-        gemm(ne, o, i, Lhs::Rows(src, ld), Rhs::Packed(&p.fwd), dst, o + 1, false, &mut w.scratch);
+        gemm(
+            ne,
+            o,
+            i,
+            Lhs::Rows(src, ld),
+            Rhs::Packed(&p.fwd),
+            dst,
+            o + 1,
+            false,
+            &mut w.scratch,
+        );
         kernels::activation_rows(dst, o + 1, ne, &p.b, net.act);
     }
     let (src, ld): (&[f32], usize) = match w.enc_h.last() {
@@ -592,7 +618,17 @@ fn chunk(
         };
         let dst = sized(&mut after[0], rows * (o + 1));
         let p = &ctx.pk.dec[l];
-        gemm(rows, o, i, Lhs::Rows(src, ld), Rhs::Packed(&p.fwd), dst, o + 1, false, &mut w.scratch);
+        gemm(
+            rows,
+            o,
+            i,
+            Lhs::Rows(src, ld),
+            Rhs::Packed(&p.fwd),
+            dst,
+            o + 1,
+            false,
+            &mut w.scratch,
+        );
         kernels::activation_rows(dst, o + 1, rows, &p.b, net.act);
     }
     let (i_out, _) = net.dec[hidden];
@@ -602,7 +638,17 @@ fn chunk(
     };
     let out = sized(&mut w.out, rows * dd);
     let pout = &ctx.pk.dec[hidden];
-    gemm(rows, dd, i_out, Lhs::Rows(src, ld), Rhs::Packed(&pout.fwd), out, dd, false, &mut w.scratch);
+    gemm(
+        rows,
+        dd,
+        i_out,
+        Lhs::Rows(src, ld),
+        Rhs::Packed(&pout.fwd),
+        out,
+        dd,
+        false,
+        &mut w.scratch,
+    );
     w.ll.clear();
     w.ll.resize(rows, 0.0);
     let tmp = sized(&mut w.tmp, dd);
@@ -722,7 +768,17 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
         let p = &ctx.pk.dec[0];
         if enc_tr {
             let dz = sized(&mut w.dz, rows * d);
-            gemm(rows, d, dd, Lhs::Rows(e, dd), Rhs::Packed(&p.bwd), dz, d, false, &mut w.scratch);
+            gemm(
+                rows,
+                d,
+                dd,
+                Lhs::Rows(e, dd),
+                Rhs::Packed(&p.bwd),
+                dz,
+                d,
+                false,
+                &mut w.scratch,
+            );
             for (row, &c) in dz.chunks_exact_mut(d).zip(&w.c) {
                 row.iter_mut().for_each(|v| *v *= c);
             }
@@ -732,7 +788,17 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
             zs.copy_from_slice(&w.z[..rows * (d + 1)]);
             kernels::scale_rows(zs, d + 1, rows, d, &w.c[..rows]);
             let g = &mut w.grad[ctx.off.dec[0]..];
-            gemm(d + 1, dd, rows, Lhs::Cols(zs, d + 1), Rhs::Rows(e, dd), g, dd, acc, &mut w.scratch);
+            gemm(
+                d + 1,
+                dd,
+                rows,
+                Lhs::Cols(zs, d + 1),
+                Rhs::Rows(e, dd),
+                g,
+                dd,
+                acc,
+                &mut w.scratch,
+            );
         }
         return;
     }
@@ -741,13 +807,42 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
     let pout = &ctx.pk.dec[hidden];
     {
         let db = sized(&mut w.db0, rows * i_out);
-        gemm(rows, i_out, dd, Lhs::Rows(e, dd), Rhs::Packed(&pout.bwd), db, i_out, false, &mut w.scratch);
+        gemm(
+            rows,
+            i_out,
+            dd,
+            Lhs::Rows(e, dd),
+            Rhs::Packed(&pout.bwd),
+            db,
+            i_out,
+            false,
+            &mut w.scratch,
+        );
         let h = &mut w.dec_h[hidden - 1];
-        kernels::activation_grad(db, i_out, h, i_out + 1, rows, i_out, net.act, Some(&w.c[..rows]));
+        kernels::activation_grad(
+            db,
+            i_out,
+            h,
+            i_out + 1,
+            rows,
+            i_out,
+            net.act,
+            Some(&w.c[..rows]),
+        );
         if dec_tr {
             kernels::scale_rows(h, i_out + 1, rows, i_out, &w.c[..rows]);
             let g = &mut w.grad[ctx.off.dec[hidden]..];
-            gemm(i_out + 1, dd, rows, Lhs::Cols(h, i_out + 1), Rhs::Rows(e, dd), g, dd, acc, &mut w.scratch);
+            gemm(
+                i_out + 1,
+                dd,
+                rows,
+                Lhs::Cols(h, i_out + 1),
+                Rhs::Rows(e, dd),
+                g,
+                dd,
+                acc,
+                &mut w.scratch,
+            );
         }
     }
     // Hidden layers, last to first; dA of layer l is in db0.
@@ -762,16 +857,46 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
         let da = &w.db0[..rows * o];
         if dec_tr {
             let g = &mut w.grad[ctx.off.dec[l]..];
-            gemm(i + 1, o, rows, Lhs::Cols(input, ld), Rhs::Rows(da, o), g, o, acc, &mut w.scratch);
+            gemm(
+                i + 1,
+                o,
+                rows,
+                Lhs::Cols(input, ld),
+                Rhs::Rows(da, o),
+                g,
+                o,
+                acc,
+                &mut w.scratch,
+            );
         }
         if l > 0 {
             let next = sized(&mut w.db1, rows * i);
-            gemm(rows, i, o, Lhs::Rows(da, o), Rhs::Packed(&p.bwd), next, i, false, &mut w.scratch);
+            gemm(
+                rows,
+                i,
+                o,
+                Lhs::Rows(da, o),
+                Rhs::Packed(&p.bwd),
+                next,
+                i,
+                false,
+                &mut w.scratch,
+            );
             kernels::activation_grad(next, i, input, ld, rows, i, net.act, None);
             std::mem::swap(&mut w.db0, &mut w.db1);
         } else if enc_tr {
             let dz = sized(&mut w.dz, rows * d);
-            gemm(rows, d, o, Lhs::Rows(da, o), Rhs::Packed(&p.bwd), dz, d, false, &mut w.scratch);
+            gemm(
+                rows,
+                d,
+                o,
+                Lhs::Rows(da, o),
+                Rhs::Packed(&p.bwd),
+                dz,
+                d,
+                false,
+                &mut w.scratch,
+            );
         }
     }
 }
@@ -845,15 +970,45 @@ fn encoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, ne: usize) {
         None => (&w.xin, dd + 1),
     };
     let off = ctx.off;
-    gemm(hl + 1, d, ne, Lhs::Cols(input, ld), Rhs::Rows(genc, 2 * d), &mut w.grad[off.mean..], d, false, &mut w.scratch);
-    gemm(hl + 1, d, ne, Lhs::Cols(input, ld), Rhs::Rows(&genc[d..], 2 * d), &mut w.grad[off.std..], d, false, &mut w.scratch);
+    gemm(
+        hl + 1,
+        d,
+        ne,
+        Lhs::Cols(input, ld),
+        Rhs::Rows(genc, 2 * d),
+        &mut w.grad[off.mean..],
+        d,
+        false,
+        &mut w.scratch,
+    );
+    gemm(
+        hl + 1,
+        d,
+        ne,
+        Lhs::Cols(input, ld),
+        Rhs::Rows(&genc[d..], 2 * d),
+        &mut w.grad[off.std..],
+        d,
+        false,
+        &mut w.scratch,
+    );
     let layers = net.enc.len();
     if layers == 0 {
         return;
     }
     {
         let db = sized(&mut w.eb0, ne * hl);
-        gemm(ne, hl, 2 * d, Lhs::Rows(genc, 2 * d), Rhs::Packed(&ctx.pk.head_bwd), db, hl, false, &mut w.scratch);
+        gemm(
+            ne,
+            hl,
+            2 * d,
+            Lhs::Rows(genc, 2 * d),
+            Rhs::Packed(&ctx.pk.head_bwd),
+            db,
+            hl,
+            false,
+            &mut w.scratch,
+        );
         kernels::activation_grad(db, hl, &w.enc_h[layers - 1], hl + 1, ne, hl, net.act, None);
     }
     for l in (0..layers).rev() {
@@ -864,10 +1019,30 @@ fn encoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, ne: usize) {
             (&w.enc_h[l - 1], i + 1)
         };
         let da = &w.eb0[..ne * o];
-        gemm(i + 1, o, ne, Lhs::Cols(input, ld), Rhs::Rows(da, o), &mut w.grad[off.enc[l]..], o, false, &mut w.scratch);
+        gemm(
+            i + 1,
+            o,
+            ne,
+            Lhs::Cols(input, ld),
+            Rhs::Rows(da, o),
+            &mut w.grad[off.enc[l]..],
+            o,
+            false,
+            &mut w.scratch,
+        );
         if l > 0 {
             let next = sized(&mut w.eb1, ne * i);
-            gemm(ne, i, o, Lhs::Rows(da, o), Rhs::Packed(&ctx.pk.enc[l].bwd), next, i, false, &mut w.scratch);
+            gemm(
+                ne,
+                i,
+                o,
+                Lhs::Rows(da, o),
+                Rhs::Packed(&ctx.pk.enc[l].bwd),
+                next,
+                i,
+                false,
+                &mut w.scratch,
+            );
             kernels::activation_grad(next, i, input, ld, ne, i, net.act, None);
             std::mem::swap(&mut w.eb0, &mut w.eb1);
         }

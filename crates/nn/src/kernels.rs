@@ -275,7 +275,12 @@ fn gaussian_grad_rows_impl(
     let tmp = &mut tmp[..dd];
     for (r, (row, o)) in out.chunks_exact_mut(dd).zip(ll.iter_mut()).enumerate() {
         let xr = &x[(r / k) * dd..(r / k + 1) * dd];
-        for ((((v, t), b), &xv), &c) in row.iter_mut().zip(tmp.iter_mut()).zip(bias).zip(xr).zip(coef)
+        for ((((v, t), b), &xv), &c) in row
+            .iter_mut()
+            .zip(tmp.iter_mut())
+            .zip(bias)
+            .zip(xr)
+            .zip(coef)
         {
             let d = *v + b - xv;
             let cd = c * d;
@@ -447,7 +452,10 @@ pub(crate) mod gemm {
                     }
                 } else {
                     for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
-                        for (d, s) in row[..cols].iter_mut().zip(&w[p * n + c0..p * n + c0 + cols]) {
+                        for (d, s) in row[..cols]
+                            .iter_mut()
+                            .zip(&w[p * n + c0..p * n + c0 + cols])
+                        {
                             *d = *s;
                         }
                     }
@@ -550,7 +558,10 @@ pub(crate) mod gemm {
             return;
         }
         // These checks guard the raw-pointer kernel below.
-        assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: C too small");
+        assert!(
+            ldc >= n && c.len() >= (m - 1) * ldc + n,
+            "gemm: C too small"
+        );
         if k == 0 {
             if !acc {
                 for r in 0..m {
@@ -652,11 +663,15 @@ pub(crate) mod gemm {
                     match a {
                         Lhs::Rows(d, ld) => {
                             let ap = |i: usize| d.as_ptr().wrapping_add(i * ld + kb);
-                            row_blocks::<false>(m, kc, ap, ld, bp, ldb, c, ldc, col, cols, accumulate);
+                            row_blocks::<false>(
+                                m, kc, ap, ld, bp, ldb, c, ldc, col, cols, accumulate,
+                            );
                         }
                         Lhs::Cols(d, ld) => {
                             let ap = |i: usize| d.as_ptr().wrapping_add(kb * ld + i);
-                            row_blocks::<true>(m, kc, ap, ld, bp, ldb, c, ldc, col, cols, accumulate);
+                            row_blocks::<true>(
+                                m, kc, ap, ld, bp, ldb, c, ldc, col, cols, accumulate,
+                            );
                         }
                     }
                 }
@@ -747,7 +762,11 @@ pub(crate) mod gemm {
                 let b0 = _mm256_loadu_ps(b.add(p * ldb));
                 let b1 = _mm256_loadu_ps(b.add(p * ldb + 8));
                 for (r, row) in s.iter_mut().enumerate() {
-                    let src = if COLS { a.add(p * ld + r) } else { a.add(r * ld + p) };
+                    let src = if COLS {
+                        a.add(p * ld + r)
+                    } else {
+                        a.add(r * ld + p)
+                    };
                     let x = _mm256_broadcast_ss(&*src);
                     row[0] = _mm256_fmadd_ps(x, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(x, b1, row[1]);
@@ -840,7 +859,10 @@ pub(crate) mod gemm {
         #[test]
         #[ignore]
         fn gemm_throughput() {
-            let rows: usize = std::env::var("GEMM_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+            let rows: usize = std::env::var("GEMM_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(150);
             let mut seed = 3u32;
             let report = |name: &str, m: usize, n: usize, k: usize, f: &mut dyn FnMut()| {
                 f();
@@ -866,16 +888,56 @@ pub(crate) mod gemm {
                 let mut g = vec![0.0f32; (i + 1) * o];
                 let mut s = Vec::new();
                 report("forward  X·W (packed)", rows, o, i, &mut || {
-                    gemm(rows, o, i, Lhs::Rows(&a, i + 1), Rhs::Packed(&p), &mut c, o + 1, false, &mut s)
+                    gemm(
+                        rows,
+                        o,
+                        i,
+                        Lhs::Rows(&a, i + 1),
+                        Rhs::Packed(&p),
+                        &mut c,
+                        o + 1,
+                        false,
+                        &mut s,
+                    )
                 });
                 report("forward  X·W (in place)", rows, o, i, &mut || {
-                    gemm(rows, o, i, Lhs::Rows(&a, i + 1), Rhs::Rows(&w, o), &mut c, o + 1, false, &mut s)
+                    gemm(
+                        rows,
+                        o,
+                        i,
+                        Lhs::Rows(&a, i + 1),
+                        Rhs::Rows(&w, o),
+                        &mut c,
+                        o + 1,
+                        false,
+                        &mut s,
+                    )
                 });
                 report("backward dY·Wᵀ (packed)", rows, i, o, &mut || {
-                    gemm(rows, i, o, Lhs::Rows(&dy, o), Rhs::Packed(&pt), &mut cx, i, false, &mut s)
+                    gemm(
+                        rows,
+                        i,
+                        o,
+                        Lhs::Rows(&dy, o),
+                        Rhs::Packed(&pt),
+                        &mut cx,
+                        i,
+                        false,
+                        &mut s,
+                    )
                 });
                 report("weights  Xᵀ·dY (acc)", i + 1, o, rows, &mut || {
-                    gemm(i + 1, o, rows, Lhs::Cols(&a, i + 1), Rhs::Rows(&dy, o), &mut g, o, true, &mut s)
+                    gemm(
+                        i + 1,
+                        o,
+                        rows,
+                        Lhs::Cols(&a, i + 1),
+                        Rhs::Rows(&dy, o),
+                        &mut g,
+                        o,
+                        true,
+                        &mut s,
+                    )
                 });
             }
         }
@@ -885,8 +947,13 @@ pub(crate) mod gemm {
         #[test]
         fn all_layouts_match_the_reference() {
             let mut seed = 7u32;
-            for &(m, k, n) in &[(1, 1, 1), (6, 16, 16), (11, 300, 37), (201, 130, 50), (3, 600, 8)]
-            {
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (6, 16, 16),
+                (11, 300, 37),
+                (201, 130, 50),
+                (3, 600, 8),
+            ] {
                 let a = rand_vec(m * k + 3, &mut seed); // row-major m × k, ld = k + 1 where used
                 let at = rand_vec(k * (m + 2), &mut seed); // k × m at ld = m + 2
                 let b = rand_vec(k * (n + 5), &mut seed); // k × n at ld = n + 5
@@ -902,7 +969,11 @@ pub(crate) mod gemm {
                     (Lhs::Cols(&at, m + 2), Box::new(|r, p| at[p * (m + 2) + r])),
                 ];
                 for (lhs, av) in &lhs_cases {
-                    for rhs in [Rhs::Packed(&packed), Rhs::Packed(&packed_t), Rhs::Rows(&b, n + 5)] {
+                    for rhs in [
+                        Rhs::Packed(&packed),
+                        Rhs::Packed(&packed_t),
+                        Rhs::Rows(&b, n + 5),
+                    ] {
                         for acc in [false, true] {
                             let mut c = c0.clone();
                             gemm(m, n, k, *lhs, rhs, &mut c, n + 1, acc, &mut Vec::new());
@@ -1043,9 +1114,7 @@ mod tests {
         let dd = 37;
         let k = 2;
         let rows = 6;
-        let x: Vec<f32> = (0..rows / k * dd)
-            .map(|i| [0.0, 1.0, 0.3][i % 3])
-            .collect();
+        let x: Vec<f32> = (0..rows / k * dd).map(|i| [0.0, 1.0, 0.3][i % 3]).collect();
         let logits: Vec<f32> = (0..rows * dd)
             .map(|i| ((i * 7919) % 2001) as f32 * 0.05 - 50.0)
             .collect();
@@ -1064,9 +1133,15 @@ mod tests {
                 let gv = g[r * dd + j] as f64;
                 assert!((gv - (xv - sig)).abs() < 3e-7, "{gv} vs {}", xv - sig);
             }
-            assert!((ll[r] - want).abs() < 1e-5 * (1.0 + want.abs()), "{} vs {want}", ll[r]);
+            assert!(
+                (ll[r] - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "{} vs {want}",
+                ll[r]
+            );
         }
-        let coef: Vec<f32> = (0..dd).map(|j| -0.5 / (0.5 + j as f32 * 0.1).powi(2)).collect();
+        let coef: Vec<f32> = (0..dd)
+            .map(|j| -0.5 / (0.5 + j as f32 * 0.1).powi(2))
+            .collect();
         let mut g = logits.clone();
         gaussian_grad_rows(&mut g, &bias, &x, k, &coef, -3.0, &mut ll, &mut tmp);
         for r in 0..rows {

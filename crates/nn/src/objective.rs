@@ -25,9 +25,9 @@ use dfdx::prelude::*;
 use std::any::Any;
 
 use crate::bounds::{analytic_kl, check_inputs, check_noise, log_q, sample_z};
-use crate::fast::Engine;
 use crate::config::Group;
 use crate::error::{NnError, Result};
+use crate::fast::Engine;
 use crate::model::Vae;
 use crate::named::NamedTensor;
 use crate::param::{mat_from, vec_from};
@@ -311,7 +311,12 @@ pub(crate) fn evaluate<E: Real>(
         let grads = names
             .into_iter()
             .enumerate()
-            .map(|(t, name)| (name, engine.gradient(t).into_iter().map(E::of_f32).collect()))
+            .map(|(t, name)| {
+                (
+                    name,
+                    engine.gradient(t).into_iter().map(E::of_f32).collect(),
+                )
+            })
             .collect();
         return Ok(Evaluation { value, grads });
     }

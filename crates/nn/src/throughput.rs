@@ -56,7 +56,8 @@ pub fn gemm_gflops(
     if m == 0 || k == 0 || n == 0 || !backend.available() {
         return None;
     }
-    let fill = |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect() };
+    let fill =
+        |len: usize| -> Vec<f32> { (0..len).map(|i| ((i % 17) as f32 - 8.0) * 0.01).collect() };
     let flop = 2.0 * (m * k * n) as f64;
     let (a, b) = (fill(m * k), fill(k * n));
     let mut product: Box<dyn FnMut()> = match backend {

@@ -10,9 +10,9 @@ use rand::Rng;
 use crate::bounds::check_inputs;
 use crate::config::Group;
 use crate::error::{NnError, Result};
+use crate::fast::Engine;
 use crate::model::{Vae, standard_normal_noise};
 use crate::named::{Lookup, NamedTensor};
-use crate::fast::Engine;
 use crate::objective::{
     Objective, Trainable, evaluate_fast, evaluate_reference, fast_engine, trainable_names,
     validate_inputs,
@@ -36,7 +36,11 @@ fn sum_squares<E: Real>(v: &[E]) -> f64 {
             *a += x * x;
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|x| x.as_f64() * x.as_f64()).sum();
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|x| x.as_f64() * x.as_f64())
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 

@@ -11,7 +11,11 @@ use vaepipe_nn::*;
 
 /// Encoder 20-12-9, d = 4, decoder 7-11: two hidden layers each, sizes that are not multiples
 /// of the kernels' 6 × 16 blocks.
-fn deep_cfg(activation: Activation, likelihood: Likelihood, posterior_std: PosteriorStd) -> VaeConfig {
+fn deep_cfg(
+    activation: Activation,
+    likelihood: Likelihood,
+    posterior_std: PosteriorStd,
+) -> VaeConfig {
     VaeConfig {
         input_dim: 20,
         encoder_hidden: vec![12, 9],
@@ -56,8 +60,7 @@ fn compare(cfg: &VaeConfig, obj: Objective, tr: Trainable, n: usize, seed: u64) 
         "this CPU or setting does not take the fast path: {obj:?}"
     );
     let x = data_for(cfg, n, seed + 1);
-    let eps: Vec<f32> =
-        standard_normal_noise(&mut stream_rng(seed, 2), n * obj.k * cfg.latent_dim);
+    let eps: Vec<f32> = standard_normal_noise(&mut stream_rng(seed, 2), n * obj.k * cfg.latent_dim);
     let (v_fast, g_fast) =
         objective_and_grads_with_noise(&vae, &prior, &obj, tr, &x, n, &eps).unwrap();
     let (v32, g32) =
@@ -73,7 +76,10 @@ fn compare(cfg: &VaeConfig, obj: Objective, tr: Trainable, n: usize, seed: u64) 
         &to64(&eps),
     )
     .unwrap();
-    let what = format!("{obj:?} {tr:?} {:?}/{:?}/{:?}", cfg.activation, cfg.likelihood, cfg.posterior_std);
+    let what = format!(
+        "{obj:?} {tr:?} {:?}/{:?}/{:?}",
+        cfg.activation, cfg.likelihood, cfg.posterior_std
+    );
     assert!(
         (v_fast - v64).abs() <= 1e-5 * v64.abs().max(1.0),
         "{what}: value fast {v_fast} vs f64 reference {v64} (f32 reference {v32})"
@@ -119,7 +125,11 @@ fn fast_path_matches_the_reference_for_every_variant() {
         VaeConfig {
             encoder_hidden: vec![],
             decoder_hidden: vec![],
-            ..deep_cfg(Activation::Tanh, Likelihood::Bernoulli, PosteriorStd::Softplus)
+            ..deep_cfg(
+                Activation::Tanh,
+                Likelihood::Bernoulli,
+                PosteriorStd::Softplus,
+            )
         },
         // One hidden layer each, as in the other tests.
         bernoulli_cfg(),
@@ -198,8 +208,7 @@ fn fast_path_gradients_match_f32_finite_differences() {
         let x = data_for(&cfg, n, 6);
         let eps: Vec<f32> = standard_normal_noise(&mut stream_rng(5, 7), n * obj.k * 4);
         let f = |v: &Vae<f32>| {
-            objective_and_grads_with_noise(v, &prior, &obj, Trainable::MODEL, &x, n, &eps)
-                .unwrap()
+            objective_and_grads_with_noise(v, &prior, &obj, Trainable::MODEL, &x, n, &eps).unwrap()
         };
         let (_, grads) = f(&vae);
         let base = vae.named_tensors();
@@ -288,10 +297,21 @@ fn fast_and_generic_trainers_agree() {
     for s in 0..5u64 {
         let a = fast.step(&x, 8, &mut stream_rng(1, s)).unwrap();
         let b = generic.step(&x, 8, &mut stream_rng(1, s)).unwrap();
-        assert!((a.bound - b.bound).abs() < 1e-4 * b.bound.abs(), "{a:?} vs {b:?}");
-        assert!((a.grad_norm - b.grad_norm).abs() < 1e-3 * b.grad_norm, "{a:?} vs {b:?}");
+        assert!(
+            (a.bound - b.bound).abs() < 1e-4 * b.bound.abs(),
+            "{a:?} vs {b:?}"
+        );
+        assert!(
+            (a.grad_norm - b.grad_norm).abs() < 1e-3 * b.grad_norm,
+            "{a:?} vs {b:?}"
+        );
     }
-    for (u, v) in fast.vae().named_tensors().iter().zip(generic.vae().named_tensors()) {
+    for (u, v) in fast
+        .vae()
+        .named_tensors()
+        .iter()
+        .zip(generic.vae().named_tensors())
+    {
         for (p, q) in u.data.iter().zip(&v.data) {
             assert!((p - q).abs() < 1e-5, "{}: {p} vs {q}", u.name);
         }

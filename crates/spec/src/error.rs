@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan,
+};
 use serde::Serialize;
 
 use crate::source::{Origin, Sources};
@@ -22,7 +24,12 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(origin: &Origin, key: impl Into<String>, message: impl Into<String>) -> Self {
-        SpecError { origin: Some(origin.clone()), key: key.into(), message: message.into(), help: None }
+        SpecError {
+            origin: Some(origin.clone()),
+            key: key.into(),
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -61,14 +68,25 @@ impl SpecErrors {
                     }
                     None => (String::new(), 0, 0),
                 };
-                ErrorRecord { file, line, column, key: e.key.clone(), message: e.message.clone(), help: e.help.clone() }
+                ErrorRecord {
+                    file,
+                    line,
+                    column,
+                    key: e.key.clone(),
+                    message: e.message.clone(),
+                    help: e.help.clone(),
+                }
             })
             .collect()
     }
 
     /// Renders every error with a source snippet. `color` selects ANSI colours (for terminals).
     pub fn render(&self, color: bool) -> String {
-        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
         let mut out = String::new();
         for e in &self.errors {
@@ -78,7 +96,10 @@ impl SpecErrors {
             }
         }
         let n = self.errors.len();
-        out.push_str(&format!("{n} error{} in the spec\n", if n == 1 { "" } else { "s" }));
+        out.push_str(&format!(
+            "{n} error{} in the spec\n",
+            if n == 1 { "" } else { "s" }
+        ));
         out
     }
 }
@@ -87,7 +108,11 @@ impl fmt::Display for SpecErrors {
     /// One line per error: `file:line:col: key: message (help)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for r in self.records() {
-            let key = if r.key.is_empty() { String::new() } else { format!("`{}`: ", r.key) };
+            let key = if r.key.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`: ", r.key)
+            };
             write!(f, "{}:{}:{}: {key}{}", r.file, r.line, r.column, r.message)?;
             if let Some(h) = &r.help {
                 write!(f, " ({h})")?;
@@ -125,9 +150,23 @@ impl Snippet {
             }
             None => (None, None, String::new()),
         };
-        let key = if e.key.is_empty() { String::new() } else { format!("`{}`: ", e.key) };
-        let label = if e.key.is_empty() { "here".to_string() } else { e.key.clone() };
-        Snippet { message: format!("{location}{key}{}", e.message), help: e.help.clone(), source, span, label }
+        let key = if e.key.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`: ", e.key)
+        };
+        let label = if e.key.is_empty() {
+            "here".to_string()
+        } else {
+            e.key.clone()
+        };
+        Snippet {
+            message: format!("{location}{key}{}", e.message),
+            help: e.help.clone(),
+            source,
+            span,
+            label,
+        }
     }
 }
 
@@ -141,7 +180,9 @@ impl std::error::Error for Snippet {}
 
 impl Diagnostic for Snippet {
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -150,7 +191,10 @@ impl Diagnostic for Snippet {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.span?;
-        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(Some(self.label.clone()), span))))
+        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
+            Some(self.label.clone()),
+            span,
+        ))))
     }
 }
 
@@ -160,9 +204,13 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     // A known word that the input starts with (`vampprior` → `vamp`) or that starts with it.
     let lower = word.to_ascii_lowercase();
     if lower.len() >= 3
-        && let Some(c) = candidates.iter().filter(|c| c.len() >= 3 && (lower.starts_with(**c) || c.starts_with(lower.as_str()))).max_by_key(|c| c.len()) {
-            return Some(c);
-        }
+        && let Some(c) = candidates
+            .iter()
+            .filter(|c| c.len() >= 3 && (lower.starts_with(**c) || c.starts_with(lower.as_str())))
+            .max_by_key(|c| c.len())
+    {
+        return Some(c);
+    }
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(word, c), c))

@@ -78,8 +78,15 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Spec, SpecErrors> {
             });
         }
     };
-    let abs = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
-    let base = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| cwd.clone());
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    };
+    let base = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cwd.clone());
     load_str(&path.display().to_string(), &text, &base, overrides, &cwd).map(|mut s| {
         s.path = read::normalize(&abs);
         s
@@ -88,7 +95,13 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Spec, SpecErrors> {
 
 /// Like [`load`], from text: `name` is shown in messages, relative paths in the text resolve
 /// against `base_dir`, those in overrides against `override_dir`.
-pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], override_dir: &Path) -> Result<Spec, SpecErrors> {
+pub fn load_str(
+    name: &str,
+    text: &str,
+    base_dir: &Path,
+    overrides: &[String],
+    override_dir: &Path,
+) -> Result<Spec, SpecErrors> {
     let mut sources = Sources::default();
     let file = sources.add(name, text, base_dir);
     let (table, parse_errors) = DeTable::parse_recoverable(text);
@@ -97,7 +110,12 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
             .iter()
             .map(|e| {
                 let span = e.span().unwrap_or(0..0);
-                SpecError { origin: Some(Origin { source: file, span }), key: String::new(), message: format!("invalid TOML: {}", e.message()), help: None }
+                SpecError {
+                    origin: Some(Origin { source: file, span }),
+                    key: String::new(),
+                    message: format!("invalid TOML: {}", e.message()),
+                    help: None,
+                }
             })
             .collect();
         return Err(SpecErrors { sources, errors });
@@ -120,18 +138,41 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
     let explicit = sweep::explicit_points(&root, &axes, &mut r);
     // Paths assigned per point: an override of one of them (or of a table above it) would be
     // silently overwritten by the sweep.
-    let swept: Vec<&Vec<String>> = axes.iter().map(|a| &a.path).chain(explicit.iter().flatten().map(|a| &a.path)).collect();
+    let swept: Vec<&Vec<String>> = axes
+        .iter()
+        .map(|a| &a.path)
+        .chain(explicit.iter().flatten().map(|a| &a.path))
+        .collect();
     for (key, path, value) in parsed {
-        if swept.iter().any(|s| s.starts_with(&path) || path.starts_with(s)) {
-            r.error_help(&key.origin, &key.name, format!("`{}` is set per sweep point in [sweep]; an override would be ambiguous", key.name), "remove it from [sweep] or drop the --set");
+        if swept
+            .iter()
+            .any(|s| s.starts_with(&path) || path.starts_with(s))
+        {
+            r.error_help(
+                &key.origin,
+                &key.name,
+                format!(
+                    "`{}` is set per sweep point in [sweep]; an override would be ambiguous",
+                    key.name
+                ),
+                "remove it from [sweep] or drop the --set",
+            );
             continue;
         }
         if path.first().map(String::as_str) == Some("sweep") {
-            r.error(&key.origin, &key.name, "[sweep] cannot be overridden with --set; edit the spec");
+            r.error(
+                &key.origin,
+                &key.name,
+                "[sweep] cannot be overridden with --set; edit the spec",
+            );
             continue;
         }
         if let Err(prefix) = root.set_path(&path, &key.origin, value) {
-            r.error(&key.origin, &key.name, format!("cannot set `{}`: `{prefix}` is not a table", key.name));
+            r.error(
+                &key.origin,
+                &key.name,
+                format!("cannot set `{}`: `{prefix}` is not a table", key.name),
+            );
         }
     }
 
@@ -139,16 +180,26 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
     let mut runs = Vec::new();
     let mut labels = BTreeMap::new();
     if r.errors.is_empty() {
-        let explicit: Vec<Vec<sweep::Assignment>> = if explicit.is_empty() { vec![Vec::new()] } else { explicit };
+        let explicit: Vec<Vec<sweep::Assignment>> = if explicit.is_empty() {
+            vec![Vec::new()]
+        } else {
+            explicit
+        };
         let grid = sweep::grid(&axes);
-        let combos = explicit.iter().flat_map(|e| grid.iter().map(move |g| (e, g)));
+        let combos = explicit
+            .iter()
+            .flat_map(|e| grid.iter().map(move |g| (e, g)));
         for (index, (fixed, point)) in combos.enumerate() {
             let mut tree = root.clone();
             let mut assignments = BTreeMap::new();
             let mut set = |key: &node::Key, path: &[String], value: Node, r: &mut Reader| {
                 assignments.insert(key.name.clone(), to_json(&value));
                 if let Err(prefix) = tree.set_path(path, &key.origin, value) {
-                    r.error(&key.origin, &format!("sweep.{}", key.name), format!("cannot sweep `{}`: `{prefix}` is not a table", key.name));
+                    r.error(
+                        &key.origin,
+                        &format!("sweep.{}", key.name),
+                        format!("cannot sweep `{}`: `{prefix}` is not a table", key.name),
+                    );
                 }
             };
             for a in fixed {
@@ -168,7 +219,13 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
             }
             if let Some(config) = schema::read_run(&tree, &mut r) {
                 let id = point_id(&assignments);
-                runs.push(Run { index, id, label, assignments, config });
+                runs.push(Run {
+                    index,
+                    id,
+                    label,
+                    assignments,
+                    config,
+                });
             }
         }
     }
@@ -183,7 +240,10 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
         sources,
         overrides: overrides.to_vec(),
         sweep_keys: {
-            let mut keys: Vec<String> = runs.iter().flat_map(|r: &Run| r.assignments.keys().cloned()).collect();
+            let mut keys: Vec<String> = runs
+                .iter()
+                .flat_map(|r: &Run| r.assignments.keys().cloned())
+                .collect();
             keys.sort();
             keys.dedup();
             keys
@@ -195,27 +255,61 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, overrides: &[String], o
 type Override = (node::Key, Vec<String>, Node);
 
 fn parse_override(arg: &str, source: SourceId) -> Result<Override, SpecError> {
-    let whole = Origin { source, span: 0..arg.len() };
+    let whole = Origin {
+        source,
+        span: 0..arg.len(),
+    };
     let Some(eq) = arg.find('=') else {
-        return Err(SpecError::new(&whole, "", "expected KEY=VALUE").with_help("e.g. --set train.k=50 or --set train.objective=iwae"));
+        return Err(SpecError::new(&whole, "", "expected KEY=VALUE")
+            .with_help("e.g. --set train.k=50 or --set train.objective=iwae"));
     };
     let raw_key = &arg[..eq];
-    let key_origin = Origin { source, span: 0..eq };
-    let path: Vec<String> = raw_key.trim().split('.').map(|s| s.trim().to_string()).collect();
-    if path.iter().any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
-        return Err(SpecError::new(&key_origin, raw_key.trim(), format!("`{}` is not a dotted key path", raw_key.trim())).with_help("e.g. train.k"));
+    let key_origin = Origin {
+        source,
+        span: 0..eq,
+    };
+    let path: Vec<String> = raw_key
+        .trim()
+        .split('.')
+        .map(|s| s.trim().to_string())
+        .collect();
+    if path.iter().any(|p| {
+        p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }) {
+        return Err(SpecError::new(
+            &key_origin,
+            raw_key.trim(),
+            format!("`{}` is not a dotted key path", raw_key.trim()),
+        )
+        .with_help("e.g. train.k"));
     }
     let rhs = &arg[eq + 1..];
-    let value_origin = Origin { source, span: eq + 1..arg.len() };
+    let value_origin = Origin {
+        source,
+        span: eq + 1..arg.len(),
+    };
     let value = match DeValue::parse(rhs) {
         Ok(v) => {
             let mut n = node::from_value(&v, source);
             shift(&mut n, eq + 1);
             n
         }
-        Err(_) => Node { value: node::Value::Str(rhs.to_string()), origin: value_origin },
+        Err(_) => Node {
+            value: node::Value::Str(rhs.to_string()),
+            origin: value_origin,
+        },
     };
-    Ok((node::Key { name: path.join("."), origin: key_origin }, path, value))
+    Ok((
+        node::Key {
+            name: path.join("."),
+            origin: key_origin,
+        },
+        path,
+        value,
+    ))
 }
 
 /// Moves the spans of a value parsed from a slice of an argument to the argument's coordinates.
@@ -236,10 +330,15 @@ fn to_json(n: &Node) -> serde_json::Value {
     match &n.value {
         Str(s) | Datetime(s) => serde_json::Value::String(s.clone()),
         Int(i) => (*i).into(),
-        Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Float(f) => serde_json::Number::from_f64(*f)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         Bool(b) => (*b).into(),
         Array(a) => a.iter().map(to_json).collect(),
-        Table(t) => t.iter().map(|(k, v)| (k.name.clone(), to_json(v))).collect::<serde_json::Map<_, _>>().into(),
+        Table(t) => t
+            .iter()
+            .map(|(k, v)| (k.name.clone(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
     }
 }
 
@@ -287,7 +386,11 @@ pub fn to_toml(config: &RunConfig) -> String {
                 if let (1, Some(J::String(p))) = (m.len(), m.get("$file")) {
                     return Some(toml::Value::String(p.clone()));
                 }
-                toml::Value::Table(m.into_iter().filter_map(|(k, v)| strip(v).map(|v| (k, v))).collect())
+                toml::Value::Table(
+                    m.into_iter()
+                        .filter_map(|(k, v)| strip(v).map(|v| (k, v)))
+                        .collect(),
+                )
             }
         })
     }

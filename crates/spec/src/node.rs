@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::source::{Origin, SourceId};
 
@@ -52,7 +52,10 @@ impl Value {
 
 impl Node {
     pub fn table(origin: Origin) -> Node {
-        Node { value: Value::Table(Vec::new()), origin }
+        Node {
+            value: Value::Table(Vec::new()),
+            origin,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {
@@ -64,7 +67,12 @@ impl Node {
 
     /// Sets `path` (dotted, already split) to `value`, creating intermediate tables. Fails with the
     /// prefix that is not a table.
-    pub fn set_path(&mut self, path: &[String], key_origin: &Origin, value: Node) -> Result<(), String> {
+    pub fn set_path(
+        &mut self,
+        path: &[String],
+        key_origin: &Origin,
+        value: Node,
+    ) -> Result<(), String> {
         let Some((first, rest)) = path.split_first() else {
             return Err(String::new());
         };
@@ -74,10 +82,23 @@ impl Node {
         let idx = match entries.iter().position(|(k, _)| &k.name == first) {
             Some(i) => i,
             None => {
-                let child = if rest.is_empty() { value.clone() } else { Node::table(key_origin.clone()) };
-                entries.push((Key { name: first.clone(), origin: key_origin.clone() }, child));
+                let child = if rest.is_empty() {
+                    value.clone()
+                } else {
+                    Node::table(key_origin.clone())
+                };
+                entries.push((
+                    Key {
+                        name: first.clone(),
+                        origin: key_origin.clone(),
+                    },
+                    child,
+                ));
                 entries.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-                entries.iter().position(|(k, _)| &k.name == first).unwrap_or(0)
+                entries
+                    .iter()
+                    .position(|(k, _)| &k.name == first)
+                    .unwrap_or(0)
             }
         };
         if rest.is_empty() {
@@ -85,23 +106,42 @@ impl Node {
             entries[idx].0.origin = key_origin.clone();
             return Ok(());
         }
-        entries[idx].1.set_path(rest, key_origin, value).map_err(|p| {
-            if p.is_empty() { first.clone() } else { format!("{first}.{p}") }
-        })
+        entries[idx]
+            .1
+            .set_path(rest, key_origin, value)
+            .map_err(|p| {
+                if p.is_empty() {
+                    first.clone()
+                } else {
+                    format!("{first}.{p}")
+                }
+            })
     }
 }
 
 /// Converts the parser's spanned document into a [`Node`] tree.
 pub fn from_toml(table: &Spanned<DeTable<'_>>, source: SourceId) -> Node {
-    let origin = Origin { source, span: table.span() };
-    Node { value: table_entries(table.get_ref(), source), origin }
+    let origin = Origin {
+        source,
+        span: table.span(),
+    };
+    Node {
+        value: table_entries(table.get_ref(), source),
+        origin,
+    }
 }
 
 fn table_entries(table: &DeTable<'_>, source: SourceId) -> Value {
     let mut entries: Vec<(Key, Node)> = table
         .iter()
         .map(|(k, v)| {
-            let key = Key { name: k.get_ref().to_string(), origin: Origin { source, span: k.span() } };
+            let key = Key {
+                name: k.get_ref().to_string(),
+                origin: Origin {
+                    source,
+                    span: k.span(),
+                },
+            };
             (key, from_value(v, source))
         })
         .collect();
@@ -110,7 +150,10 @@ fn table_entries(table: &DeTable<'_>, source: SourceId) -> Value {
 }
 
 pub fn from_value(v: &Spanned<DeValue<'_>>, source: SourceId) -> Node {
-    let origin = Origin { source, span: v.span() };
+    let origin = Origin {
+        source,
+        span: v.span(),
+    };
     let value = match v.get_ref() {
         DeValue::String(s) => Value::Str(Cow::to_string(s)),
         DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {

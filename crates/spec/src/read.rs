@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{suggest, SpecError};
+use crate::error::{SpecError, suggest};
 use crate::node::{Key, Node, Value};
 use crate::source::{Origin, Sources};
 
@@ -16,15 +16,25 @@ pub struct Reader<'s> {
 
 impl<'s> Reader<'s> {
     pub fn new(sources: &'s Sources) -> Self {
-        Reader { sources, errors: Vec::new() }
+        Reader {
+            sources,
+            errors: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, origin: &Origin, key: &str, message: impl Into<String>) {
         self.errors.push(SpecError::new(origin, key, message));
     }
 
-    pub fn error_help(&mut self, origin: &Origin, key: &str, message: impl Into<String>, help: impl Into<String>) {
-        self.errors.push(SpecError::new(origin, key, message).with_help(help));
+    pub fn error_help(
+        &mut self,
+        origin: &Origin,
+        key: &str,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.errors
+            .push(SpecError::new(origin, key, message).with_help(help));
     }
 
     /// Opens `node` as the table at `path` (e.g. `train`, or `data.train`).
@@ -37,7 +47,11 @@ impl<'s> Reader<'s> {
                 used: vec![false; entries.len()],
             }),
             other => {
-                self.error(&node.origin, path, format!("expected a table, found {}", other.type_name()));
+                self.error(
+                    &node.origin,
+                    path,
+                    format!("expected a table, found {}", other.type_name()),
+                );
                 None
             }
         }
@@ -54,7 +68,11 @@ pub struct Table<'n> {
 
 impl<'n> Table<'n> {
     pub fn key_path(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     /// The raw node at `key`, marking it as known.
@@ -102,8 +120,16 @@ impl<'n> Table<'n> {
             return self.opt(r, key);
         }
         let path = self.key_path(key);
-        let table = if self.path.is_empty() { "the top level".to_string() } else { format!("[{}]", self.path) };
-        r.error(&self.origin, &path, format!("missing required key `{key}` in {table}"));
+        let table = if self.path.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("[{}]", self.path)
+        };
+        r.error(
+            &self.origin,
+            &path,
+            format!("missing required key `{key}` in {table}"),
+        );
         None
     }
 
@@ -113,12 +139,26 @@ impl<'n> Table<'n> {
             if *used {
                 continue;
             }
-            let table = if self.path.is_empty() { "the top level".to_string() } else { format!("[{}]", self.path) };
+            let table = if self.path.is_empty() {
+                "the top level".to_string()
+            } else {
+                format!("[{}]", self.path)
+            };
             let msg = format!("unknown key `{}` in {table}", key.name);
             let path = self.key_path(&key.name);
             match suggest(&key.name, known.iter().copied()) {
-                Some(s) => r.error_help(&key.origin, &path, format!("{msg}; did you mean `{s}`?"), format!("known keys: {}", known.join(", "))),
-                None => r.error_help(&key.origin, &path, msg, format!("known keys: {}", known.join(", "))),
+                Some(s) => r.error_help(
+                    &key.origin,
+                    &path,
+                    format!("{msg}; did you mean `{s}`?"),
+                    format!("known keys: {}", known.join(", ")),
+                ),
+                None => r.error_help(
+                    &key.origin,
+                    &path,
+                    msg,
+                    format!("known keys: {}", known.join(", ")),
+                ),
             }
         }
     }
@@ -130,7 +170,11 @@ pub trait FromNode: Sized {
 }
 
 fn type_error(node: &Node, path: &str, r: &mut Reader, expected: &str) {
-    r.error(&node.origin, path, format!("expected {expected}, found {}", node.value.type_name()));
+    r.error(
+        &node.origin,
+        path,
+        format!("expected {expected}, found {}", node.value.type_name()),
+    );
 }
 
 impl FromNode for String {
@@ -162,7 +206,11 @@ impl FromNode for u64 {
         match &node.value {
             Value::Int(i) if *i >= 0 => Some(*i as u64),
             Value::Int(i) => {
-                r.error(&node.origin, path, format!("expected a non-negative integer, found {i}"));
+                r.error(
+                    &node.origin,
+                    path,
+                    format!("expected a non-negative integer, found {i}"),
+                );
                 None
             }
             _ => {
@@ -190,7 +238,11 @@ impl FromNode for f64 {
         match &node.value {
             Value::Float(f) if f.is_finite() => Some(*f),
             Value::Float(f) => {
-                r.error(&node.origin, path, format!("expected a finite number, found {f}"));
+                r.error(
+                    &node.origin,
+                    path,
+                    format!("expected a finite number, found {f}"),
+                );
                 None
             }
             Value::Int(i) => Some(*i as f64),
@@ -231,7 +283,11 @@ impl FromNode for SpecPath {
     fn from_node(node: &Node, path: &str, r: &mut Reader) -> Option<Self> {
         let s = String::from_node(node, path, r)?;
         if s.trim().is_empty() {
-            r.error(&node.origin, path, "expected a file path, found an empty string");
+            r.error(
+                &node.origin,
+                path,
+                "expected a file path, found an empty string",
+            );
             return None;
         }
         let base = &r.sources.get(node.origin.source).base_dir;

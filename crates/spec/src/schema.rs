@@ -70,7 +70,10 @@ string_enum!(
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DataSource {
     /// IDX image file and optional label file (raw or gzip).
-    Idx { images: FileRef, labels: Option<FileRef> },
+    Idx {
+        images: FileRef,
+        labels: Option<FileRef>,
+    },
     /// One CSV or Parquet table.
     Table { path: FileRef },
 }
@@ -224,7 +227,9 @@ pub struct ReportSection {
 }
 
 /// The top-level keys a spec may have.
-pub const TOP_LEVEL: &[&str] = &["pipeline", "data", "model", "train", "prior", "eval", "report", "sweep"];
+pub const TOP_LEVEL: &[&str] = &[
+    "pipeline", "data", "model", "train", "prior", "eval", "report", "sweep",
+];
 
 /// Reads one run from a tree whose `[sweep]` has already been applied.
 pub fn read_run(root: &Node, r: &mut Reader) -> Option<RunConfig> {
@@ -232,7 +237,12 @@ pub fn read_run(root: &Node, r: &mut Reader) -> Option<RunConfig> {
     let mut top = r.table(root, "")?;
     let empty = Node::table(root.origin.clone());
     let pipeline_node = top.node("pipeline");
-    let pipeline = read_pipeline(pipeline_node.unwrap_or(&empty), &root.origin, r, pipeline_node.is_some());
+    let pipeline = read_pipeline(
+        pipeline_node.unwrap_or(&empty),
+        &root.origin,
+        r,
+        pipeline_node.is_some(),
+    );
     let data = match top.node("data") {
         Some(n) => read_data(n, r),
         None => {
@@ -266,25 +276,50 @@ fn section<'n>(top: &mut Table<'n>, name: &str, empty: &'n Node) -> &'n Node {
 }
 
 fn positive(v: &usize) -> Result<(), String> {
-    if *v >= 1 { Ok(()) } else { Err("must be at least 1".into()) }
+    if *v >= 1 {
+        Ok(())
+    } else {
+        Err("must be at least 1".into())
+    }
 }
 
 fn positive_f(v: &f64) -> Result<(), String> {
-    if *v > 0.0 { Ok(()) } else { Err(format!("must be greater than 0, found {v}")) }
+    if *v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("must be greater than 0, found {v}"))
+    }
 }
 
-fn read_pipeline(node: &Node, root: &Origin, r: &mut Reader, present: bool) -> Option<PipelineSection> {
+fn read_pipeline(
+    node: &Node,
+    root: &Origin,
+    r: &mut Reader,
+    present: bool,
+) -> Option<PipelineSection> {
     if !present {
-        r.error(root, "pipeline", "missing required section [pipeline] (it needs at least `name`)");
+        r.error(
+            root,
+            "pipeline",
+            "missing required section [pipeline] (it needs at least `name`)",
+        );
         return None;
     }
     let mut t = r.table(node, "pipeline")?;
     let name = t.req::<String>(r, "name").and_then(|(n, origin)| {
         if n.trim().is_empty() {
-            r.error(origin, "pipeline.name", "the pipeline name must not be empty");
+            r.error(
+                origin,
+                "pipeline.name",
+                "the pipeline name must not be empty",
+            );
             None
         } else if n.chars().any(|c| c.is_control()) {
-            r.error(origin, "pipeline.name", "the pipeline name must not contain control characters");
+            r.error(
+                origin,
+                "pipeline.name",
+                "the pipeline name must not contain control characters",
+            );
             None
         } else {
             Some(n)
@@ -293,26 +328,44 @@ fn read_pipeline(node: &Node, root: &Origin, r: &mut Reader, present: bool) -> O
     let seed = t.get(r, "seed", 0u64);
     let description = t.get(r, "description", String::new());
     t.finish(r, &["name", "seed", "description"]);
-    Some(PipelineSection { name: name?, seed, description })
+    Some(PipelineSection {
+        name: name?,
+        seed,
+        description,
+    })
 }
 
-fn read_source(node: &Node, path: &str, format: Option<DataFormat>, r: &mut Reader) -> Option<DataSource> {
+fn read_source(
+    node: &Node,
+    path: &str,
+    format: Option<DataFormat>,
+    r: &mut Reader,
+) -> Option<DataSource> {
     let mut t = r.table(node, path)?;
-    
+
     match format {
         Some(DataFormat::Idx) => {
-            let images = t.req::<SpecPath>(r, "images").and_then(|(p, o)| existing_file(p, o, &t.key_path("images"), r));
-            let labels = t.opt::<SpecPath>(r, "labels").map(|(p, o)| existing_file(p, o, &t.key_path("labels"), r));
+            let images = t
+                .req::<SpecPath>(r, "images")
+                .and_then(|(p, o)| existing_file(p, o, &t.key_path("images"), r));
+            let labels = t
+                .opt::<SpecPath>(r, "labels")
+                .map(|(p, o)| existing_file(p, o, &t.key_path("labels"), r));
             t.finish(r, &["images", "labels"]);
             let labels = match labels {
                 Some(None) => return None,
                 Some(Some(l)) => Some(l),
                 None => None,
             };
-            Some(DataSource::Idx { images: images?, labels })
+            Some(DataSource::Idx {
+                images: images?,
+                labels,
+            })
         }
         Some(DataFormat::Csv | DataFormat::Parquet) => {
-            let file = t.req::<SpecPath>(r, "path").and_then(|(p, o)| existing_file(p, o, &t.key_path("path"), r));
+            let file = t
+                .req::<SpecPath>(r, "path")
+                .and_then(|(p, o)| existing_file(p, o, &t.key_path("path"), r));
             t.finish(r, &["path"]);
             Some(DataSource::Table { path: file? })
         }
@@ -354,26 +407,39 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
     let train = match t.node("train") {
         Some(n) => read_source(n, "data.train", format_ok, r),
         None => {
-            r.error(&t.origin, "data.train", "missing required key `train` in [data]");
+            r.error(
+                &t.origin,
+                "data.train",
+                "missing required key `train` in [data]",
+            );
             None
         }
     };
     let test = match t.node("test") {
         Some(n) => read_source(n, "data.test", format_ok, r),
         None => {
-            r.error(&t.origin, "data.test", "missing required key `test` in [data]");
+            r.error(
+                &t.origin,
+                "data.test",
+                "missing required key `test` in [data]",
+            );
             None
         }
     };
     let label_column = t.opt::<String>(r, "label_column").map(|(v, _)| v);
     if let (Some(DataFormat::Idx), Some(_)) = (format, &label_column)
-        && let Some(n) = t.node("label_column") {
-            r.error(&n.origin, "data.label_column", "`label_column` applies to csv and parquet data, not idx (labels come from the `labels` file)");
-        }
+        && let Some(n) = t.node("label_column")
+    {
+        r.error(&n.origin, "data.label_column", "`label_column` applies to csv and parquet data, not idx (labels come from the `labels` file)");
+    }
     let scale = t.get(r, "scale", Scale::Max);
     let binarize = t.get(r, "binarize", Binarize::Dynamic);
     let threshold = t.get_checked(r, "threshold", 0.5f64, |v| {
-        if *v > 0.0 && *v < 1.0 { Ok(()) } else { Err(format!("must lie strictly between 0 and 1, found {v}")) }
+        if *v > 0.0 && *v < 1.0 {
+            Ok(())
+        } else {
+            Err(format!("must lie strictly between 0 and 1, found {v}"))
+        }
     });
     let validation = match t.node("validation") {
         None => Some(Holdout::Rows(0)),
@@ -383,11 +449,23 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
             crate::node::Value::Float(f) if *f == 0.0 => Some(Holdout::Rows(0)),
             crate::node::Value::Float(f) if *f > 0.0 && *f < 1.0 => Some(Holdout::Fraction(*f)),
             crate::node::Value::Int(_) | crate::node::Value::Float(_) => {
-                r.error_help(&n.origin, "data.validation", "must be a row count ≥ 0 or a fraction in [0, 1)", "e.g. validation = 400 or validation = 0.1");
+                r.error_help(
+                    &n.origin,
+                    "data.validation",
+                    "must be a row count ≥ 0 or a fraction in [0, 1)",
+                    "e.g. validation = 400 or validation = 0.1",
+                );
                 None
             }
             other => {
-                r.error(&n.origin, "data.validation", format!("expected an integer (rows) or a float (fraction), found {}", other.type_name()));
+                r.error(
+                    &n.origin,
+                    "data.validation",
+                    format!(
+                        "expected an integer (rows) or a float (fraction), found {}",
+                        other.type_name()
+                    ),
+                );
                 None
             }
         },
@@ -396,7 +474,18 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
     let test_rows = t.get(r, "test_rows", 0usize);
     t.finish(
         r,
-        &["format", "train", "test", "label_column", "scale", "binarize", "threshold", "validation", "train_rows", "test_rows"],
+        &[
+            "format",
+            "train",
+            "test",
+            "label_column",
+            "scale",
+            "binarize",
+            "threshold",
+            "validation",
+            "train_rows",
+            "test_rows",
+        ],
     );
     Some(DataSection {
         format: format?,
@@ -425,17 +514,39 @@ fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
     let encoder = t.get_checked(r, "encoder", vec![200usize, 200], |v: &Vec<usize>| sizes(v));
     let decoder = t.opt::<Vec<usize>>(r, "decoder");
     if let Some((d, o)) = &decoder
-        && let Err(e) = sizes(d) {
-            r.error(o, "model.decoder", e);
-        }
+        && let Err(e) = sizes(d)
+    {
+        r.error(o, "model.decoder", e);
+    }
     let decoder = decoder.map_or_else(|| encoder.iter().rev().copied().collect(), |(d, _)| d);
     let activation = t.get(r, "activation", Activation::Tanh);
     let likelihood = t.get(r, "likelihood", Likelihood::Bernoulli);
     let observation_std = t.get_checked(r, "observation_std", 1.0f64, positive_f);
     let learn_std = t.get(r, "learn_std", false);
     let posterior_std = t.get(r, "posterior_std", PosteriorStd::Exp);
-    t.finish(r, &["latent", "encoder", "decoder", "activation", "likelihood", "observation_std", "learn_std", "posterior_std"]);
-    Some(ModelSection { latent, encoder, decoder, activation, likelihood, observation_std, learn_std, posterior_std })
+    t.finish(
+        r,
+        &[
+            "latent",
+            "encoder",
+            "decoder",
+            "activation",
+            "likelihood",
+            "observation_std",
+            "learn_std",
+            "posterior_std",
+        ],
+    );
+    Some(ModelSection {
+        latent,
+        encoder,
+        decoder,
+        activation,
+        likelihood,
+        observation_std,
+        learn_std,
+        posterior_std,
+    })
 }
 
 fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
@@ -449,7 +560,10 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
     let lr = t.get_checked(r, "lr", 1e-3f64, positive_f);
     let betas = t.get_checked(r, "betas", vec![0.9f64, 0.999], |b| {
         if b.len() != 2 {
-            Err(format!("expected two numbers [beta1, beta2], found {}", b.len()))
+            Err(format!(
+                "expected two numbers [beta1, beta2], found {}",
+                b.len()
+            ))
         } else if b.iter().any(|x| !(0.0..1.0).contains(x)) {
             Err("each beta must lie in [0, 1)".into())
         } else {
@@ -460,15 +574,50 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
     let schedule = t.get(r, "schedule", Schedule::Constant);
     let step_epochs = t.get_checked(r, "step_epochs", 10usize, positive);
     let step_gamma = t.get_checked(r, "step_gamma", 0.5f64, |g| {
-        if *g > 0.0 && *g <= 1.0 { Ok(()) } else { Err(format!("must lie in (0, 1], found {g}")) }
+        if *g > 0.0 && *g <= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("must lie in (0, 1], found {g}"))
+        }
     });
     let patience = t.get(r, "patience", 0usize);
     t.finish(
         r,
-        &["objective", "k", "estimator", "analytic_kl", "batch_size", "epochs", "lr", "betas", "eps", "schedule", "step_epochs", "step_gamma", "patience"],
+        &[
+            "objective",
+            "k",
+            "estimator",
+            "analytic_kl",
+            "batch_size",
+            "epochs",
+            "lr",
+            "betas",
+            "eps",
+            "schedule",
+            "step_epochs",
+            "step_gamma",
+            "patience",
+        ],
     );
-    let betas = [*betas.first().unwrap_or(&0.9), *betas.get(1).unwrap_or(&0.999)];
-    Some(TrainSection { objective, k, estimator, analytic_kl, batch_size, epochs, lr, betas, eps, schedule, step_epochs, step_gamma, patience })
+    let betas = [
+        *betas.first().unwrap_or(&0.9),
+        *betas.get(1).unwrap_or(&0.999),
+    ];
+    Some(TrainSection {
+        objective,
+        k,
+        estimator,
+        analytic_kl,
+        batch_size,
+        epochs,
+        lr,
+        betas,
+        eps,
+        schedule,
+        step_epochs,
+        step_gamma,
+        patience,
+    })
 }
 
 fn read_prior(node: &Node, r: &mut Reader) -> Option<PriorSection> {
@@ -483,23 +632,53 @@ fn read_prior(node: &Node, r: &mut Reader) -> Option<PriorSection> {
     let init = t.get(r, "init", VampInit::Data);
     let then = t.get(r, "then", Then::None);
     let finetune_epochs = t.get_checked(r, "finetune_epochs", 5usize, positive);
-    t.finish(r, &["method", "components", "subset", "fit", "steps", "lr", "samples", "init", "then", "finetune_epochs"]);
-    Some(PriorSection { method, components, subset, fit, steps, lr, samples, init, then, finetune_epochs })
+    t.finish(
+        r,
+        &[
+            "method",
+            "components",
+            "subset",
+            "fit",
+            "steps",
+            "lr",
+            "samples",
+            "init",
+            "then",
+            "finetune_epochs",
+        ],
+    );
+    Some(PriorSection {
+        method,
+        components,
+        subset,
+        fit,
+        steps,
+        lr,
+        samples,
+        init,
+        then,
+        finetune_epochs,
+    })
 }
 
 fn read_eval(node: &Node, r: &mut Reader) -> Option<EvalSection> {
     let mut t = r.table(node, "eval")?;
     let k = t.get_checked(r, "k", 5000usize, positive);
     let images = t.get(r, "images", 0usize);
-    let mut curve_k = t.get_checked(r, "curve_k", vec![1usize, 2, 5, 10, 50, 100, 500, 5000], |v| {
-        if v.is_empty() {
-            Err("needs at least one k".into())
-        } else if v.contains(&0) {
-            Err("every k must be at least 1".into())
-        } else {
-            Ok(())
-        }
-    });
+    let mut curve_k = t.get_checked(
+        r,
+        "curve_k",
+        vec![1usize, 2, 5, 10, 50, 100, 500, 5000],
+        |v| {
+            if v.is_empty() {
+                Err("needs at least one k".into())
+            } else if v.contains(&0) {
+                Err("every k must be at least 1".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
     curve_k.sort_unstable();
     curve_k.dedup();
     let curve_images = t.get_checked(r, "curve_images", 200usize, positive);
@@ -509,16 +688,40 @@ fn read_eval(node: &Node, r: &mut Reader) -> Option<EvalSection> {
     let binarization_seed = t.get(r, "binarization_seed", 0u64);
     t.finish(
         r,
-        &["k", "images", "curve_k", "curve_images", "active_threshold", "samples", "reconstructions", "binarization_seed"],
+        &[
+            "k",
+            "images",
+            "curve_k",
+            "curve_images",
+            "active_threshold",
+            "samples",
+            "reconstructions",
+            "binarization_seed",
+        ],
     );
-    Some(EvalSection { k, images, curve_k, curve_images, active_threshold, samples, reconstructions, binarization_seed })
+    Some(EvalSection {
+        k,
+        images,
+        curve_k,
+        curve_images,
+        active_threshold,
+        samples,
+        reconstructions,
+        binarization_seed,
+    })
 }
 
-fn read_report(node: &Node, r: &mut Reader, pipeline: Option<&PipelineSection>) -> Option<ReportSection> {
+fn read_report(
+    node: &Node,
+    r: &mut Reader,
+    pipeline: Option<&PipelineSection>,
+) -> Option<ReportSection> {
     let mut t = r.table(node, "report")?;
     let title = t.opt::<String>(r, "title").map(|(v, _)| v);
     t.finish(r, &["title"]);
-    let title = title.or_else(|| pipeline.map(|p| p.name.clone())).unwrap_or_default();
+    let title = title
+        .or_else(|| pipeline.map(|p| p.name.clone()))
+        .unwrap_or_default();
     Some(ReportSection { title })
 }
 
@@ -544,7 +747,11 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
         );
     }
     if t.analytic_kl && t.estimator == Estimator::Dreg {
-        r.error(&at(&["train", "estimator"]), "train.estimator", "the DReG estimator has no analytic-KL form; set analytic_kl = false");
+        r.error(
+            &at(&["train", "estimator"]),
+            "train.estimator",
+            "the DReG estimator has no analytic-KL form; set analytic_kl = false",
+        );
     }
     let holds_out = match run.data.validation {
         Holdout::Rows(n) => n > 0,
@@ -559,7 +766,12 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
         );
     }
     let m = &run.model;
-    if m.likelihood == Likelihood::Gaussian && matches!(run.data.binarize, Binarize::Static | Binarize::Dynamic | Binarize::Threshold) {
+    if m.likelihood == Likelihood::Gaussian
+        && matches!(
+            run.data.binarize,
+            Binarize::Static | Binarize::Dynamic | Binarize::Threshold
+        )
+    {
         r.error_help(
             &at(&["model", "likelihood"]),
             "model.likelihood",
@@ -568,4 +780,3 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
         );
     }
 }
-

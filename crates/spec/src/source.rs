@@ -17,7 +17,11 @@ pub struct Origin {
 
 impl Ord for Origin {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.source, self.span.start, self.span.end).cmp(&(other.source, other.span.start, other.span.end))
+        (self.source, self.span.start, self.span.end).cmp(&(
+            other.source,
+            other.span.start,
+            other.span.end,
+        ))
     }
 }
 
@@ -44,8 +48,17 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn add(&mut self, name: impl Into<String>, text: impl Into<String>, base_dir: &Path) -> SourceId {
-        self.list.push(Source { name: name.into(), text: text.into(), base_dir: base_dir.to_path_buf() });
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        text: impl Into<String>,
+        base_dir: &Path,
+    ) -> SourceId {
+        self.list.push(Source {
+            name: name.into(),
+            text: text.into(),
+            base_dir: base_dir.to_path_buf(),
+        });
         SourceId(self.list.len() - 1)
     }
 

@@ -23,14 +23,24 @@ const POINTS: &str = "points";
 
 /// Reads the axes of `[sweep]`; errors are recorded in `r`.
 pub fn axes(root: &Node, r: &mut Reader) -> Vec<Axis> {
-    let Some(sweep) = root.get("sweep") else { return Vec::new() };
+    let Some(sweep) = root.get("sweep") else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     match &sweep.value {
         Value::Table(entries) => {
-            let grid: Vec<(Key, Node)> = entries.iter().filter(|(k, _)| k.name != POINTS).cloned().collect();
+            let grid: Vec<(Key, Node)> = entries
+                .iter()
+                .filter(|(k, _)| k.name != POINTS)
+                .cloned()
+                .collect();
             flatten(&grid, &mut Vec::new(), r, &mut out)
         }
-        other => r.error(&sweep.origin, "sweep", format!("expected a table of arrays, found {}", other.type_name())),
+        other => r.error(
+            &sweep.origin,
+            "sweep",
+            format!("expected a table of arrays, found {}", other.type_name()),
+        ),
     }
     out.sort_by(|a, b| a.key.name.cmp(&b.key.name));
     out
@@ -47,12 +57,17 @@ pub struct Assignment {
 /// Reads `[[sweep.points]]`: one list of assignments per explicit point (empty: no explicit
 /// points). A key may not also be a grid axis.
 pub fn explicit_points(root: &Node, axes: &[Axis], r: &mut Reader) -> Vec<Vec<Assignment>> {
-    let Some(points) = root.get("sweep").and_then(|s| s.get(POINTS)) else { return Vec::new() };
+    let Some(points) = root.get("sweep").and_then(|s| s.get(POINTS)) else {
+        return Vec::new();
+    };
     let Value::Array(items) = &points.value else {
         r.error_help(
             &points.origin,
             "sweep.points",
-            format!("expected an array of tables, found {}", points.value.type_name()),
+            format!(
+                "expected an array of tables, found {}",
+                points.value.type_name()
+            ),
             "write each point as [[sweep.points]] followed by key = value lines",
         );
         return Vec::new();
@@ -63,7 +78,14 @@ pub fn explicit_points(root: &Node, axes: &[Axis], r: &mut Reader) -> Vec<Vec<As
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Value::Table(entries) = &item.value else {
-            r.error(&item.origin, &format!("sweep.points[{i}]"), format!("expected a table of key = value, found {}", item.value.type_name()));
+            r.error(
+                &item.origin,
+                &format!("sweep.points[{i}]"),
+                format!(
+                    "expected a table of key = value, found {}",
+                    item.value.type_name()
+                ),
+            );
             continue;
         };
         let mut assignments = Vec::new();
@@ -71,7 +93,11 @@ pub fn explicit_points(root: &Node, axes: &[Axis], r: &mut Reader) -> Vec<Vec<As
         for a in &assignments {
             let dotted = a.path.join(".");
             if axes.iter().any(|x| x.path == a.path) {
-                r.error(&a.key.origin, &format!("sweep.points[{i}].{dotted}"), format!("`{dotted}` is also a grid axis of [sweep]; set it in one place"));
+                r.error(
+                    &a.key.origin,
+                    &format!("sweep.points[{i}].{dotted}"),
+                    format!("`{dotted}` is also a grid axis of [sweep]; set it in one place"),
+                );
             }
         }
         assignments.sort_by(|a, b| a.key.name.cmp(&b.key.name));
@@ -80,24 +106,50 @@ pub fn explicit_points(root: &Node, axes: &[Axis], r: &mut Reader) -> Vec<Vec<As
     out
 }
 
-fn collect(entries: &[(Key, Node)], prefix: &[String], i: usize, r: &mut Reader, out: &mut Vec<Assignment>) {
+fn collect(
+    entries: &[(Key, Node)],
+    prefix: &[String],
+    i: usize,
+    r: &mut Reader,
+    out: &mut Vec<Assignment>,
+) {
     for (key, node) in entries {
         let mut path = prefix.to_vec();
         path.extend(key.name.split('.').map(|s| s.trim().to_string()));
         let dotted = path.join(".");
         let at = format!("sweep.points[{i}].{dotted}");
         if path.iter().any(String::is_empty) {
-            r.error(&key.origin, &at, "a key must be a dotted path like \"train.k\"");
+            r.error(
+                &key.origin,
+                &at,
+                "a key must be a dotted path like \"train.k\"",
+            );
         } else if let (Value::Table(inner), true) = (&node.value, path.len() < 2) {
             collect(inner, &path, i, r, out);
         } else if path.len() < 2 {
-            r.error_help(&key.origin, &at, format!("`{dotted}` is a section, not a key"), "e.g. \"train.k\" = 5");
+            r.error_help(
+                &key.origin,
+                &at,
+                format!("`{dotted}` is a section, not a key"),
+                "e.g. \"train.k\" = 5",
+            );
         } else if FIXED.contains(&dotted.as_str()) {
-            r.error(&key.origin, &at, format!("`{dotted}` cannot be swept: one pipeline has one name"));
+            r.error(
+                &key.origin,
+                &at,
+                format!("`{dotted}` cannot be swept: one pipeline has one name"),
+            );
         } else if path[0] == "sweep" {
             r.error(&key.origin, &at, "a sweep cannot sweep itself");
         } else {
-            out.push(Assignment { key: Key { name: dotted, origin: key.origin.clone() }, path, value: node.clone() });
+            out.push(Assignment {
+                key: Key {
+                    name: dotted,
+                    origin: key.origin.clone(),
+                },
+                path,
+                value: node.clone(),
+            });
         }
     }
 }
@@ -108,31 +160,66 @@ fn flatten(entries: &[(Key, Node)], prefix: &mut [String], r: &mut Reader, out: 
         path.extend(key.name.split('.').map(|s| s.trim().to_string()));
         let dotted = path.join(".");
         if path.iter().any(String::is_empty) {
-            r.error(&key.origin, &format!("sweep.{dotted}"), "a sweep key must be a dotted path like \"train.k\"");
+            r.error(
+                &key.origin,
+                &format!("sweep.{dotted}"),
+                "a sweep key must be a dotted path like \"train.k\"",
+            );
             continue;
         }
         match &node.value {
             Value::Table(inner) => flatten(inner, &mut path, r, out),
             Value::Array(values) => {
                 if path.len() < 2 {
-                    r.error_help(&key.origin, &format!("sweep.{dotted}"), format!("`{dotted}` is a section, not a key"), "sweep a key inside it, e.g. \"train.k\" = [1, 5]");
+                    r.error_help(
+                        &key.origin,
+                        &format!("sweep.{dotted}"),
+                        format!("`{dotted}` is a section, not a key"),
+                        "sweep a key inside it, e.g. \"train.k\" = [1, 5]",
+                    );
                 } else if path[0] == "sweep" {
-                    r.error(&key.origin, &format!("sweep.{dotted}"), "a sweep cannot sweep itself");
+                    r.error(
+                        &key.origin,
+                        &format!("sweep.{dotted}"),
+                        "a sweep cannot sweep itself",
+                    );
                 } else if FIXED.contains(&dotted.as_str()) {
-                    r.error(&key.origin, &format!("sweep.{dotted}"), format!("`{dotted}` cannot be swept: one pipeline has one name"));
+                    r.error(
+                        &key.origin,
+                        &format!("sweep.{dotted}"),
+                        format!("`{dotted}` cannot be swept: one pipeline has one name"),
+                    );
                 } else if values.is_empty() {
-                    r.error(&node.origin, &format!("sweep.{dotted}"), "a sweep needs at least one value");
+                    r.error(
+                        &node.origin,
+                        &format!("sweep.{dotted}"),
+                        "a sweep needs at least one value",
+                    );
                 } else if out.iter().any(|a: &Axis| a.path == path) {
-                    r.error(&key.origin, &format!("sweep.{dotted}"), format!("`{dotted}` is swept twice"));
+                    r.error(
+                        &key.origin,
+                        &format!("sweep.{dotted}"),
+                        format!("`{dotted}` is swept twice"),
+                    );
                 } else {
-                    let key = Key { name: dotted, origin: key.origin.clone() };
-                    out.push(Axis { key, path, values: values.clone() });
+                    let key = Key {
+                        name: dotted,
+                        origin: key.origin.clone(),
+                    };
+                    out.push(Axis {
+                        key,
+                        path,
+                        values: values.clone(),
+                    });
                 }
             }
             other => r.error_help(
                 &node.origin,
                 &format!("sweep.{dotted}"),
-                format!("expected an array of values to sweep over, found {}", other.type_name()),
+                format!(
+                    "expected an array of values to sweep over, found {}",
+                    other.type_name()
+                ),
                 format!("write \"{dotted}\" = [a, b, …]"),
             ),
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{Context as _, anyhow};
 use serde::{Deserialize, Serialize};
 use vaepipe_nn::{NamedTensor, Prior, PriorKind, Vae, VaeConfig};
 use vaepipe_spec::{Activation, Likelihood, ModelSection, PosteriorStd};
@@ -34,7 +34,10 @@ impl ModelConfig {
             },
             likelihood: match m.likelihood {
                 Likelihood::Bernoulli => vaepipe_nn::Likelihood::Bernoulli,
-                Likelihood::Gaussian => vaepipe_nn::Likelihood::Gaussian { std: m.observation_std as f32, learned: m.learn_std },
+                Likelihood::Gaussian => vaepipe_nn::Likelihood::Gaussian {
+                    std: m.observation_std as f32,
+                    learned: m.learn_std,
+                },
             },
             posterior_std: match m.posterior_std {
                 PosteriorStd::Exp => vaepipe_nn::PosteriorStd::Exp,
@@ -46,7 +49,9 @@ impl ModelConfig {
 
 /// Reads one split (`train`, `validation`, `test`) written by the data stage.
 pub fn read_split(data_dir: &Path, split: &str) -> anyhow::Result<vaepipe_data::Dataset> {
-    Ok(vaepipe_data::read_dataset(&data_dir.join(format!("{split}.parquet")))?)
+    Ok(vaepipe_data::read_dataset(
+        &data_dir.join(format!("{split}.parquet")),
+    )?)
 }
 
 /// Saves a model with its configuration in the metadata.
@@ -60,9 +65,16 @@ pub fn save_model(path: &Path, vae: &Vae, config: &ModelConfig) -> anyhow::Resul
 /// Loads a model saved by [`save_model`]; errors name the file.
 pub fn load_model(path: &Path) -> anyhow::Result<(Vae, ModelConfig)> {
     let (tensors, meta) = vaepipe_nn::load_safetensors(path)?;
-    let json = meta.get("vaepipe.model").ok_or_else(|| anyhow!("{}: not a vaepipe model (no `vaepipe.model` metadata)", path.display()))?;
-    let config: ModelConfig = serde_json::from_str(json).with_context(|| format!("{}: invalid `vaepipe.model` metadata", path.display()))?;
-    let vae = Vae::from_named_tensors(&config.vae_config(), &tensors).with_context(|| format!("{}: does not match its configuration", path.display()))?;
+    let json = meta.get("vaepipe.model").ok_or_else(|| {
+        anyhow!(
+            "{}: not a vaepipe model (no `vaepipe.model` metadata)",
+            path.display()
+        )
+    })?;
+    let config: ModelConfig = serde_json::from_str(json)
+        .with_context(|| format!("{}: invalid `vaepipe.model` metadata", path.display()))?;
+    let vae = Vae::from_named_tensors(&config.vae_config(), &tensors)
+        .with_context(|| format!("{}: does not match its configuration", path.display()))?;
     Ok((vae, config))
 }
 
@@ -97,16 +109,27 @@ pub fn save_prior(path: &Path, prior: &Prior, info: &PriorInfo) -> anyhow::Resul
 /// Loads a prior saved by [`save_prior`] for a model of configuration `cfg`.
 pub fn load_prior(path: &Path, cfg: &VaeConfig) -> anyhow::Result<(Prior, PriorInfo)> {
     let (tensors, meta) = vaepipe_nn::load_safetensors(path)?;
-    let json = meta.get("vaepipe.prior").ok_or_else(|| anyhow!("{}: not a vaepipe prior (no `vaepipe.prior` metadata)", path.display()))?;
-    let info: PriorInfo = serde_json::from_str(json).with_context(|| format!("{}: invalid `vaepipe.prior` metadata", path.display()))?;
+    let json = meta.get("vaepipe.prior").ok_or_else(|| {
+        anyhow!(
+            "{}: not a vaepipe prior (no `vaepipe.prior` metadata)",
+            path.display()
+        )
+    })?;
+    let info: PriorInfo = serde_json::from_str(json)
+        .with_context(|| format!("{}: invalid `vaepipe.prior` metadata", path.display()))?;
     let kind = match info.kind.as_str() {
         "standard-normal" => PriorKind::StandardNormal,
-        "mixture" => PriorKind::Mixture { components: info.components },
-        "vamp" => PriorKind::Vamp { components: info.components },
+        "mixture" => PriorKind::Mixture {
+            components: info.components,
+        },
+        "vamp" => PriorKind::Vamp {
+            components: info.components,
+        },
         other => return Err(anyhow!("{}: unknown prior kind `{other}`", path.display())),
     };
     let tensors: Vec<NamedTensor> = tensors;
-    let prior = Prior::from_named_tensors(kind, cfg, &tensors).with_context(|| format!("{}: does not fit the model", path.display()))?;
+    let prior = Prior::from_named_tensors(kind, cfg, &tensors)
+        .with_context(|| format!("{}: does not fit the model", path.display()))?;
     Ok((prior, info))
 }
 

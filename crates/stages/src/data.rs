@@ -8,11 +8,11 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vaepipe_data::Dataset;
-use vaepipe_engine::{pick, Context, Stage, StageError};
+use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_spec::{Binarize, DataFormat, DataSection, DataSource, Holdout, Scale};
 
 use crate::util::seed_for;
@@ -69,23 +69,38 @@ impl Stage for DataStage {
     fn params(&self, point: &Value) -> Value {
         let data = &point["data"];
         let holds_out = data["validation"].as_object().is_some_and(|h| {
-            h.get("rows").and_then(Value::as_u64).is_some_and(|n| n > 0) || h.get("fraction").and_then(Value::as_f64).is_some_and(|f| f > 0.0)
+            h.get("rows").and_then(Value::as_u64).is_some_and(|n| n > 0)
+                || h.get("fraction")
+                    .and_then(Value::as_f64)
+                    .is_some_and(|f| f > 0.0)
         });
         let static_draw = data["binarize"] == "static";
-        if holds_out || static_draw { pick(point, &["data", "pipeline.seed"]) } else { pick(point, &["data"]) }
+        if holds_out || static_draw {
+            pick(point, &["data", "pipeline.seed"])
+        } else {
+            pick(point, &["data"])
+        }
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         run(ctx).map_err(StageError::from)
     }
 }
 
-fn read_source(src: &DataSource, format: DataFormat, label_column: Option<&str>) -> anyhow::Result<Dataset> {
+fn read_source(
+    src: &DataSource,
+    format: DataFormat,
+    label_column: Option<&str>,
+) -> anyhow::Result<Dataset> {
     Ok(match (format, src) {
         (DataFormat::Idx, DataSource::Idx { images, labels }) => {
             vaepipe_data::read_idx(&images.path, labels.as_ref().map(|l| l.path.as_path()))?
         }
-        (DataFormat::Csv, DataSource::Table { path }) => vaepipe_data::read_csv(&path.path, label_column)?,
-        (DataFormat::Parquet, DataSource::Table { path }) => vaepipe_data::read_parquet(&path.path, label_column)?,
+        (DataFormat::Csv, DataSource::Table { path }) => {
+            vaepipe_data::read_csv(&path.path, label_column)?
+        }
+        (DataFormat::Parquet, DataSource::Table { path }) => {
+            vaepipe_data::read_parquet(&path.path, label_column)?
+        }
         (f, s) => bail!("data source {s:?} does not fit format `{f}`"),
     })
 }
@@ -97,7 +112,13 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
     ctx.progress(0, 4, "reading");
     let mut train = read_source(&d.train, d.format, d.label_column.as_deref())?;
     let test = read_source(&d.test, d.format, d.label_column.as_deref())?;
-    ctx.log(format!("read {} train and {} test rows of {} features in {:.2}s", train.rows, test.rows, train.features, t0.elapsed().as_secs_f64()));
+    ctx.log(format!(
+        "read {} train and {} test rows of {} features in {:.2}s",
+        train.rows,
+        test.rows,
+        train.features,
+        t0.elapsed().as_secs_f64()
+    ));
     let test = align_features(&train, test, d)?;
     if d.train_rows > 0 && d.train_rows < train.rows {
         train = vaepipe_data::subset(&train, &(0..d.train_rows).collect::<Vec<_>>())?;
@@ -116,17 +137,27 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
     )?;
     vaepipe_data::apply_scale(&mut test, factor)?;
     if d.binarize != Binarize::None {
-        vaepipe_data::check_unit_interval(&train).context("train data (binarization needs values in [0, 1]; set data.scale = \"max\")")?;
-        vaepipe_data::check_unit_interval(&test).context("test data (binarization needs values in [0, 1]; set data.scale = \"max\")")?;
+        vaepipe_data::check_unit_interval(&train).context(
+            "train data (binarization needs values in [0, 1]; set data.scale = \"max\")",
+        )?;
+        vaepipe_data::check_unit_interval(&test)
+            .context("test data (binarization needs values in [0, 1]; set data.scale = \"max\")")?;
     }
     let n_val = match d.validation {
         Holdout::Rows(n) => n,
         Holdout::Fraction(f) => (f * train.rows as f64).round() as usize,
     };
     if n_val >= train.rows {
-        bail!("data.validation holds out {n_val} rows, but the training data has only {} (after train_rows)", train.rows);
+        bail!(
+            "data.validation holds out {n_val} rows, but the training data has only {} (after train_rows)",
+            train.rows
+        );
     }
-    let (mut train, mut validation) = vaepipe_data::split_validation(&train, n_val, seed_for(p.pipeline.seed, "data/validation"))?;
+    let (mut train, mut validation) = vaepipe_data::split_validation(
+        &train,
+        n_val,
+        seed_for(p.pipeline.seed, "data/validation"),
+    )?;
     ctx.progress(2, 4, "binarizing");
     match d.binarize {
         Binarize::None | Binarize::Dynamic => {}
@@ -137,17 +168,33 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
         }
         Binarize::Static => {
             for (name, ds) in [("train", &mut train), ("validation", &mut validation)] {
-                vaepipe_data::binarize_static(ds, seed_for(p.pipeline.seed, &format!("data/static/{name}")))?;
+                vaepipe_data::binarize_static(
+                    ds,
+                    seed_for(p.pipeline.seed, &format!("data/static/{name}")),
+                )?;
             }
-            vaepipe_data::binarize_static(&mut test, seed_for(TEST_BINARIZATION_SEED, "data/static/test"))?;
+            vaepipe_data::binarize_static(
+                &mut test,
+                seed_for(TEST_BINARIZATION_SEED, "data/static/test"),
+            )?;
         }
     }
     ctx.progress(3, 4, "writing");
     let mut splits = std::collections::BTreeMap::new();
-    for (name, ds) in [("train", &train), ("validation", &validation), ("test", &test)] {
+    for (name, ds) in [
+        ("train", &train),
+        ("validation", &validation),
+        ("test", &test),
+    ] {
         vaepipe_data::write_dataset(&ctx.out.join(format!("{name}.parquet")), ds)?;
         let binary = ds.x.iter().all(|v| *v == 0.0 || *v == 1.0);
-        splits.insert(name.to_string(), SplitSummary { summary: vaepipe_data::summary(ds), binary });
+        splits.insert(
+            name.to_string(),
+            SplitSummary {
+                summary: vaepipe_data::summary(ds),
+                binary,
+            },
+        );
     }
     let summary = DataSummary {
         features: train.features,
@@ -181,15 +228,25 @@ fn align_features(train: &Dataset, test: Dataset, d: &DataSection) -> anyhow::Re
     };
     let (a, b) = (files(&d.train), files(&d.test));
     if train.features != test.features {
-        bail!("{a} has {} features but {b} has {}; train and test need the same feature columns", train.features, test.features);
+        bail!(
+            "{a} has {} features but {b} has {}; train and test need the same feature columns",
+            train.features,
+            test.features
+        );
     }
-    let position: std::collections::HashMap<&str, usize> =
-        test.feature_names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let position: std::collections::HashMap<&str, usize> = test
+        .feature_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let mut order = Vec::with_capacity(train.features);
     for name in &train.feature_names {
         match position.get(name.as_str()) {
             Some(i) => order.push(*i),
-            None => bail!("feature column `{name}` of {a} is missing from {b}; train and test need the same feature columns"),
+            None => bail!(
+                "feature column `{name}` of {a} is missing from {b}; train and test need the same feature columns"
+            ),
         }
     }
     let mut x = Vec::with_capacity(test.x.len());
@@ -197,5 +254,9 @@ fn align_features(train: &Dataset, test: Dataset, d: &DataSection) -> anyhow::Re
         let row = test.row(r);
         x.extend(order.iter().map(|i| row[*i]));
     }
-    Ok(Dataset { x, feature_names: train.feature_names.clone(), ..test })
+    Ok(Dataset {
+        x,
+        feature_names: train.feature_names.clone(),
+        ..test
+    })
 }

@@ -98,7 +98,11 @@ impl Stage for EvalStage {
             return Err(anyhow!("the test split is empty").into());
         }
         let binarize = data_binarization(data_dir)?;
-        let x_all: Cow<[f32]> = crate::train::evaluated_test_x(&test, binarize == Binarize::Dynamic, p.eval.binarization_seed);
+        let x_all: Cow<[f32]> = crate::train::evaluated_test_x(
+            &test,
+            binarize == Binarize::Dynamic,
+            p.eval.binarization_seed,
+        );
         let n = if p.eval.images == 0 {
             test.rows
         } else {

@@ -55,17 +55,27 @@ pub fn points_of(spec: &vaepipe_spec::Spec) -> Vec<vaepipe_engine::Point> {
         .map(|r| {
             let mut config = serde_json::to_value(&r.config).unwrap_or_default();
             if let Some(m) = config.as_object_mut() {
-                m.insert("point".into(), serde_json::json!({"id": r.id, "label": r.label, "values": r.assignments}));
+                m.insert(
+                    "point".into(),
+                    serde_json::json!({"id": r.id, "label": r.label, "values": r.assignments}),
+                );
             }
-            vaepipe_engine::Point { index: r.index, id: r.id.clone(), label: r.label.clone(), config }
+            vaepipe_engine::Point {
+                index: r.index,
+                id: r.id.clone(),
+                label: r.label.clone(),
+                config,
+            }
         })
         .collect()
 }
 
 /// Reads a JSON artifact, naming the file in errors.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: invalid JSON: {e}", path.display()))
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: invalid JSON: {e}", path.display()))
 }
 
 /// Writes a JSON artifact (pretty, with a final newline).

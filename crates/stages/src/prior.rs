@@ -228,7 +228,8 @@ fn refit_phase(
     } else {
         train.x.clone()
     };
-    let test_x = crate::train::evaluated_test_x(&test, dynamic, p.eval.binarization_seed).into_owned();
+    let test_x =
+        crate::train::evaluated_test_x(&test, dynamic, p.eval.binarization_seed).into_owned();
 
     // The exact aggregate posterior of every training row.
     let encode_started = Instant::now();

@@ -11,16 +11,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{Context as _, anyhow};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vaepipe_data::{Column, Dataset, Table};
-use vaepipe_engine::{pick, Context, Stage, StageError};
-use vaepipe_nn::{AdamHyper, Estimator, NamedTensor, NnError, Objective, ObjectiveKind, Prior, Trainable, Trainer, Vae};
+use vaepipe_engine::{Context, Stage, StageError, pick};
+use vaepipe_nn::{
+    AdamHyper, Estimator, NamedTensor, NnError, Objective, ObjectiveKind, Prior, Trainable,
+    Trainer, Vae,
+};
 use vaepipe_spec::{Binarize, ModelSection, Schedule, TrainSection};
 
-use crate::artifacts::{read_split, save_model, ModelConfig};
+use crate::artifacts::{ModelConfig, read_split, save_model};
 use crate::util::seed_for;
 
 pub struct TrainStage;
@@ -54,15 +57,30 @@ impl Stage for TrainStage {
         true
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
-        let p: Params = serde_json::from_value(ctx.params.clone()).map_err(|e| anyhow!("train stage parameters: {e}"))?;
+        let p: Params = serde_json::from_value(ctx.params.clone())
+            .map_err(|e| anyhow!("train stage parameters: {e}"))?;
         let data = ctx.input("data")?;
         let train = read_split(&data.dir, "train")?;
         let validation = read_split(&data.dir, "validation")?;
         let binarize = data_binarization(&data.dir)?;
-        let config = ModelConfig { input_dim: train.features, model: p.model.clone() };
-        let vae = Vae::new(&config.vae_config(), seed_for(p.pipeline.seed, "train/init")).context("building the model")?;
+        let config = ModelConfig {
+            input_dim: train.features,
+            model: p.model.clone(),
+        };
+        let vae = Vae::new(
+            &config.vae_config(),
+            seed_for(p.pipeline.seed, "train/init"),
+        )
+        .context("building the model")?;
         let objective = objective_of(&p.train);
-        let mut trainer = Trainer::new(vae, Prior::StandardNormal, objective, adam_of(&p.train), Trainable::MODEL).context("building the trainer")?;
+        let mut trainer = Trainer::new(
+            vae,
+            Prior::StandardNormal,
+            objective,
+            adam_of(&p.train),
+            Trainable::MODEL,
+        )
+        .context("building the trainer")?;
         ctx.log(format!(
             "{} parameters; {} training / {} validation rows; objective {} k={} estimator {}{}",
             config.vae_config().parameter_count(),
@@ -71,13 +89,24 @@ impl Stage for TrainStage {
             p.train.objective,
             p.train.k,
             p.train.estimator,
-            if p.train.analytic_kl { " (analytic KL)" } else { "" }
+            if p.train.analytic_kl {
+                " (analytic KL)"
+            } else {
+                ""
+            }
         ));
-        let settings = FitSettings::from_train(&p.train, p.pipeline.seed, binarize == Binarize::Dynamic, p.train.epochs, "train");
+        let settings = FitSettings::from_train(
+            &p.train,
+            p.pipeline.seed,
+            binarize == Binarize::Dynamic,
+            p.train.epochs,
+            "train",
+        );
         let outcome = fit(ctx, &mut trainer, &train, &validation, &settings)?;
         let (vae, _) = trainer.into_parts();
         let vae = match &outcome.best_model {
-            Some(best) => Vae::from_named_tensors(&config.vae_config(), best).context("restoring the best epoch's parameters")?,
+            Some(best) => Vae::from_named_tensors(&config.vae_config(), best)
+                .context("restoring the best epoch's parameters")?,
             None => vae,
         };
         save_model(&ctx.out.join("model.safetensors"), &vae, &config)?;
@@ -107,7 +136,12 @@ impl Stage for TrainStage {
 /// The binarization mode recorded by the data stage.
 pub(crate) fn data_binarization(data_dir: &Path) -> anyhow::Result<Binarize> {
     let summary: Value = crate::read_json(&data_dir.join("summary.json"))?;
-    serde_json::from_value(summary["binarize"].clone()).map_err(|e| anyhow!("{}: `binarize`: {e}", data_dir.join("summary.json").display()))
+    serde_json::from_value(summary["binarize"].clone()).map_err(|e| {
+        anyhow!(
+            "{}: `binarize`: {e}",
+            data_dir.join("summary.json").display()
+        )
+    })
 }
 
 pub(crate) fn objective_of(t: &TrainSection) -> Objective {
@@ -126,7 +160,12 @@ pub(crate) fn objective_of(t: &TrainSection) -> Objective {
 }
 
 pub(crate) fn adam_of(t: &TrainSection) -> AdamHyper {
-    AdamHyper { lr: t.lr, beta1: t.betas[0], beta2: t.betas[1], eps: t.eps }
+    AdamHyper {
+        lr: t.lr,
+        beta1: t.betas[0],
+        beta2: t.betas[1],
+        eps: t.eps,
+    }
 }
 
 /// How [`fit`] trains.
@@ -147,7 +186,13 @@ pub(crate) struct FitSettings {
 }
 
 impl FitSettings {
-    pub fn from_train(t: &TrainSection, seed: u64, dynamic: bool, epochs: usize, tag: &'static str) -> Self {
+    pub fn from_train(
+        t: &TrainSection,
+        seed: u64,
+        dynamic: bool,
+        epochs: usize,
+        tag: &'static str,
+    ) -> Self {
         FitSettings {
             epochs,
             batch_size: t.batch_size,
@@ -166,7 +211,12 @@ impl FitSettings {
     pub fn lr_at(&self, epoch: usize) -> f64 {
         match self.schedule {
             Schedule::Constant => self.lr,
-            Schedule::Step => self.lr * self.step_gamma.powi((epoch / self.step_epochs.max(1)) as i32),
+            Schedule::Step => {
+                self.lr
+                    * self
+                        .step_gamma
+                        .powi((epoch / self.step_epochs.max(1)) as i32)
+            }
             Schedule::Iwae => {
                 // Burda et al. 2016: stage i has 3^i epochs at lr · 10^(−i/7).
                 let (mut stage, mut end) = (0i32, 1usize);
@@ -250,10 +300,18 @@ struct Position {
 }
 
 fn checkpoint_paths(dir: &Path, tag: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{tag}-checkpoint.json")), dir.join(format!("{tag}-best.safetensors")))
+    (
+        dir.join(format!("{tag}-checkpoint.json")),
+        dir.join(format!("{tag}-best.safetensors")),
+    )
 }
 
-fn save_checkpoint(dir: &Path, tag: &str, trainer: &Trainer, pos: &mut Position) -> anyhow::Result<()> {
+fn save_checkpoint(
+    dir: &Path,
+    tag: &str,
+    trainer: &Trainer,
+    pos: &mut Position,
+) -> anyhow::Result<()> {
     let state_file = format!("{tag}-checkpoint-{}.safetensors", trainer.steps());
     vaepipe_nn::save_safetensors(dir.join(&state_file), &trainer.state(), &Default::default())?;
     let previous = std::mem::replace(&mut pos.state_file, state_file);
@@ -271,7 +329,10 @@ fn load_checkpoint(ctx: &Context, tag: &str, trainer: &mut Trainer) -> Option<Po
         Ok(b) => match serde_json::from_slice(&b) {
             Ok(p) => p,
             Err(e) => {
-                ctx.log(format!("ignoring unreadable checkpoint {}: {e}", json.display()));
+                ctx.log(format!(
+                    "ignoring unreadable checkpoint {}: {e}",
+                    json.display()
+                ));
                 return None;
             }
         },
@@ -285,7 +346,9 @@ fn load_checkpoint(ctx: &Context, tag: &str, trainer: &mut Trainer) -> Option<Po
         }
     };
     if let Err(e) = trainer.restore(&state) {
-        ctx.log(format!("ignoring checkpoint that does not fit the model: {e}"));
+        ctx.log(format!(
+            "ignoring checkpoint that does not fit the model: {e}"
+        ));
         return None;
     }
     Some(pos)
@@ -319,13 +382,28 @@ pub(crate) fn binarize_fixed(x: &[f32], seed: u64) -> Vec<f32> {
 /// The test data as evaluated (Burda et al. 2016): under dynamic binarization one fixed draw
 /// with `eval.binarization_seed`, shared by every stage that measures on the test set;
 /// otherwise the stored values.
-pub(crate) fn evaluated_test_x(test: &Dataset, dynamic: bool, binarization_seed: u64) -> std::borrow::Cow<'_, [f32]> {
-    if dynamic { std::borrow::Cow::Owned(binarize_fixed(&test.x, binarization_seed)) } else { std::borrow::Cow::Borrowed(&test.x) }
+pub(crate) fn evaluated_test_x(
+    test: &Dataset,
+    dynamic: bool,
+    binarization_seed: u64,
+) -> std::borrow::Cow<'_, [f32]> {
+    if dynamic {
+        std::borrow::Cow::Owned(binarize_fixed(&test.x, binarization_seed))
+    } else {
+        std::borrow::Cow::Borrowed(&test.x)
+    }
 }
 
 /// Mean bound on a dataset (L_k for IWAE, the k-sample ELBO otherwise), with fixed noise;
 /// NaN for an empty dataset (no validation split).
-pub(crate) fn mean_bound(vae: &Vae, prior: &Prior, objective: &Objective, x: &[f32], rows: usize, seed: u64) -> anyhow::Result<f64> {
+pub(crate) fn mean_bound(
+    vae: &Vae,
+    prior: &Prior,
+    objective: &Objective,
+    x: &[f32],
+    rows: usize,
+    seed: u64,
+) -> anyhow::Result<f64> {
     if rows == 0 {
         return Ok(f64::NAN);
     }
@@ -337,7 +415,9 @@ pub(crate) fn mean_bound(vae: &Vae, prior: &Prior, objective: &Objective, x: &[f
         let mut rng = vaepipe_nn::stream_rng(seed, c as u64);
         let lw = vaepipe_nn::log_weights(vae, prior, xs, n, objective.k, &mut rng)?;
         total += match objective.kind {
-            ObjectiveKind::Iwae => vaepipe_nn::bound_from_log_weights(&lw, n, objective.k)?.iter().sum::<f64>(),
+            ObjectiveKind::Iwae => vaepipe_nn::bound_from_log_weights(&lw, n, objective.k)?
+                .iter()
+                .sum::<f64>(),
             ObjectiveKind::Elbo => lw.iter().map(|v| *v as f64).sum::<f64>() / objective.k as f64,
         };
     }
@@ -346,7 +426,13 @@ pub(crate) fn mean_bound(vae: &Vae, prior: &Prior, objective: &Objective, x: &[f
 
 /// Trains `trainer` on `train`, validating on `validation` after every epoch, with checkpoints
 /// in the stage's output directory (resumed if present).
-pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validation: &Dataset, s: &FitSettings) -> Result<FitOutcome, StageError> {
+pub(crate) fn fit(
+    ctx: &Context,
+    trainer: &mut Trainer,
+    train: &Dataset,
+    validation: &Dataset,
+    s: &FitSettings,
+) -> Result<FitOutcome, StageError> {
     let d = train.features;
     let n = train.rows;
     if n == 0 {
@@ -356,7 +442,11 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
     let total_steps = (batches * s.epochs) as u64;
     // The validation draw and noise do not depend on the loop's tag, so fine-tuning reports
     // bounds comparable with training's.
-    let val_x = if s.dynamic { binarize_fixed(&validation.x, seed_for(s.seed, "validation-binarization")) } else { validation.x.clone() };
+    let val_x = if s.dynamic {
+        binarize_fixed(&validation.x, seed_for(s.seed, "validation-binarization"))
+    } else {
+        validation.x.clone()
+    };
     let val_seed = seed_for(s.seed, "validation-noise");
     let noise_seed = seed_for(s.seed, &format!("{}/noise", s.tag));
     let bin_seed = seed_for(s.seed, &format!("{}/binarize", s.tag));
@@ -365,7 +455,12 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
     let mut pos = match load_checkpoint(ctx, s.tag, trainer) {
         Some(mut p) => {
             p.resumed += 1;
-            ctx.log(format!("resuming from the checkpoint at epoch {} batch {} (step {})", p.epoch + 1, p.batch, trainer.steps()));
+            ctx.log(format!(
+                "resuming from the checkpoint at epoch {} batch {} (step {})",
+                p.epoch + 1,
+                p.batch,
+                trainer.steps()
+            ));
             p
         }
         None => Position {
@@ -389,7 +484,10 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
     while pos.epoch < s.epochs && !pos.stopped_early {
         let lr = s.lr_at(pos.epoch);
         trainer.set_lr(lr).map_err(anyhow::Error::from)?;
-        let order = vaepipe_data::permutation(n, seed_for(s.seed, &format!("{}/shuffle/{}", s.tag, pos.epoch)));
+        let order = vaepipe_data::permutation(
+            n,
+            seed_for(s.seed, &format!("{}/shuffle/{}", s.tag, pos.epoch)),
+        );
         let mut t_epoch = Instant::now();
         while pos.batch < batches {
             let rows = &order[pos.batch * s.batch_size..((pos.batch + 1) * s.batch_size).min(n)];
@@ -398,7 +496,11 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
             if s.dynamic {
                 let mut rng = vaepipe_nn::stream_rng(bin_seed, step);
                 for (i, r) in rows.iter().enumerate() {
-                    vaepipe_data::bernoulli_into(train.row(*r), &mut xb[i * d..(i + 1) * d], &mut rng);
+                    vaepipe_data::bernoulli_into(
+                        train.row(*r),
+                        &mut xb[i * d..(i + 1) * d],
+                        &mut rng,
+                    );
                 }
             } else {
                 for (i, r) in rows.iter().enumerate() {
@@ -409,7 +511,15 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
             let stats = match trainer.step(&xb[..b * d], b, &mut rng) {
                 Ok(st) => st,
                 Err(NnError::Diverged { what }) => {
-                    let kept = if pos.state_file.is_empty() { "no checkpoint was written yet".to_string() } else { format!("the last good checkpoint ({}) is kept in {}", pos.state_file, ctx.out.display()) };
+                    let kept = if pos.state_file.is_empty() {
+                        "no checkpoint was written yet".to_string()
+                    } else {
+                        format!(
+                            "the last good checkpoint ({}) is kept in {}",
+                            pos.state_file,
+                            ctx.out.display()
+                        )
+                    };
                     return Err(anyhow!("training diverged at epoch {} step {}: {what}; {kept}. Lower train.lr or change the seed", pos.epoch + 1, step + 1).into());
                 }
                 Err(e) => return Err(anyhow::Error::from(e).into()),
@@ -419,7 +529,12 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
             pos.epoch_images += b;
             let done = trainer.steps();
             if done % 10 == 0 || pos.batch == batches {
-                let msg = format!("epoch {}/{} bound {:.2}", pos.epoch + 1, s.epochs, pos.epoch_bound_sum / pos.epoch_images as f64);
+                let msg = format!(
+                    "epoch {}/{} bound {:.2}",
+                    pos.epoch + 1,
+                    s.epochs,
+                    pos.epoch_bound_sum / pos.epoch_images as f64
+                );
                 ctx.progress(done.min(total_steps), total_steps, &msg);
             }
             let every = ctx.options.checkpoint_every.unwrap_or(0);
@@ -430,16 +545,31 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
                 save_checkpoint(ctx.out, s.tag, trainer, &mut pos)?;
                 last_save = done;
                 if stop {
-                    ctx.log(format!("stop requested: checkpoint saved at epoch {} step {}", pos.epoch + 1, done));
+                    ctx.log(format!(
+                        "stop requested: checkpoint saved at epoch {} step {}",
+                        pos.epoch + 1,
+                        done
+                    ));
                     return Err(StageError::Interrupted);
                 }
             }
         }
         // End of epoch: validate, record, maybe stop early, checkpoint.
         let epoch_seconds = pos.epoch_seconds + t_epoch.elapsed().as_secs_f64();
-        let val = mean_bound(trainer.vae(), trainer.prior(), trainer.objective(), &val_x, validation.rows, val_seed)?;
+        let val = mean_bound(
+            trainer.vae(),
+            trainer.prior(),
+            trainer.objective(),
+            &val_x,
+            validation.rows,
+            val_seed,
+        )?;
         if validation.rows > 0 && !val.is_finite() {
-            return Err(anyhow!("the validation bound is {val} after epoch {}", pos.epoch + 1).into());
+            return Err(anyhow!(
+                "the validation bound is {val} after epoch {}",
+                pos.epoch + 1
+            )
+            .into());
         }
         pos.seconds += epoch_seconds;
         let row = HistoryRow {
@@ -464,12 +594,20 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
             pos.best_epoch = pos.epoch + 1;
             pos.since_best = 0;
             if s.patience > 0 {
-                vaepipe_nn::save_safetensors(&best_path, &trainer.vae().named_tensors(), &Default::default()).map_err(anyhow::Error::from)?;
+                vaepipe_nn::save_safetensors(
+                    &best_path,
+                    &trainer.vae().named_tensors(),
+                    &Default::default(),
+                )
+                .map_err(anyhow::Error::from)?;
             }
         } else {
             pos.since_best += 1;
             if s.patience > 0 && pos.since_best >= s.patience {
-                ctx.log(format!("early stopping: no improvement for {} epochs (best epoch {})", s.patience, pos.best_epoch));
+                ctx.log(format!(
+                    "early stopping: no improvement for {} epochs (best epoch {})",
+                    s.patience, pos.best_epoch
+                ));
                 pos.stopped_early = true;
             }
         }
@@ -482,7 +620,11 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
         last_save = trainer.steps();
     }
     let best_model = if s.patience > 0 && best_path.exists() {
-        Some(vaepipe_nn::load_safetensors(&best_path).map_err(anyhow::Error::from)?.0)
+        Some(
+            vaepipe_nn::load_safetensors(&best_path)
+                .map_err(anyhow::Error::from)?
+                .0,
+        )
     } else {
         None
     };
@@ -500,13 +642,31 @@ pub(crate) fn fit(ctx: &Context, trainer: &mut Trainer, train: &Dataset, validat
 
 pub(crate) fn write_history(path: &Path, h: &[HistoryRow]) -> anyhow::Result<()> {
     let table = Table::new()
-        .with("epoch", Column::I64(h.iter().map(|r| r.epoch as i64).collect()))
-        .with("step", Column::I64(h.iter().map(|r| r.step as i64).collect()))
-        .with("train_bound", Column::F64(h.iter().map(|r| r.train_bound).collect()))
-        .with("validation_bound", Column::F64(h.iter().map(|r| r.validation_bound).collect()))
+        .with(
+            "epoch",
+            Column::I64(h.iter().map(|r| r.epoch as i64).collect()),
+        )
+        .with(
+            "step",
+            Column::I64(h.iter().map(|r| r.step as i64).collect()),
+        )
+        .with(
+            "train_bound",
+            Column::F64(h.iter().map(|r| r.train_bound).collect()),
+        )
+        .with(
+            "validation_bound",
+            Column::F64(h.iter().map(|r| r.validation_bound).collect()),
+        )
         .with("lr", Column::F64(h.iter().map(|r| r.lr).collect()))
-        .with("seconds", Column::F64(h.iter().map(|r| r.seconds).collect()))
-        .with("images_per_s", Column::F64(h.iter().map(|r| r.images_per_s).collect()));
+        .with(
+            "seconds",
+            Column::F64(h.iter().map(|r| r.seconds).collect()),
+        )
+        .with(
+            "images_per_s",
+            Column::F64(h.iter().map(|r| r.images_per_s).collect()),
+        );
     vaepipe_data::write_table(path, &table)?;
     Ok(())
 }
@@ -516,7 +676,18 @@ mod tests {
     use super::*;
 
     fn settings(schedule: Schedule) -> FitSettings {
-        FitSettings { epochs: 100, batch_size: 20, schedule, lr: 1e-3, step_epochs: 10, step_gamma: 0.5, patience: 0, dynamic: false, seed: 1, tag: "t" }
+        FitSettings {
+            epochs: 100,
+            batch_size: 20,
+            schedule,
+            lr: 1e-3,
+            step_epochs: 10,
+            step_gamma: 0.5,
+            patience: 0,
+            dynamic: false,
+            seed: 1,
+            tag: "t",
+        }
     }
 
     #[test]
@@ -532,7 +703,10 @@ mod tests {
             assert!((lr(e) - 1e-3 * 10f64.powf(-2.0 / 7.0)).abs() < 1e-15);
         }
         assert!((lr(13) - 1e-3 * 10f64.powf(-3.0 / 7.0)).abs() < 1e-15);
-        assert!((lr(3279) - 1e-3 * 10f64.powf(-7.0 / 7.0)).abs() < 1e-15, "the paper's 3280 passes end in stage 7");
+        assert!(
+            (lr(3279) - 1e-3 * 10f64.powf(-7.0 / 7.0)).abs() < 1e-15,
+            "the paper's 3280 passes end in stage 7"
+        );
     }
 
     #[test]
@@ -549,7 +723,15 @@ mod tests {
         let rows: Vec<HistoryRow> = awkward
             .iter()
             .enumerate()
-            .map(|(i, v)| HistoryRow { epoch: i, step: i as u64, train_bound: *v, validation_bound: -*v, lr: v.abs(), seconds: *v, images_per_s: *v })
+            .map(|(i, v)| HistoryRow {
+                epoch: i,
+                step: i as u64,
+                train_bound: *v,
+                validation_bound: -*v,
+                lr: v.abs(),
+                seconds: *v,
+                images_per_s: *v,
+            })
             .collect();
         let pos = Position {
             epoch: 1,
@@ -568,10 +750,18 @@ mod tests {
         };
         let back: Position = serde_json::from_slice(&serde_json::to_vec(&pos).unwrap()).unwrap();
         assert_eq!(back.best_validation, f64::NEG_INFINITY);
-        assert_eq!(back.epoch_bound_sum.to_bits(), pos.epoch_bound_sum.to_bits());
+        assert_eq!(
+            back.epoch_bound_sum.to_bits(),
+            pos.epoch_bound_sum.to_bits()
+        );
         assert_eq!(back.epoch_seconds.to_bits(), pos.epoch_seconds.to_bits());
         for (a, b) in back.history.iter().zip(&pos.history) {
-            for (x, y) in [(a.train_bound, b.train_bound), (a.validation_bound, b.validation_bound), (a.lr, b.lr), (a.seconds, b.seconds)] {
+            for (x, y) in [
+                (a.train_bound, b.train_bound),
+                (a.validation_bound, b.validation_bound),
+                (a.lr, b.lr),
+                (a.seconds, b.seconds),
+            ] {
                 assert_eq!(x.to_bits(), y.to_bits());
             }
         }
@@ -584,9 +774,17 @@ mod tests {
         assert_eq!(a, binarize_fixed(&p, 3));
         assert_ne!(a, binarize_fixed(&p, 4));
         for level in 0..5 {
-            let draws: Vec<f32> = a.iter().zip(&p).filter(|(_, q)| **q == level as f32 / 4.0).map(|(v, _)| *v).collect();
+            let draws: Vec<f32> = a
+                .iter()
+                .zip(&p)
+                .filter(|(_, q)| **q == level as f32 / 4.0)
+                .map(|(v, _)| *v)
+                .collect();
             let mean = draws.iter().sum::<f32>() / draws.len() as f32;
-            assert!((mean - level as f32 / 4.0).abs() < 0.03, "level {level}: {mean}");
+            assert!(
+                (mean - level as f32 / 4.0).abs() < 0.03,
+                "level {level}: {mean}"
+            );
         }
     }
 }

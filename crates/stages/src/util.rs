@@ -16,29 +16,39 @@ pub fn seed_for(seed: u64, purpose: &str) -> u64 {
 /// `dest` first and renamed into place, so readers never see a half-written directory.
 pub fn publish_dir(src: &Path, dest: &Path) -> anyhow::Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
-    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    std::fs::create_dir_all(parent)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.new-{}", std::process::id()));
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     copy_dir(src, &tmp)?;
     if dest.exists() {
-        std::fs::rename(dest, &old).map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", dest.display()))?;
+        std::fs::rename(dest, &old)
+            .map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", dest.display()))?;
     }
-    std::fs::rename(&tmp, dest).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
+    std::fs::rename(&tmp, dest)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
 
 fn copy_dir(src: &Path, dest: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dest).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
-    for entry in std::fs::read_dir(src).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()))? {
+    std::fs::create_dir_all(dest)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
+    for entry in
+        std::fs::read_dir(src).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", src.display()))?
+    {
         let entry = entry?;
         let to = dest.join(entry.file_name());
         if entry.file_type()?.is_dir() {
             copy_dir(&entry.path(), &to)?;
         } else if entry.file_name() != "manifest.json" {
-            std::fs::copy(entry.path(), &to).map_err(|e| anyhow::anyhow!("cannot copy {}: {e}", entry.path().display()))?;
+            std::fs::copy(entry.path(), &to)
+                .map_err(|e| anyhow::anyhow!("cannot copy {}: {e}", entry.path().display()))?;
         }
     }
     Ok(())

@@ -16,8 +16,8 @@ use std::sync::atomic::AtomicBool;
 use serde_json::{Value, json};
 use vaepipe_data::{Column, Table};
 use vaepipe_engine::{
-    Context, NoEvents, Outcome, Registry, RunOptions, RunReport, Stage, StageError, Store,
-    execute, explain, pick, plan,
+    Context, NoEvents, Outcome, Registry, RunOptions, RunReport, Stage, StageError, Store, execute,
+    explain, pick, plan,
 };
 use vaepipe_stages::{DataStage, EvalStage, PriorStage, ReportStage, TrainStage};
 
@@ -32,9 +32,15 @@ fn load(text: &str) -> vaepipe_spec::Spec {
         .unwrap_or_else(|e| panic!("invalid spec:\n{}", e.render(false)))
 }
 
-
 fn run(registry: &Registry, store: &Store, spec: &vaepipe_spec::Spec, force: &[&str]) -> RunReport {
-    let p = plan(registry, store, spec.name(), vaepipe_stages::points_of(spec), true).expect("plan");
+    let p = plan(
+        registry,
+        store,
+        spec.name(),
+        vaepipe_stages::points_of(spec),
+        true,
+    )
+    .expect("plan");
     let force: Vec<String> = force.iter().map(|s| s.to_string()).collect();
     let decisions = explain(&p, store, &force).expect("explain");
     let options = RunOptions {

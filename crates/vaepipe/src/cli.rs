@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "vaepipe", version, about = "Reproducible VAE experiments from a TOML pipeline spec", propagate_version = true)]
+#[command(
+    name = "vaepipe",
+    version,
+    about = "Reproducible VAE experiments from a TOML pipeline spec",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Artifact store directory [env: VAEPIPE_STORE] [default: .vaepipe]
     #[arg(long, global = true, value_name = "DIR")]

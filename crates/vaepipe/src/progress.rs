@@ -27,8 +27,12 @@ impl Display {
             .instances
             .iter()
             .map(|i| {
-                let labels: Vec<&str> =
-                    i.points.iter().map(|p| plan.points[*p].label.as_str()).filter(|l| !l.is_empty()).collect();
+                let labels: Vec<&str> = i
+                    .points
+                    .iter()
+                    .map(|p| plan.points[*p].label.as_str())
+                    .filter(|l| !l.is_empty())
+                    .collect();
                 if labels.is_empty() || labels.len() == plan.points.len() && plan.points.len() > 1 {
                     i.stage.to_string()
                 } else if labels.len() == 1 {
@@ -38,8 +42,19 @@ impl Display {
                 }
             })
             .collect();
-        let bars = (bars && !quiet).then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), Mutex::new(HashMap::new())));
-        Display { names, bars, last_line: Mutex::new(HashMap::new()), quiet, t0: Instant::now() }
+        let bars = (bars && !quiet).then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                Mutex::new(HashMap::new()),
+            )
+        });
+        Display {
+            names,
+            bars,
+            last_line: Mutex::new(HashMap::new()),
+            quiet,
+            t0: Instant::now(),
+        }
     }
 
     fn name(&self, i: usize) -> &str {
@@ -72,7 +87,9 @@ impl Display {
 impl Events for Display {
     fn event(&self, e: &Event) {
         match e {
-            Event::Start { instance, reason, .. } => {
+            Event::Start {
+                instance, reason, ..
+            } => {
                 self.line(format!("{} started ({reason})", self.name(*instance)));
                 if let Some((multi, bars)) = &self.bars {
                     let bar = multi.add(ProgressBar::new(0));
@@ -89,9 +106,17 @@ impl Events for Display {
                 }
             }
             Event::Waiting { instance, holder } => {
-                self.line(format!("{} is being computed by another process ({holder}); waiting to reuse it", self.name(*instance)));
+                self.line(format!(
+                    "{} is being computed by another process ({holder}); waiting to reuse it",
+                    self.name(*instance)
+                ));
             }
-            Event::Progress { instance, done, total, message } => {
+            Event::Progress {
+                instance,
+                done,
+                total,
+                message,
+            } => {
                 if let Some((_, bars)) = &self.bars {
                     if let Some(bar) = bars.lock().ok().and_then(|b| b.get(instance).cloned()) {
                         bar.set_length(*total);
@@ -101,17 +126,30 @@ impl Events for Display {
                 } else if !self.quiet {
                     let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
                     let now = Instant::now();
-                    let due = last.get(instance).is_none_or(|t| now.duration_since(*t) >= PLAIN_EVERY);
+                    let due = last
+                        .get(instance)
+                        .is_none_or(|t| now.duration_since(*t) >= PLAIN_EVERY);
                     if due {
                         last.insert(*instance, now);
-                        let pct = if *total > 0 { 100.0 * *done as f64 / *total as f64 } else { 0.0 };
+                        let pct = if *total > 0 {
+                            100.0 * *done as f64 / *total as f64
+                        } else {
+                            0.0
+                        };
                         drop(last);
-                        self.line(format!("{} {done}/{total} ({pct:.0}%) {message}", self.name(*instance)));
+                        self.line(format!(
+                            "{} {done}/{total} ({pct:.0}%) {message}",
+                            self.name(*instance)
+                        ));
                     }
                 }
             }
             Event::Log { instance, line } => self.line(format!("{}: {line}", self.name(*instance))),
-            Event::Finish { instance, outcome, duration_s } => {
+            Event::Finish {
+                instance,
+                outcome,
+                duration_s,
+            } => {
                 if let Some((_, bars)) = &self.bars
                     && let Some(bar) = bars.lock().ok().and_then(|mut b| b.remove(instance))
                 {
@@ -123,7 +161,11 @@ impl Events for Display {
                     _ => String::new(),
                 };
                 if *outcome != Outcome::Cached {
-                    self.line(format!("{} {} in {duration_s:.1}s{detail}", self.name(*instance), outcome.name()));
+                    self.line(format!(
+                        "{} {} in {duration_s:.1}s{detail}",
+                        self.name(*instance),
+                        outcome.name()
+                    ));
                 }
             }
         }

@@ -11,7 +11,10 @@ fn bin() -> &'static str {
 }
 
 fn subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-subset").canonicalize().expect("embedded data set")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/mnist-subset")
+        .canonicalize()
+        .expect("embedded data set")
 }
 
 /// A small data + train pipeline on the embedded subset.
@@ -49,16 +52,30 @@ batch_size = 25
 }
 
 fn vaepipe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin()).current_dir(dir).args(args).env("NO_COLOR", "1").output().expect("run vaepipe")
+    Command::new(bin())
+        .current_dir(dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run vaepipe")
 }
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn train_dir(store: &Path) -> PathBuf {
     let base = store.join("store/train");
-    let mut entries: Vec<_> = std::fs::read_dir(&base).unwrap().flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&base)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     assert_eq!(entries.len(), 1, "one train output in {}", base.display());
     entries.remove(0)
@@ -72,16 +89,28 @@ fn invalid_spec_exits_2_with_located_errors() {
     let o = vaepipe(dir.path(), &["validate", "bad.toml"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.toml:5:20") && err.contains("data.train.images"), "{err}");
+    assert!(
+        err.contains("bad.toml:5:20") && err.contains("data.train.images"),
+        "{err}"
+    );
     assert!(err.contains("did you mean `epochs`"), "{err}");
     let o = vaepipe(dir.path(), &["run", "bad.toml", "--json"]);
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON errors");
     assert_eq!(v["valid"], false);
-    assert!(v["errors"].as_array().unwrap().iter().any(|e| e["key"] == "train.epoch" && e["line"] == 8));
+    assert!(
+        v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == "train.epoch" && e["line"] == 8)
+    );
     // Usage errors are exit 2 too.
     let good = spec(dir.path(), "ok", 1, "");
-    let o = vaepipe(dir.path(), &["run", good.to_str().unwrap(), "--force", "trian"]);
+    let o = vaepipe(
+        dir.path(),
+        &["run", good.to_str().unwrap(), "--force", "trian"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such stage"));
     let o = vaepipe(dir.path(), &["run", good.to_str().unwrap(), "--point", "9"]);
@@ -93,13 +122,38 @@ fn a_failing_stage_exits_1_and_names_its_log() {
     let dir = tempfile::tempdir().unwrap();
     // 2000 training rows, 5000 held out: the data stage must fail.
     let path = spec(dir.path(), "fails", 1, "");
-    let o = vaepipe(dir.path(), &["run", path.to_str().unwrap(), "--set", "data.validation=5000", "--stage", "data"]);
+    let o = vaepipe(
+        dir.path(),
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--set",
+            "data.validation=5000",
+            "--stage",
+            "data",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("FAILED data") && err.contains(".log"), "{err}");
-    let log = std::fs::read_dir(dir.path().join(".vaepipe/logs/data")).unwrap().flatten().next().unwrap().path();
-    assert!(std::fs::read_to_string(log).unwrap().contains("holds out 5000 rows"));
-    assert!(!dir.path().join(".vaepipe/store/data").exists() || std::fs::read_dir(dir.path().join(".vaepipe/store/data")).unwrap().next().is_none());
+    let log = std::fs::read_dir(dir.path().join(".vaepipe/logs/data"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert!(
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("holds out 5000 rows")
+    );
+    assert!(
+        !dir.path().join(".vaepipe/store/data").exists()
+            || std::fs::read_dir(dir.path().join(".vaepipe/store/data"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }
 
 #[test]
@@ -111,18 +165,54 @@ fn plan_explains_and_a_rerun_is_cached() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "ok");
-    let statuses: Vec<_> = v["instances"].as_array().unwrap().iter().map(|i| (i["stage"].as_str().unwrap().to_string(), i["status"].as_str().unwrap().to_string())).collect();
-    assert_eq!(statuses, vec![("data".to_string(), "ran".to_string()), ("train".to_string(), "ran".to_string())]);
+    let statuses: Vec<_> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["stage"].as_str().unwrap().to_string(),
+                i["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("data".to_string(), "ran".to_string()),
+            ("train".to_string(), "ran".to_string())
+        ]
+    );
     for key in ["dir", "log", "key", "points", "duration_s"] {
-        assert!(v["instances"][0].get(key).is_some(), "missing `{key}` in --json output");
+        assert!(
+            v["instances"][0].get(key).is_some(),
+            "missing `{key}` in --json output"
+        );
     }
     let o = vaepipe(dir.path(), &["run", p, "--stage", "train", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(v["instances"].as_array().unwrap().iter().all(|i| i["status"] == "cached"), "{v}");
-    let o = vaepipe(dir.path(), &["plan", p, "--stage", "train", "--set", "train.lr=0.0003"]);
+    assert!(
+        v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "cached"),
+        "{v}"
+    );
+    let o = vaepipe(
+        dir.path(),
+        &["plan", p, "--stage", "train", "--set", "train.lr=0.0003"],
+    );
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("parameter `train.lr` changed (0.001 → 0.0003)"), "{out}");
-    assert!(out.lines().any(|l| l.contains("skip") && l.contains("data")), "{out}");
+    assert!(
+        out.contains("parameter `train.lr` changed (0.001 → 0.0003)"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("skip") && l.contains("data")),
+        "{out}"
+    );
 }
 
 #[test]
@@ -133,7 +223,14 @@ fn concurrent_runs_on_one_store_both_finish_and_compute_once() {
     let run = || {
         Command::new(bin())
             .current_dir(dir.path())
-            .args(["run", path.to_str().unwrap(), "--stage", "train", "--store", store.to_str().unwrap()])
+            .args([
+                "run",
+                path.to_str().unwrap(),
+                "--stage",
+                "train",
+                "--store",
+                store.to_str().unwrap(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -142,15 +239,29 @@ fn concurrent_runs_on_one_store_both_finish_and_compute_once() {
     let a = run();
     let b = run();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert_eq!(a.status.code(), Some(0), "{}", String::from_utf8_lossy(&a.stderr));
-    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
     // Each instance was computed by exactly one process: one attempt in each log.
     for stage in ["data", "train"] {
         let log_dir = store.join("logs").join(stage);
         let logs: Vec<_> = std::fs::read_dir(&log_dir).unwrap().flatten().collect();
         assert_eq!(logs.len(), 1);
         let log = std::fs::read_to_string(logs[0].path()).unwrap();
-        assert_eq!(log.matches("== starting").count(), 1, "{stage} computed more than once:\n{log}");
+        assert_eq!(
+            log.matches("== starting").count(),
+            1,
+            "{stage} computed more than once:\n{log}"
+        );
     }
     let store = vaepipe_engine::Store::open(&store).unwrap();
     for (stage, key) in store.entries().unwrap() {
@@ -165,7 +276,11 @@ fn wait_for(path: &Path, needle: &str, timeout: Duration) {
         if std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle)) {
             return;
         }
-        assert!(t0.elapsed() < timeout, "timed out waiting for {needle:?} in {}", path.display());
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out waiting for {needle:?} in {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -186,7 +301,17 @@ fn train_log(store: &Path) -> PathBuf {
 /// Runs the pipeline uninterrupted in its own store and returns the model bytes.
 fn reference_model(dir: &Path, path: &Path) -> Vec<u8> {
     let store = dir.join("reference-store");
-    let o = vaepipe(dir, &["run", path.to_str().unwrap(), "--stage", "train", "--store", store.to_str().unwrap()]);
+    let o = vaepipe(
+        dir,
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--stage",
+            "train",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     std::fs::read(train_dir(&store).join("model.safetensors")).unwrap()
 }
@@ -198,7 +323,16 @@ fn e2e_sigkill_during_training_resumes_to_identical_weights() {
     let store = dir.path().join("store");
     let mut child = Command::new(bin())
         .current_dir(dir.path())
-        .args(["run", path.to_str().unwrap(), "--stage", "train", "--store", store.to_str().unwrap(), "--checkpoint-every", "7"])
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--stage",
+            "train",
+            "--store",
+            store.to_str().unwrap(),
+            "--checkpoint-every",
+            "7",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -209,18 +343,46 @@ fn e2e_sigkill_during_training_resumes_to_identical_weights() {
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
-    assert!(!store.join("store/train").exists() || std::fs::read_dir(store.join("store/train")).unwrap().next().is_none(), "a killed stage must not be committed");
-    let o = vaepipe(dir.path(), &["run", path.to_str().unwrap(), "--stage", "train", "--store", store.to_str().unwrap()]);
+    assert!(
+        !store.join("store/train").exists()
+            || std::fs::read_dir(store.join("store/train"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "a killed stage must not be committed"
+    );
+    let o = vaepipe(
+        dir.path(),
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--stage",
+            "train",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("resuming from the checkpoint"), "{log_text}");
+    assert!(
+        log_text.contains("resuming from the checkpoint"),
+        "{log_text}"
+    );
     let out = train_dir(&store);
     let history = vaepipe_data::read_table(&out.join("history.parquet")).unwrap();
-    assert_eq!(history.i64("epoch").unwrap(), &[1, 2, 3, 4], "no repeated or missing epochs");
-    let resumed: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("train.json")).unwrap()).unwrap();
+    assert_eq!(
+        history.i64("epoch").unwrap(),
+        &[1, 2, 3, 4],
+        "no repeated or missing epochs"
+    );
+    let resumed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("train.json")).unwrap()).unwrap();
     assert_eq!(resumed["resumed"], 1);
     let model = std::fs::read(out.join("model.safetensors")).unwrap();
-    assert!(model == reference_model(dir.path(), &path), "resumed weights differ from an uninterrupted run");
+    assert!(
+        model == reference_model(dir.path(), &path),
+        "resumed weights differ from an uninterrupted run"
+    );
 }
 
 #[test]
@@ -230,23 +392,55 @@ fn e2e_sigterm_checkpoints_exits_3_and_resumes() {
     let store = dir.path().join("store");
     let child = Command::new(bin())
         .current_dir(dir.path())
-        .args(["run", path.to_str().unwrap(), "--stage", "train", "--store", store.to_str().unwrap()])
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--stage",
+            "train",
+            "--store",
+            store.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let log = train_log(&store);
     wait_for(&log, "epoch 1/3:", Duration::from_secs(120));
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("run the same command again to resume"));
-    assert!(std::fs::read_to_string(&log).unwrap().contains("stop requested: checkpoint saved"));
-    let o = vaepipe(dir.path(), &["run", path.to_str().unwrap(), "--stage", "train", "--store", store.to_str().unwrap()]);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("stop requested: checkpoint saved")
+    );
+    let o = vaepipe(
+        dir.path(),
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--stage",
+            "train",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let model = std::fs::read(train_dir(&store).join("model.safetensors")).unwrap();
-    assert!(model == reference_model(dir.path(), &path), "resumed weights differ from an uninterrupted run");
+    assert!(
+        model == reference_model(dir.path(), &path),
+        "resumed weights differ from an uninterrupted run"
+    );
 }
 
 #[test]
@@ -254,14 +448,32 @@ fn gc_removes_what_no_spec_refers_to() {
     let dir = tempfile::tempdir().unwrap();
     let path = spec(dir.path(), "gc", 1, "");
     let p = path.to_str().unwrap();
-    assert_eq!(vaepipe(dir.path(), &["run", p, "--stage", "data"]).status.code(), Some(0));
-    assert_eq!(vaepipe(dir.path(), &["run", p, "--stage", "data", "--set", "data.validation=300"]).status.code(), Some(0));
+    assert_eq!(
+        vaepipe(dir.path(), &["run", p, "--stage", "data"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        vaepipe(
+            dir.path(),
+            &["run", p, "--stage", "data", "--set", "data.validation=300"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
     let o = vaepipe(dir.path(), &["gc", p, "--dry-run", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
     let o = vaepipe(dir.path(), &["gc", p]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(std::fs::read_dir(dir.path().join(".vaepipe/store/data")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".vaepipe/store/data"))
+            .unwrap()
+            .count(),
+        1
+    );
     // The kept entry is still up to date.
     let o = vaepipe(dir.path(), &["run", p, "--stage", "data", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -303,17 +515,47 @@ fn e2e_quickstart_runs_every_stage_and_publishes_the_report() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "ok");
-    let stages: std::collections::BTreeSet<_> = v["instances"].as_array().unwrap().iter().map(|i| i["stage"].as_str().unwrap().to_string()).collect();
-    assert_eq!(stages.into_iter().collect::<Vec<_>>(), ["data", "eval", "prior", "report", "train"]);
+    let stages: std::collections::BTreeSet<_> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        stages.into_iter().collect::<Vec<_>>(),
+        ["data", "eval", "prior", "report", "train"]
+    );
     let html = PathBuf::from(v["report"]["html"].as_str().unwrap());
-    assert!(html.starts_with(&reports) && html.is_file(), "{}", html.display());
+    assert!(
+        html.starts_with(&reports) && html.is_file(),
+        "{}",
+        html.display()
+    );
     assert!(PathBuf::from(v["report"]["markdown"].as_str().unwrap()).is_file());
     let metrics = v["metrics"].as_array().unwrap();
-    assert!(metrics.len() >= 2, "one metrics.json per evaluated model: {metrics:?}");
+    assert!(
+        metrics.len() >= 2,
+        "one metrics.json per evaluated model: {metrics:?}"
+    );
     for m in metrics {
         let path = PathBuf::from(m["path"].as_str().unwrap());
-        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        for key in ["test_nll", "test_nll_stderr", "eval_k", "elbo", "kl", "recon", "active_units", "images", "objective", "k", "point", "train.objective", "train.k"] {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for key in [
+            "test_nll",
+            "test_nll_stderr",
+            "eval_k",
+            "elbo",
+            "kl",
+            "recon",
+            "active_units",
+            "images",
+            "objective",
+            "k",
+            "point",
+            "train.objective",
+            "train.k",
+        ] {
             assert!(json.get(key).is_some(), "{} lacks `{key}`", path.display());
         }
         assert_eq!(json["eval_k"], 50);

@@ -20,9 +20,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::{Value, json};
 use vaepipe_nn::{
-    Activation, GemmBackend, gemm_gflops, AdamHyper, Estimator, Evaluator, Likelihood, Objective, ObjectiveKind,
-    PosteriorStd, Prior, SampleOptions, Trainable, Trainer, Vae, VaeConfig, standard_normal_noise,
-    stream_rng,
+    Activation, AdamHyper, Estimator, Evaluator, GemmBackend, Likelihood, Objective, ObjectiveKind,
+    PosteriorStd, Prior, SampleOptions, Trainable, Trainer, Vae, VaeConfig, gemm_gflops,
+    standard_normal_noise, stream_rng,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -418,13 +418,7 @@ fn shapes(cfg: &VaeConfig, rows: usize) -> Vec<(usize, usize, usize)> {
 
 /// GFLOP/s of `a (m × k) · b (k × n)` through `backend`, `repeat` measurements of at least
 /// 0.2 s each (dfdx's on the current rayon pool). `None`: the backend is unavailable here.
-fn time_matmul(
-    backend: GemmBackend,
-    m: usize,
-    k: usize,
-    n: usize,
-    repeat: usize,
-) -> Option<Stats> {
+fn time_matmul(backend: GemmBackend, m: usize, k: usize, n: usize, repeat: usize) -> Option<Stats> {
     gemm_gflops(backend, m, k, n, repeat, 0.2).map(|v| Stats::of(&v))
 }
 
@@ -581,7 +575,9 @@ fn print_human(v: &Value) {
             println!(
                 "packed kernel: {:.1} GFLOP/s on 1 thread; best peak (what train and eval \
                  compare to): {:.1}",
-                v["peak_gflops_packed_1_thread"].as_f64().unwrap_or(f64::NAN),
+                v["peak_gflops_packed_1_thread"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
                 v["peak_gflops_best"].as_f64().unwrap_or(f64::NAN)
             );
         }
@@ -597,7 +593,11 @@ fn print_human(v: &Value) {
             if let Some(fast) = v["fast_path"].as_bool() {
                 println!(
                     "{} path",
-                    if fast { "fast f32" } else { "generic dfdx-tape" }
+                    if fast {
+                        "fast f32"
+                    } else {
+                        "generic dfdx-tape"
+                    }
                 );
             }
             if let Some(s) = v["test_set_10000_seconds"].as_f64() {

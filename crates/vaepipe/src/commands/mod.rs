@@ -7,16 +7,20 @@ pub mod submit;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::json;
-use vaepipe_engine::{explain, plan, Action, Outcome, Plan, Point, Registry, RunOptions, RunReport, Store};
+use vaepipe_engine::{
+    Action, Outcome, Plan, Point, Registry, RunOptions, RunReport, Store, explain, plan,
+};
 use vaepipe_spec::Spec;
 
-use crate::cli::{Cli, Color, Command, GcArgs, PlanArgs, ReportArgs, RunArgs, Selection, SpecArgs, StatusArgs};
+use crate::cli::{
+    Cli, Color, Command, GcArgs, PlanArgs, ReportArgs, RunArgs, Selection, SpecArgs, StatusArgs,
+};
 use crate::progress::Display;
 
 pub const EXIT_FAILED: u8 = 1;
@@ -112,10 +116,16 @@ pub fn select(spec: &Spec, selection: &[String]) -> Result<(Vec<Point>, bool), S
 
 fn check_stages(registry: &Registry, selection: &Selection) -> Result<(), String> {
     let names = registry.names();
-    for (flag, list) in [("--force", &selection.force), ("--stage", &selection.stages)] {
+    for (flag, list) in [
+        ("--force", &selection.force),
+        ("--stage", &selection.stages),
+    ] {
         for f in list {
             if !names.contains(&f.as_str()) {
-                return Err(format!("{flag} {f}: no such stage (stages: {})", names.join(", ")));
+                return Err(format!(
+                    "{flag} {f}: no such stage (stages: {})",
+                    names.join(", ")
+                ));
             }
         }
     }
@@ -166,24 +176,37 @@ impl PrepareError {
 }
 
 /// The plan and decisions for a spec and a selection.
-fn prepare(store: &Store, registry: &Registry, spec: &Spec, selection: &Selection) -> Result<(Plan, Vec<vaepipe_engine::Decision>), PrepareError> {
+fn prepare(
+    store: &Store,
+    registry: &Registry,
+    spec: &Spec,
+    selection: &Selection,
+) -> Result<(Plan, Vec<vaepipe_engine::Decision>), PrepareError> {
     let (points, complete) = select(spec, &selection.points).map_err(PrepareError::Usage)?;
     if !complete {
         for name in selection.stages.iter().chain(&selection.force) {
-            if registry.get(name).is_some_and(|s| s.scope() == vaepipe_engine::Scope::Gather) {
+            if registry
+                .get(name)
+                .is_some_and(|s| s.scope() == vaepipe_engine::Scope::Gather)
+            {
                 return Err(PrepareError::Usage(format!(
                     "`{name}` gathers every sweep point, so it does not run with --point; drop --point (or use `vaepipe report`)"
                 )));
             }
         }
     }
-    let mut p = plan(registry, store, spec.name(), points, complete).map_err(|e| PrepareError::Engine(e.into()))?;
+    let mut p = plan(registry, store, spec.name(), points, complete)
+        .map_err(|e| PrepareError::Engine(e.into()))?;
     if let Some(keep) = stage_closure(registry, &selection.stages) {
         p = p.restrict(|i| keep.iter().any(|k| k == i.stage));
     }
     if selection.shared {
         // Inputs of a shared instance serve at least the same points, so the closure is kept.
-        let gather: Vec<&str> = registry.stages().filter(|s| s.scope() == vaepipe_engine::Scope::Gather).map(|s| s.name()).collect();
+        let gather: Vec<&str> = registry
+            .stages()
+            .filter(|s| s.scope() == vaepipe_engine::Scope::Gather)
+            .map(|s| s.name())
+            .collect();
         p = p.restrict(|i| i.points.len() > 1 && !gather.contains(&i.stage));
     }
     let d = explain(&p, store, &selection.force).map_err(|e| PrepareError::Engine(e.into()))?;
@@ -191,7 +214,12 @@ fn prepare(store: &Store, registry: &Registry, spec: &Spec, selection: &Selectio
 }
 
 pub fn git_revision(dir: &Path) -> Option<String> {
-    let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -211,7 +239,11 @@ pub fn git_revision(dir: &Path) -> Option<String> {
 /// warning followed by the TERM of the time limit still lets the checkpoint finish.
 fn signals() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1, signal_hook::consts::SIGINT] {
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGINT,
+    ] {
         let seen = Arc::new(AtomicBool::new(false));
         // Order matters: the shutdown check runs before this signal marks itself as seen.
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, seen.clone());
@@ -269,7 +301,11 @@ fn metrics_files(report: &RunReport) -> Vec<JsonMetrics> {
         }
         for f in &i.files {
             if f == "metrics.json" || f.ends_with("/metrics.json") {
-                out.push(JsonMetrics { stage: i.stage.clone(), points: i.points.clone(), path: i.dir.join(f) });
+                out.push(JsonMetrics {
+                    stage: i.stage.clone(),
+                    points: i.points.clone(),
+                    path: i.dir.join(f),
+                });
             }
         }
     }
@@ -277,12 +313,22 @@ fn metrics_files(report: &RunReport) -> Vec<JsonMetrics> {
 }
 
 /// Copies a committed report directory to `reports/<slug>/`, replacing the previous one.
-fn publish_report(report: &RunReport, reports: &Path, name: &str) -> anyhow::Result<Option<PathBuf>> {
-    let Some(inst) = report.instances.iter().rev().find(|i| i.stage == "report" && matches!(i.outcome, Outcome::Ran | Outcome::Cached)) else {
+fn publish_report(
+    report: &RunReport,
+    reports: &Path,
+    name: &str,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(inst) = report
+        .instances
+        .iter()
+        .rev()
+        .find(|i| i.stage == "report" && matches!(i.outcome, Outcome::Ran | Outcome::Cached))
+    else {
         return Ok(None);
     };
     let dest = reports.join(vaepipe_engine::store::slug(name));
-    vaepipe_stages::publish_dir(&inst.dir, &dest).with_context(|| format!("cannot publish the report to {}", dest.display()))?;
+    vaepipe_stages::publish_dir(&inst.dir, &dest)
+        .with_context(|| format!("cannot publish the report to {}", dest.display()))?;
     Ok(Some(dest))
 }
 
@@ -317,11 +363,18 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
             store.root().display()
         );
     }
-    let checkpoint_every = match (a.checkpoint_every, std::env::var("VAEPIPE_CHECKPOINT_EVERY")) {
+    let checkpoint_every = match (
+        a.checkpoint_every,
+        std::env::var("VAEPIPE_CHECKPOINT_EVERY"),
+    ) {
         (Some(n), _) => Some(n),
         (None, Ok(s)) => match s.trim().parse::<u64>() {
             Ok(n) => Some(n),
-            Err(_) => return usage_error(format!("VAEPIPE_CHECKPOINT_EVERY={s:?} is not a number of steps")),
+            Err(_) => {
+                return usage_error(format!(
+                    "VAEPIPE_CHECKPOINT_EVERY={s:?} is not a number of steps"
+                ));
+            }
         },
         (None, Err(_)) => None,
     };
@@ -334,9 +387,14 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let cancel = signals();
     let display = Display::new(&p, g.color && std::io::stderr().is_terminal(), a.spec.json);
-    let report = vaepipe_engine::execute(&registry, &store, &p, &decisions, &options, &display, &cancel)?;
+    let report = vaepipe_engine::execute(
+        &registry, &store, &p, &decisions, &options, &display, &cancel,
+    )?;
     display.finish();
-    let reports_dir = a.reports.clone().unwrap_or_else(|| PathBuf::from("reports"));
+    let reports_dir = a
+        .reports
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports"));
     let published = publish_report(&report, &reports_dir, spec.name())?;
     let failed: Vec<_> = report.failed().collect();
     let status = if report.interrupted {
@@ -364,7 +422,12 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
             println!("report: {}", d.join("index.html").display());
         }
         for f in &failed {
-            eprintln!("FAILED {} ({}): see {}", f.stage, labels(&f.points, p.points.len()), f.log.display());
+            eprintln!(
+                "FAILED {} ({}): see {}",
+                f.stage,
+                labels(&f.points, p.points.len()),
+                f.log.display()
+            );
         }
         if report.interrupted {
             eprintln!("interrupted: checkpoints are saved; run the same command again to resume");
@@ -380,7 +443,11 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
 /// The points an instance serves, for people: "all points" when it serves every point of the
 /// run (`total`), else their labels.
 fn labels(points: &[vaepipe_engine::PointRef], total: usize) -> String {
-    let l: Vec<&str> = points.iter().map(|p| p.label.as_str()).filter(|l| !l.is_empty()).collect();
+    let l: Vec<&str> = points
+        .iter()
+        .map(|p| p.label.as_str())
+        .filter(|l| !l.is_empty())
+        .collect();
     if l.is_empty() || (points.len() == total && total > 1) {
         "all points".into()
     } else if l.len() > 3 {
@@ -391,7 +458,10 @@ fn labels(points: &[vaepipe_engine::PointRef], total: usize) -> String {
 }
 
 fn print_summary(report: &RunReport, total: usize) {
-    println!("{:<8} {:<12} {:>9}  {:<22} output", "stage", "status", "seconds", "points");
+    println!(
+        "{:<8} {:<12} {:>9}  {:<22} output",
+        "stage", "status", "seconds", "points"
+    );
     for i in &report.instances {
         println!(
             "{:<8} {:<12} {:>9.1}  {:<22} {}",
@@ -399,13 +469,21 @@ fn print_summary(report: &RunReport, total: usize) {
             i.outcome.name(),
             i.duration_s,
             truncate(&labels(&i.points, total), 22),
-            if matches!(i.outcome, Outcome::Ran | Outcome::Cached) { i.dir.display().to_string() } else { String::new() }
+            if matches!(i.outcome, Outcome::Ran | Outcome::Cached) {
+                i.dir.display().to_string()
+            } else {
+                String::new()
+            }
         );
     }
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
 }
 
 fn plan_cmd(g: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
@@ -438,10 +516,21 @@ fn plan_cmd(g: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"pipeline": spec.name(), "instances": instances}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"pipeline": spec.name(), "instances": instances})
+            )?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("plan for `{}` ({} point{}, store {})", spec.name(), p.points.len(), if p.points.len() == 1 { "" } else { "s" }, store.root().display());
+    println!(
+        "plan for `{}` ({} point{}, store {})",
+        spec.name(),
+        p.points.len(),
+        if p.points.len() == 1 { "" } else { "s" },
+        store.root().display()
+    );
     for (i, (inst, d)) in p.instances.iter().zip(&decisions).enumerate() {
         let deps: Vec<String> = inst.inputs.iter().map(|x| format!("#{x}")).collect();
         let action = match d.action {
@@ -452,9 +541,23 @@ fn plan_cmd(g: &Global, a: PlanArgs) -> anyhow::Result<ExitCode> {
             "  #{i:<3} {action} {:<7} {}  {:<24} {}{}",
             inst.stage,
             &inst.key[..10],
-            truncate(&labels(&inst.points.iter().map(|x| p.points[*x].as_ref()).collect::<Vec<_>>(), p.points.len()), 24),
+            truncate(
+                &labels(
+                    &inst
+                        .points
+                        .iter()
+                        .map(|x| p.points[*x].as_ref())
+                        .collect::<Vec<_>>(),
+                    p.points.len()
+                ),
+                24
+            ),
             d.reason,
-            if deps.is_empty() { String::new() } else { format!("  ← {}", deps.join(" ")) }
+            if deps.is_empty() {
+                String::new()
+            } else {
+                format!("  ← {}", deps.join(" "))
+            }
         );
     }
     let n = decisions.iter().filter(|d| d.action == Action::Run).count();
@@ -468,22 +571,39 @@ fn validate(g: &Global, a: SpecArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     if a.json {
-        let runs: Vec<_> = spec.runs.iter().map(|r| json!({"index": r.index, "id": r.id, "label": r.label, "config": r.config})).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"valid": true, "pipeline": spec.name(), "runs": runs}))?);
+        let runs: Vec<_> = spec
+            .runs
+            .iter()
+            .map(|r| json!({"index": r.index, "id": r.id, "label": r.label, "config": r.config}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"valid": true, "pipeline": spec.name(), "runs": runs})
+            )?
+        );
     } else {
         println!(
             "{}: valid; {} run{}{}",
             a.spec.display(),
             spec.runs.len(),
             if spec.runs.len() == 1 { "" } else { "s" },
-            if spec.sweep_keys.is_empty() { String::new() } else { format!(" (sweep over {})", spec.sweep_keys.join(", ")) }
+            if spec.sweep_keys.is_empty() {
+                String::new()
+            } else {
+                format!(" (sweep over {})", spec.sweep_keys.join(", "))
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// State of one instance for `status`.
-pub fn instance_state(store: &Store, stage: &str, key: &str) -> anyhow::Result<(&'static str, String)> {
+pub fn instance_state(
+    store: &Store,
+    stage: &str,
+    key: &str,
+) -> anyhow::Result<(&'static str, String)> {
     if store.verify(stage, key)?.is_none() {
         return Ok(("done", String::new()));
     }
@@ -491,7 +611,14 @@ pub fn instance_state(store: &Store, stage: &str, key: &str) -> anyhow::Result<(
         return Ok(("running", String::new()));
     }
     if let Some(f) = store.failure(stage, key) {
-        return Ok(("failed", format!("{} (log: {})", f.error.lines().next().unwrap_or(""), f.log.display())));
+        return Ok((
+            "failed",
+            format!(
+                "{} (log: {})",
+                f.error.lines().next().unwrap_or(""),
+                f.log.display()
+            ),
+        ));
     }
     if store.work_dir(stage, key).exists() {
         return Ok(("interrupted", "resumes on the next run".into()));
@@ -529,7 +656,21 @@ fn status(g: &Global, a: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for (i, s, d) in &rows {
-            println!("{:<8} {:<12} {:<28} {d}", i.stage, s, truncate(&labels(&i.points.iter().map(|x| p.points[*x].as_ref()).collect::<Vec<_>>(), p.points.len()), 28));
+            println!(
+                "{:<8} {:<12} {:<28} {d}",
+                i.stage,
+                s,
+                truncate(
+                    &labels(
+                        &i.points
+                            .iter()
+                            .map(|x| p.points[*x].as_ref())
+                            .collect::<Vec<_>>(),
+                        p.points.len()
+                    ),
+                    28
+                )
+            );
         }
         let done = rows.iter().filter(|r| r.1 == "done").count();
         println!("{done}/{} done", rows.len());
@@ -542,7 +683,10 @@ fn status(g: &Global, a: StatusArgs) -> anyhow::Result<ExitCode> {
 
 fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let store = open_existing_store(g)?;
-    let reports_dir = a.reports.clone().unwrap_or_else(|| PathBuf::from("reports"));
+    let reports_dir = a
+        .reports
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports"));
     // A store entry: re-render from its manifest and the stored inputs alone.
     if a.target.is_dir() {
         let registry = vaepipe_stages::registry();
@@ -572,7 +716,10 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_FAILED));
             }
         };
-        let name = manifest.params["pipeline"]["name"].as_str().unwrap_or("report").to_string();
+        let name = manifest.params["pipeline"]["name"]
+            .as_str()
+            .unwrap_or("report")
+            .to_string();
         let dest = reports_dir.join(vaepipe_engine::store::slug(&name));
         let published = vaepipe_stages::publish_dir(&dir, &dest);
         let _ = std::fs::remove_dir_all(&dir);
@@ -580,7 +727,11 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
         print_report_location(&dest, a.json)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let args = SpecArgs { spec: a.target.clone(), overrides: a.overrides.clone(), json: a.json };
+    let args = SpecArgs {
+        spec: a.target.clone(),
+        overrides: a.overrides.clone(),
+        json: a.json,
+    };
     let spec = match load_spec(g, &args) {
         Ok(s) => s,
         Err(code) => return Ok(code),
@@ -603,7 +754,9 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     };
     let cancel = AtomicBool::new(false);
     let display = Display::new(&p, false, true);
-    let result = vaepipe_engine::execute(&registry, &store, &p, &decisions, &options, &display, &cancel)?;
+    let result = vaepipe_engine::execute(
+        &registry, &store, &p, &decisions, &options, &display, &cancel,
+    )?;
     match publish_report(&result, &reports_dir, spec.name())? {
         Some(dest) => {
             print_report_location(&dest, a.json)?;
@@ -616,9 +769,15 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
                         Outcome::Failed(e) => e.as_str(),
                         _ => "",
                     };
-                    eprintln!("error: rendering the report failed: {detail}\n  log: {}", r.log.display());
+                    eprintln!(
+                        "error: rendering the report failed: {detail}\n  log: {}",
+                        r.log.display()
+                    );
                 }
-                _ => eprintln!("error: the report could not be rendered: no stage of `{}` has produced output yet (run `vaepipe run` first)", spec.name()),
+                _ => eprintln!(
+                    "error: the report could not be rendered: no stage of `{}` has produced output yet (run `vaepipe run` first)",
+                    spec.name()
+                ),
             }
             Ok(ExitCode::from(EXIT_FAILED))
         }
@@ -627,7 +786,12 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
 
 fn print_report_location(dest: &Path, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&json!({"report": {"dir": dest, "markdown": dest.join("index.md"), "html": dest.join("index.html")}}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"report": {"dir": dest, "markdown": dest.join("index.md"), "html": dest.join("index.html")}})
+            )?
+        );
     } else {
         println!("report: {}", dest.join("index.html").display());
     }
@@ -642,16 +806,28 @@ fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
         keep.extend(store.slot_keys()?);
     } else {
         for s in &a.specs {
-            let args = SpecArgs { spec: s.clone(), overrides: Vec::new(), json: a.json };
+            let args = SpecArgs {
+                spec: s.clone(),
+                overrides: Vec::new(),
+                json: a.json,
+            };
             let spec = match load_spec(g, &args) {
                 Ok(s) => s,
                 Err(code) => return Ok(code),
             };
             let p = plan(&registry, &store, spec.name(), points_of(&spec), true)?;
-            keep.extend(p.instances.iter().map(|i| (i.stage.to_string(), i.key.clone())));
+            keep.extend(
+                p.instances
+                    .iter()
+                    .map(|i| (i.stage.to_string(), i.key.clone())),
+            );
         }
     }
-    let _lock = if a.dry_run { None } else { Some(store.store_lock(true)?) };
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(store.store_lock(true)?)
+    };
     let mut removed = Vec::new();
     for (stage, key) in store.entries()? {
         if keep.contains(&(stage.clone(), key.clone())) {
@@ -668,20 +844,42 @@ fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
     // locks, temporary files.
     let mut leftovers = Vec::new();
     for path in store.orphans(&keep)? {
-        let bytes = if path.is_dir() { dir_size(&path) } else { std::fs::metadata(&path).map_or(0, |m| m.len()) };
+        let bytes = if path.is_dir() {
+            dir_size(&path)
+        } else {
+            std::fs::metadata(&path).map_or(0, |m| m.len())
+        };
         if !a.dry_run {
-            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
         }
         leftovers.push(json!({"path": path, "bytes": bytes}));
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"dry_run": a.dry_run, "removed": removed, "leftovers": leftovers}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"dry_run": a.dry_run, "removed": removed, "leftovers": leftovers})
+            )?
+        );
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for r in &removed {
-            println!("{verb} {}/{} ({} bytes)", r["stage"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""), r["bytes"]);
+            println!(
+                "{verb} {}/{} ({} bytes)",
+                r["stage"].as_str().unwrap_or(""),
+                r["key"].as_str().unwrap_or(""),
+                r["bytes"]
+            );
         }
-        let total: u64 = removed.iter().chain(&leftovers).filter_map(|r| r["bytes"].as_u64()).sum();
+        let total: u64 = removed
+            .iter()
+            .chain(&leftovers)
+            .filter_map(|r| r["bytes"].as_u64())
+            .sum();
         println!(
             "{} entr{} and {} leftover file{} ({:.1} MB) {}",
             removed.len(),
@@ -689,7 +887,11 @@ fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
             leftovers.len(),
             if leftovers.len() == 1 { "" } else { "s" },
             total as f64 / 1e6,
-            if a.dry_run { "would be removed" } else { "removed" }
+            if a.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
