@@ -486,6 +486,39 @@ fn run_lane(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, values: &mut [f64]) -> R
     Ok(())
 }
 
+/// Forward through hidden layers `(in, out)` on `rows` rows: `outs[l]` becomes layer l's
+/// activations, `rows × (out + 1)` with a trailing column of ones (as is `input`, `rows ×
+/// (in₀ + 1)`), so that the backward weight product also yields the bias gradient.
+#[allow(clippy::too_many_arguments)]
+fn hidden_forward(
+    input: &[f32],
+    rows: usize,
+    layers: &[(usize, usize)],
+    packs: &[LayerPack],
+    act: Activation,
+    outs: &mut Vec<Vec<f32>>,
+    scratch: &mut Vec<f32>,
+) {
+    outs.resize_with(layers.len(), Vec::new);
+    for (l, (&(i, o), p)) in layers.iter().zip(packs).enumerate() {
+        let (before, after) = outs.split_at_mut(l);
+        let src: &[f32] = if l == 0 { input } else { &before[l - 1] };
+        let dst = sized(&mut after[0], rows * (o + 1));
+        gemm(
+            rows,
+            o,
+            i,
+            Lhs::Rows(src, i + 1),
+            Rhs::Packed(&p.fwd),
+            dst,
+            o + 1,
+            false,
+            scratch,
+        );
+        kernels::activation_rows(dst, o + 1, rows, &p.b, act);
+    }
+}
+
 /// Encoder forward for the lane's examples: μ, σ, ln σ.
 fn encoder_forward(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, ne: usize) {
     let net = ctx.net;
@@ -495,29 +528,15 @@ fn encoder_forward(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, ne: usize) {
         row[..dd].copy_from_slice(&ctx.x[(e0 + r) * dd..(e0 + r + 1) * dd]);
         row[dd] = 1.0;
     }
-    w.enc_h.resize_with(net.enc.len(), Vec::new);
-    for (l, &(i, o)) in net.enc.iter().enumerate() {
-        let (before, after) = w.enc_h.split_at_mut(l);
-        let (src, ld): (&[f32], usize) = if l == 0 {
-            (&w.xin, dd + 1)
-        } else {
-            (&before[l - 1], i + 1)
-        };
-        let dst = sized(&mut after[0], ne * (o + 1));
-        let p = &ctx.pk.enc[l];
-        gemm(
-            ne,
-            o,
-            i,
-            Lhs::Rows(src, ld),
-            Rhs::Packed(&p.fwd),
-            dst,
-            o + 1,
-            false,
-            &mut w.scratch,
-        );
-        kernels::activation_rows(dst, o + 1, ne, &p.b, net.act);
-    }
+    hidden_forward(
+        &w.xin,
+        ne,
+        &net.enc,
+        &ctx.pk.enc,
+        net.act,
+        &mut w.enc_h,
+        &mut w.scratch,
+    );
     let (src, ld): (&[f32], usize) = match w.enc_h.last() {
         Some(h) => (h, net.hl + 1),
         None => (&w.xin, dd + 1),
@@ -608,29 +627,15 @@ fn chunk(
 
     // Decoder forward.
     let hidden = net.dec.len() - 1;
-    w.dec_h.resize_with(hidden, Vec::new);
-    for (l, &(i, o)) in net.dec[..hidden].iter().enumerate() {
-        let (before, after) = w.dec_h.split_at_mut(l);
-        let (src, ld): (&[f32], usize) = if l == 0 {
-            (&w.z, d + 1)
-        } else {
-            (&before[l - 1], i + 1)
-        };
-        let dst = sized(&mut after[0], rows * (o + 1));
-        let p = &ctx.pk.dec[l];
-        gemm(
-            rows,
-            o,
-            i,
-            Lhs::Rows(src, ld),
-            Rhs::Packed(&p.fwd),
-            dst,
-            o + 1,
-            false,
-            &mut w.scratch,
-        );
-        kernels::activation_rows(dst, o + 1, rows, &p.b, net.act);
-    }
+    hidden_forward(
+        &w.z,
+        rows,
+        &net.dec[..hidden],
+        &ctx.pk.dec[..hidden],
+        net.act,
+        &mut w.dec_h,
+        &mut w.scratch,
+    );
     let (i_out, _) = net.dec[hidden];
     let (src, ld): (&[f32], usize) = match w.dec_h.last() {
         Some(h) => (h, i_out + 1),
