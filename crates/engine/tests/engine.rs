@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::{Value, json};
 use vaepipe_engine::{
-    Action, Context, NoEvents, Outcome, Point, Registry, RunOptions, Scope, Stage, StageError,
-    Store, execute, explain, pick, plan,
+    Action, Context, Decision, NoEvents, Outcome, Plan, Point, Registry, RunOptions, Scope, Stage,
+    StageError, Store, execute, explain, pick, plan,
 };
 
 /// Appends one line per real computation to `<dir>/runs.log` so tests can count them.
@@ -32,23 +32,31 @@ fn count(counter: &Path, what: &str) -> usize {
         .count()
 }
 
+/// The `Stage` methods every toy stage shares: its name, version 1, the stages it reads, and
+/// as parameters the config table named like the stage. Expands inside an `impl Stage` block.
+macro_rules! toy_stage {
+    ($name:literal, inputs: [$($input:literal),*]) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn inputs(&self) -> &'static [&'static str] {
+            &[$($input),*]
+        }
+        fn params(&self, p: &Value) -> Value {
+            pick(p, &[$name])
+        }
+    };
+}
+
 /// Reads a file named in its params, writes its content times `a.scale`.
 struct A {
     counter: PathBuf,
 }
 impl Stage for A {
-    fn name(&self) -> &'static str {
-        "a"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn params(&self, p: &Value) -> Value {
-        pick(p, &["a"])
-    }
+    toy_stage!("a", inputs: []);
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         note(&self.counter, "a");
         let file = ctx.params["a"]["input"]["$file"].as_str().unwrap();
@@ -67,18 +75,7 @@ struct B {
     counter: PathBuf,
 }
 impl Stage for B {
-    fn name(&self) -> &'static str {
-        "b"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &["a"]
-    }
-    fn params(&self, p: &Value) -> Value {
-        pick(p, &["b"])
-    }
+    toy_stage!("b", inputs: ["a"]);
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         note(&self.counter, "b");
         let a = ctx.input("a")?;
@@ -107,23 +104,12 @@ struct G {
     counter: PathBuf,
 }
 impl Stage for G {
-    fn name(&self) -> &'static str {
-        "g"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &["b"]
-    }
+    toy_stage!("g", inputs: ["b"]);
     fn scope(&self) -> Scope {
         Scope::Gather
     }
     fn accepts_missing_inputs(&self) -> bool {
         true
-    }
-    fn params(&self, p: &Value) -> Value {
-        pick(p, &["g"])
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         note(&self.counter, "g");
@@ -154,18 +140,7 @@ struct R {
     cancel: Arc<AtomicBool>,
 }
 impl Stage for R {
-    fn name(&self) -> &'static str {
-        "r"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn params(&self, p: &Value) -> Value {
-        pick(p, &["r"])
-    }
+    toy_stage!("r", inputs: []);
     fn resumable(&self) -> bool {
         true
     }
@@ -214,21 +189,61 @@ fn env() -> Env {
     }
 }
 
-fn registry(e: &Env) -> Registry {
+impl Env {
+    /// Where the store lives; several handles may open it.
+    fn store_dir(&self) -> PathBuf {
+        self.root.join(".vaepipe")
+    }
+
+    /// A new handle on the store (as a new process would open it).
+    fn store(&self) -> Store {
+        Store::open(&self.store_dir()).unwrap()
+    }
+}
+
+/// A fresh environment with the a → b → g registry and its store.
+fn toy() -> (Env, Registry, Store) {
+    let e = env();
+    let reg = registry(&e.counter);
+    let store = e.store();
+    (e, reg, store)
+}
+
+/// Stages a, b and g, noting their runs in `counter`.
+fn registry(counter: &Path) -> Registry {
     let mut r = Registry::new();
     r.register(Box::new(A {
-        counter: e.counter.clone(),
+        counter: counter.to_path_buf(),
     }))
     .unwrap();
     r.register(Box::new(B {
-        counter: e.counter.clone(),
+        counter: counter.to_path_buf(),
     }))
     .unwrap();
     r.register(Box::new(G {
-        counter: e.counter.clone(),
+        counter: counter.to_path_buf(),
     }))
     .unwrap();
     r
+}
+
+/// A registry holding only `stage`.
+fn registry_of(stage: impl Stage + 'static) -> Registry {
+    let mut r = Registry::new();
+    r.register(Box::new(stage)).unwrap();
+    r
+}
+
+/// A registry holding only the resumable stage r, which sets the returned cancel flag itself
+/// after `cancel_after` steps (never if `None`).
+fn resumable_registry(e: &Env, cancel_after: Option<u32>) -> (Registry, Arc<AtomicBool>) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let reg = registry_of(R {
+        counter: e.counter.clone(),
+        cancel_after,
+        cancel: cancel.clone(),
+    });
+    (reg, cancel)
 }
 
 /// Points sweeping b.x over `xs`.
@@ -248,6 +263,40 @@ fn points(e: &Env, scale: f64, xs: &[Value]) -> Vec<Point> {
         .collect()
 }
 
+/// A single unlabelled point with this config.
+fn one_point(config: Value) -> Vec<Point> {
+    vec![Point {
+        index: 0,
+        id: "p0".into(),
+        label: String::new(),
+        config,
+    }]
+}
+
+/// Plans `pts` as pipeline "toy" and decides what to do about each instance (no `--force`).
+fn plan_and_explain(reg: &Registry, store: &Store, pts: Vec<Point>) -> (Plan, Vec<Decision>) {
+    let p = plan(reg, store, "toy", pts, true).unwrap();
+    let d = explain(&p, store, &[]).unwrap();
+    (p, d)
+}
+
+/// Executes a plan with `jobs` workers, stopping when `cancel` is set.
+fn execute_with(
+    reg: &Registry,
+    store: &Store,
+    p: &Plan,
+    d: &[Decision],
+    jobs: usize,
+    cancel: &AtomicBool,
+) -> vaepipe_engine::RunReport {
+    let opts = RunOptions {
+        jobs,
+        ..Default::default()
+    };
+    execute(reg, store, p, d, &opts, &NoEvents, cancel).unwrap()
+}
+
+/// Plans, explains (forcing `force`) and executes `pts` with 2 workers, uncancelled.
 fn run(
     reg: &Registry,
     store: &Store,
@@ -256,20 +305,7 @@ fn run(
 ) -> vaepipe_engine::RunReport {
     let p = plan(reg, store, "toy", pts, true).unwrap();
     let d = explain(&p, store, force).unwrap();
-    let opts = RunOptions {
-        jobs: 2,
-        ..Default::default()
-    };
-    execute(
-        reg,
-        store,
-        &p,
-        &d,
-        &opts,
-        &NoEvents,
-        &AtomicBool::new(false),
-    )
-    .unwrap()
+    execute_with(reg, store, &p, &d, 2, &AtomicBool::new(false))
 }
 
 fn statuses(r: &vaepipe_engine::RunReport) -> Vec<(String, String)> {
@@ -281,9 +317,7 @@ fn statuses(r: &vaepipe_engine::RunReport) -> Vec<(String, String)> {
 
 #[test]
 fn unchanged_rerun_is_cached_and_shared_stages_run_once() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     let r1 = run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
     // a is shared by both points: one instance.
     assert_eq!(
@@ -310,20 +344,10 @@ fn unchanged_rerun_is_cached_and_shared_stages_run_once() {
 
 #[test]
 fn a_parameter_change_reruns_exactly_the_dependent_stages_and_says_why() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     run(&reg, &store, points(&e, 10.0, &[json!(1), json!(2)]), &[]);
     // Change b.x at point 1 only.
-    let p = plan(
-        &reg,
-        &store,
-        "toy",
-        points(&e, 10.0, &[json!(1), json!(3)]),
-        true,
-    )
-    .unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
+    let (p, d) = plan_and_explain(&reg, &store, points(&e, 10.0, &[json!(1), json!(3)]));
     let actions: Vec<_> = p
         .instances
         .iter()
@@ -342,15 +366,7 @@ fn a_parameter_change_reruns_exactly_the_dependent_stages_and_says_why() {
     assert_eq!(d[2].reason, "parameter `b.x` changed (2 → 3)");
     assert_eq!(d[3].reason, "input `b` changed");
     // Upstream change: a's scale → everything downstream re-runs.
-    let p = plan(
-        &reg,
-        &store,
-        "toy",
-        points(&e, 5.0, &[json!(1), json!(2)]),
-        true,
-    )
-    .unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
+    let (_, d) = plan_and_explain(&reg, &store, points(&e, 5.0, &[json!(1), json!(2)]));
     assert!(d.iter().all(|d| d.action == Action::Run));
     assert_eq!(d[0].reason, "parameter `a.scale` changed (10.0 → 5.0)");
     assert_eq!(d[1].reason, "input `a` changed");
@@ -358,22 +374,14 @@ fn a_parameter_change_reruns_exactly_the_dependent_stages_and_says_why() {
 
 #[test]
 fn an_input_file_change_is_detected_by_content() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
     // Rewriting the same content keeps the key.
     fs::write(&e.input, "2").unwrap();
-    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
-    assert!(
-        explain(&p, &store, &[])
-            .unwrap()
-            .iter()
-            .all(|d| d.action == Action::Skip)
-    );
+    let (_, d) = plan_and_explain(&reg, &store, points(&e, 1.0, &[json!(1)]));
+    assert!(d.iter().all(|d| d.action == Action::Skip));
     fs::write(&e.input, "7").unwrap();
-    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
+    let (_, d) = plan_and_explain(&reg, &store, points(&e, 1.0, &[json!(1)]));
     assert_eq!(d[0].action, Action::Run);
     assert!(
         d[0].reason.contains("input file")
@@ -386,9 +394,7 @@ fn an_input_file_change_is_detected_by_content() {
 
 #[test]
 fn force_reruns_the_stage_and_its_dependents() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
     let r = run(
         &reg,
@@ -408,9 +414,7 @@ fn force_reruns_the_stage_and_its_dependents() {
 
 #[test]
 fn a_failed_stage_is_never_taken_as_complete_and_other_points_finish() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     let mut pts = points(&e, 1.0, &[json!(1), json!(2), json!(3)]);
     pts[1].config["b"]["fail"] = json!(true);
     pts[2].config["b"]["panic"] = json!(true);
@@ -439,8 +443,7 @@ fn a_failed_stage_is_never_taken_as_complete_and_other_points_finish() {
         "{all}"
     );
     // Next time, the failed instance runs again and says why; the partial gather is not reused.
-    let p = plan(&reg, &store, "toy", pts, true).unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
+    let (_, d) = plan_and_explain(&reg, &store, pts);
     assert_eq!(d[2].action, Action::Run);
     assert!(
         d[2].reason.starts_with("failed before: b was told to fail"),
@@ -452,15 +455,12 @@ fn a_failed_stage_is_never_taken_as_complete_and_other_points_finish() {
 
 #[test]
 fn a_corrupted_output_is_detected_and_redone() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     let r = run(&reg, &store, points(&e, 1.0, &[json!(1)]), &[]);
     fs::write(r.instances[1].dir.join("value.txt"), "9").unwrap(); // same size, other content
     // A later run (a new process, a new handle: verification results are per handle).
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
-    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
+    let store = e.store();
+    let (_, d) = plan_and_explain(&reg, &store, points(&e, 1.0, &[json!(1)]));
     assert_eq!(d[1].action, Action::Run);
     assert!(
         d[1].reason.contains("value.txt does not match its hash"),
@@ -478,33 +478,10 @@ fn a_corrupted_output_is_detected_and_redone() {
 #[test]
 fn an_interrupted_resumable_stage_resumes_and_is_not_complete_meanwhile() {
     let e = env();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut reg = Registry::new();
-    reg.register(Box::new(R {
-        counter: e.counter.clone(),
-        cancel_after: Some(4),
-        cancel: cancel.clone(),
-    }))
-    .unwrap();
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
-    let pts = vec![Point {
-        index: 0,
-        id: "p0".into(),
-        label: String::new(),
-        config: json!({"r": {"n": 10}}),
-    }];
-    let p = plan(&reg, &store, "toy", pts.clone(), true).unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
-    let r = execute(
-        &reg,
-        &store,
-        &p,
-        &d,
-        &RunOptions::default(),
-        &NoEvents,
-        &cancel,
-    )
-    .unwrap();
+    let (reg, cancel) = resumable_registry(&e, Some(4));
+    let store = e.store();
+    let (p, d) = plan_and_explain(&reg, &store, one_point(json!({"r": {"n": 10}})));
+    let r = execute_with(&reg, &store, &p, &d, 1, &cancel);
     assert!(r.interrupted);
     assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
     assert!(
@@ -514,24 +491,8 @@ fn an_interrupted_resumable_stage_resumes_and_is_not_complete_meanwhile() {
     let d = explain(&p, &store, &[]).unwrap();
     assert_eq!(d[0].reason, "an earlier attempt was interrupted");
     // Second attempt: resumes from step 4.
-    let mut reg = Registry::new();
-    let cancel2 = Arc::new(AtomicBool::new(false));
-    reg.register(Box::new(R {
-        counter: e.counter.clone(),
-        cancel_after: None,
-        cancel: cancel2.clone(),
-    }))
-    .unwrap();
-    let r = execute(
-        &reg,
-        &store,
-        &p,
-        &d,
-        &RunOptions::default(),
-        &NoEvents,
-        &cancel2,
-    )
-    .unwrap();
+    let (reg, cancel2) = resumable_registry(&e, None);
+    let r = execute_with(&reg, &store, &p, &d, 1, &cancel2);
     assert_eq!(r.instances[0].outcome, Outcome::Ran);
     assert_eq!(count(&e.counter, "r-fresh"), 1);
     assert_eq!(count(&e.counter, "r-resumed"), 1);
@@ -544,7 +505,7 @@ fn an_interrupted_resumable_stage_resumes_and_is_not_complete_meanwhile() {
 #[test]
 fn concurrent_runs_on_one_store_compute_each_instance_once() {
     let e = env();
-    let store_dir = e.root.join(".vaepipe");
+    let store_dir = e.store_dir();
     let mut pts = points(&e, 1.0, &[json!(1), json!(2)]);
     for p in &mut pts {
         p.config["b"]["sleep_ms"] = json!(300);
@@ -555,32 +516,10 @@ fn concurrent_runs_on_one_store_compute_each_instance_once() {
             let pts = pts.clone();
             let store_dir = store_dir.clone();
             std::thread::spawn(move || {
-                let mut reg = Registry::new();
-                reg.register(Box::new(A {
-                    counter: counter.clone(),
-                }))
-                .unwrap();
-                reg.register(Box::new(B {
-                    counter: counter.clone(),
-                }))
-                .unwrap();
-                reg.register(Box::new(G { counter })).unwrap();
+                let reg = registry(&counter);
                 let store = Store::open(&store_dir).unwrap();
-                let p = plan(&reg, &store, "toy", pts, true).unwrap();
-                let d = explain(&p, &store, &[]).unwrap();
-                execute(
-                    &reg,
-                    &store,
-                    &p,
-                    &d,
-                    &RunOptions {
-                        jobs: 1,
-                        ..Default::default()
-                    },
-                    &NoEvents,
-                    &AtomicBool::new(false),
-                )
-                .unwrap()
+                let (p, d) = plan_and_explain(&reg, &store, pts);
+                execute_with(&reg, &store, &p, &d, 1, &AtomicBool::new(false))
             })
         })
         .collect();
@@ -605,9 +544,7 @@ fn concurrent_runs_on_one_store_compute_each_instance_once() {
 
 #[test]
 fn a_partial_gather_is_keyed_by_why_inputs_are_missing_and_replays_from_its_manifest() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
+    let (e, reg, store) = toy();
     let mut pts = points(&e, 1.0, &[json!(1), json!(2)]);
     pts[1].config["b"]["fail"] = json!(true);
     let first = run(&reg, &store, pts.clone(), &[]);
@@ -636,11 +573,8 @@ fn a_partial_gather_is_keyed_by_why_inputs_are_missing_and_replays_from_its_mani
 
 #[test]
 fn waiting_for_another_process_can_be_cancelled() {
-    let e = env();
-    let reg = registry(&e);
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
-    let p = plan(&reg, &store, "toy", points(&e, 1.0, &[json!(1)]), true).unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
+    let (e, reg, store) = toy();
+    let (p, d) = plan_and_explain(&reg, &store, points(&e, 1.0, &[json!(1)]));
     // Someone else holds data stage `a`.
     let held = store
         .lock("a", &p.instances[0].key, |_| {}, || false)
@@ -652,16 +586,7 @@ fn waiting_for_another_process_can_be_cancelled() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
     });
-    let r = execute(
-        &reg,
-        &store,
-        &p,
-        &d,
-        &RunOptions::default(),
-        &NoEvents,
-        &cancel,
-    )
-    .unwrap();
+    let r = execute_with(&reg, &store, &p, &d, 1, &cancel);
     stopper.join().unwrap();
     drop(held);
     assert!(r.interrupted);
@@ -678,18 +603,7 @@ struct Quits {
     cancel: Arc<AtomicBool>,
 }
 impl Stage for Quits {
-    fn name(&self) -> &'static str {
-        "q"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn params(&self, p: &Value) -> Value {
-        pick(p, &["q"])
-    }
+    toy_stage!("q", inputs: []);
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         fs::write(ctx.out.join("half.txt"), "x").map_err(anyhow::Error::from)?;
         self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -704,30 +618,12 @@ impl Stage for Quits {
 fn an_interrupted_stage_that_cannot_resume_leaves_no_work_behind() {
     let e = env();
     let cancel = Arc::new(AtomicBool::new(false));
-    let mut reg = Registry::new();
-    reg.register(Box::new(Quits {
+    let reg = registry_of(Quits {
         cancel: cancel.clone(),
-    }))
-    .unwrap();
-    let store = Store::open(&e.root.join(".vaepipe")).unwrap();
-    let pts = vec![Point {
-        index: 0,
-        id: "p0".into(),
-        label: String::new(),
-        config: json!({"q": {}}),
-    }];
-    let p = plan(&reg, &store, "toy", pts, true).unwrap();
-    let d = explain(&p, &store, &[]).unwrap();
-    let r = execute(
-        &reg,
-        &store,
-        &p,
-        &d,
-        &RunOptions::default(),
-        &NoEvents,
-        &cancel,
-    )
-    .unwrap();
+    });
+    let store = e.store();
+    let (p, d) = plan_and_explain(&reg, &store, one_point(json!({"q": {}})));
+    let r = execute_with(&reg, &store, &p, &d, 1, &cancel);
     assert_eq!(r.instances[0].outcome, Outcome::Interrupted);
     assert!(!store.work_dir("q", &p.instances[0].key).exists());
     assert_eq!(explain(&p, &store, &[]).unwrap()[0].reason, "no output yet");

@@ -2,20 +2,13 @@
 //! reasons, `--json` contracts, concurrent runs on one store (real processes), and training
 //! killed with SIGKILL or stopped with SIGTERM that resumes to bit-identical weights.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vaepipe")
-}
-
-fn subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../data/mnist-subset")
-        .canonicalize()
-        .expect("embedded data set")
-}
+use common::{assert_exit, bin, json_of, missing_or_empty, subset, the_entry, verify_store};
 
 /// A small data + train pipeline on the embedded subset.
 fn spec(dir: &Path, name: &str, epochs: usize, extra: &str) -> PathBuf {
@@ -51,34 +44,39 @@ batch_size = 25
     path
 }
 
+/// `vaepipe` in `dir`, without colours, not yet started.
+fn command(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir).env("NO_COLOR", "1");
+    c
+}
+
+/// Runs `vaepipe <args>` in `dir` to the end.
 fn vaepipe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .current_dir(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
+    command(dir).args(args).output().expect("run vaepipe")
+}
+
+/// `vaepipe run <spec> --stage train --store <store>` in `dir`, not yet started (callers
+/// may add arguments and redirect its output).
+fn train_command(dir: &Path, spec: &Path, store: &Path) -> Command {
+    let mut c = command(dir);
+    c.args([
+        "run",
+        spec.to_str().unwrap(),
+        "--stage",
+        "train",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    c
+}
+
+/// Runs [`train_command`] to the end and asserts that it succeeded.
+fn train(dir: &Path, spec: &Path, store: &Path) {
+    let o = train_command(dir, spec, store)
         .output()
-        .expect("run vaepipe")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn train_dir(store: &Path) -> PathBuf {
-    let base = store.join("store/train");
-    let mut entries: Vec<_> = std::fs::read_dir(&base)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    assert_eq!(entries.len(), 1, "one train output in {}", base.display());
-    entries.remove(0)
+        .expect("run vaepipe");
+    assert_exit(&o, 0);
 }
 
 #[test]
@@ -87,7 +85,7 @@ fn invalid_spec_exits_2_with_located_errors() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[pipeline]\nname = \"x\"\n[data]\nformat = \"idx\"\ntrain = { images = \"nope.gz\" }\ntest = { images = \"nope.gz\" }\n[train]\nepoch = 3\n").unwrap();
     let o = vaepipe(dir.path(), &["validate", "bad.toml"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_exit(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("bad.toml:5:20") && err.contains("data.train.images"),
@@ -95,8 +93,8 @@ fn invalid_spec_exits_2_with_located_errors() {
     );
     assert!(err.contains("did you mean `epochs`"), "{err}");
     let o = vaepipe(dir.path(), &["run", "bad.toml", "--json"]);
-    assert_eq!(o.status.code(), Some(2));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON errors");
+    assert_exit(&o, 2);
+    let v = json_of(&o);
     assert_eq!(v["valid"], false);
     assert!(
         v["errors"]
@@ -111,10 +109,10 @@ fn invalid_spec_exits_2_with_located_errors() {
         dir.path(),
         &["run", good.to_str().unwrap(), "--force", "trian"],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_exit(&o, 2);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such stage"));
     let o = vaepipe(dir.path(), &["run", good.to_str().unwrap(), "--point", "9"]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_exit(&o, 2);
 }
 
 #[test]
@@ -133,7 +131,7 @@ fn a_failing_stage_exits_1_and_names_its_log() {
             "data",
         ],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_exit(&o, 1);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("FAILED data") && err.contains(".log"), "{err}");
     let log = std::fs::read_dir(dir.path().join(".vaepipe/logs/data"))
@@ -147,13 +145,7 @@ fn a_failing_stage_exits_1_and_names_its_log() {
             .unwrap()
             .contains("holds out 5000 rows")
     );
-    assert!(
-        !dir.path().join(".vaepipe/store/data").exists()
-            || std::fs::read_dir(dir.path().join(".vaepipe/store/data"))
-                .unwrap()
-                .next()
-                .is_none()
-    );
+    assert!(missing_or_empty(&dir.path().join(".vaepipe/store/data")));
 }
 
 #[test]
@@ -162,8 +154,8 @@ fn plan_explains_and_a_rerun_is_cached() {
     let path = spec(dir.path(), "cache", 1, "");
     let p = path.to_str().unwrap();
     let o = vaepipe(dir.path(), &["run", p, "--stage", "train", "--json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_exit(&o, 0);
+    let v = json_of(&o);
     assert_eq!(v["status"], "ok");
     let statuses: Vec<_> = v["instances"]
         .as_array()
@@ -189,8 +181,10 @@ fn plan_explains_and_a_rerun_is_cached() {
             "missing `{key}` in --json output"
         );
     }
-    let o = vaepipe(dir.path(), &["run", p, "--stage", "train", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = json_of(&vaepipe(
+        dir.path(),
+        &["run", p, "--stage", "train", "--json"],
+    ));
     assert!(
         v["instances"]
             .as_array()
@@ -221,16 +215,7 @@ fn concurrent_runs_on_one_store_both_finish_and_compute_once() {
     let path = spec(dir.path(), "concurrent", 2, "");
     let store = dir.path().join("shared-store");
     let run = || {
-        Command::new(bin())
-            .current_dir(dir.path())
-            .args([
-                "run",
-                path.to_str().unwrap(),
-                "--stage",
-                "train",
-                "--store",
-                store.to_str().unwrap(),
-            ])
+        train_command(dir.path(), &path, &store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -239,18 +224,8 @@ fn concurrent_runs_on_one_store_both_finish_and_compute_once() {
     let a = run();
     let b = run();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert_eq!(
-        a.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&a.stderr)
-    );
-    assert_eq!(
-        b.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&b.stderr)
-    );
+    assert_exit(&a, 0);
+    assert_exit(&b, 0);
     // Each instance was computed by exactly one process: one attempt in each log.
     for stage in ["data", "train"] {
         let log_dir = store.join("logs").join(stage);
@@ -263,10 +238,7 @@ fn concurrent_runs_on_one_store_both_finish_and_compute_once() {
             "{stage} computed more than once:\n{log}"
         );
     }
-    let store = vaepipe_engine::Store::open(&store).unwrap();
-    for (stage, key) in store.entries().unwrap() {
-        assert_eq!(store.verify(&stage, &key).unwrap(), None, "{stage}/{key}");
-    }
+    verify_store(&store);
 }
 
 /// Waits until `path` contains `needle`.
@@ -301,19 +273,8 @@ fn train_log(store: &Path) -> PathBuf {
 /// Runs the pipeline uninterrupted in its own store and returns the model bytes.
 fn reference_model(dir: &Path, path: &Path) -> Vec<u8> {
     let store = dir.join("reference-store");
-    let o = vaepipe(
-        dir,
-        &[
-            "run",
-            path.to_str().unwrap(),
-            "--stage",
-            "train",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    std::fs::read(train_dir(&store).join("model.safetensors")).unwrap()
+    train(dir, path, &store);
+    std::fs::read(the_entry(&store, "train").join("model.safetensors")).unwrap()
 }
 
 #[test]
@@ -321,18 +282,8 @@ fn e2e_sigkill_during_training_resumes_to_identical_weights() {
     let dir = tempfile::tempdir().unwrap();
     let path = spec(dir.path(), "killed", 4, "");
     let store = dir.path().join("store");
-    let mut child = Command::new(bin())
-        .current_dir(dir.path())
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--stage",
-            "train",
-            "--store",
-            store.to_str().unwrap(),
-            "--checkpoint-every",
-            "7",
-        ])
+    let mut child = train_command(dir.path(), &path, &store)
+        .args(["--checkpoint-every", "7"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -344,31 +295,16 @@ fn e2e_sigkill_during_training_resumes_to_identical_weights() {
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     assert!(
-        !store.join("store/train").exists()
-            || std::fs::read_dir(store.join("store/train"))
-                .unwrap()
-                .next()
-                .is_none(),
+        missing_or_empty(&store.join("store/train")),
         "a killed stage must not be committed"
     );
-    let o = vaepipe(
-        dir.path(),
-        &[
-            "run",
-            path.to_str().unwrap(),
-            "--stage",
-            "train",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    train(dir.path(), &path, &store);
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(
         log_text.contains("resuming from the checkpoint"),
         "{log_text}"
     );
-    let out = train_dir(&store);
+    let out = the_entry(&store, "train");
     let history = vaepipe_data::read_table(&out.join("history.parquet")).unwrap();
     assert_eq!(
         history.i64("epoch").unwrap(),
@@ -390,16 +326,7 @@ fn e2e_sigterm_checkpoints_exits_3_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let path = spec(dir.path(), "stopped", 3, "");
     let store = dir.path().join("store");
-    let child = Command::new(bin())
-        .current_dir(dir.path())
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--stage",
-            "train",
-            "--store",
-            store.to_str().unwrap(),
-        ])
+    let child = train_command(dir.path(), &path, &store)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -412,31 +339,15 @@ fn e2e_sigterm_checkpoints_exits_3_and_resumes() {
         .unwrap();
     assert!(kill.success());
     let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 3);
     assert!(String::from_utf8_lossy(&o.stderr).contains("run the same command again to resume"));
     assert!(
         std::fs::read_to_string(&log)
             .unwrap()
             .contains("stop requested: checkpoint saved")
     );
-    let o = vaepipe(
-        dir.path(),
-        &[
-            "run",
-            path.to_str().unwrap(),
-            "--stage",
-            "train",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let model = std::fs::read(train_dir(&store).join("model.safetensors")).unwrap();
+    train(dir.path(), &path, &store);
+    let model = std::fs::read(the_entry(&store, "train").join("model.safetensors")).unwrap();
     assert!(
         model == reference_model(dir.path(), &path),
         "resumed weights differ from an uninterrupted run"
@@ -448,26 +359,17 @@ fn gc_removes_what_no_spec_refers_to() {
     let dir = tempfile::tempdir().unwrap();
     let path = spec(dir.path(), "gc", 1, "");
     let p = path.to_str().unwrap();
-    assert_eq!(
-        vaepipe(dir.path(), &["run", p, "--stage", "data"])
-            .status
-            .code(),
-        Some(0)
-    );
-    assert_eq!(
-        vaepipe(
+    assert_exit(&vaepipe(dir.path(), &["run", p, "--stage", "data"]), 0);
+    assert_exit(
+        &vaepipe(
             dir.path(),
-            &["run", p, "--stage", "data", "--set", "data.validation=300"]
-        )
-        .status
-        .code(),
-        Some(0)
+            &["run", p, "--stage", "data", "--set", "data.validation=300"],
+        ),
+        0,
     );
-    let o = vaepipe(dir.path(), &["gc", p, "--dry-run", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = json_of(&vaepipe(dir.path(), &["gc", p, "--dry-run", "--json"]));
     assert_eq!(v["removed"].as_array().unwrap().len(), 1, "{v}");
-    let o = vaepipe(dir.path(), &["gc", p]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_exit(&vaepipe(dir.path(), &["gc", p]), 0);
     assert_eq!(
         std::fs::read_dir(dir.path().join(".vaepipe/store/data"))
             .unwrap()
@@ -475,8 +377,10 @@ fn gc_removes_what_no_spec_refers_to() {
         1
     );
     // The kept entry is still up to date.
-    let o = vaepipe(dir.path(), &["run", p, "--stage", "data", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = json_of(&vaepipe(
+        dir.path(),
+        &["run", p, "--stage", "data", "--json"],
+    ));
     assert_eq!(v["instances"][0]["status"], "cached");
 }
 
@@ -485,7 +389,7 @@ fn gc_removes_what_no_spec_refers_to() {
 #[test]
 fn e2e_quickstart_runs_every_stage_and_publishes_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/quickstart.toml");
+    let spec = common::repo().join("pipelines/quickstart.toml");
     let store = dir.path().join("store");
     let reports = dir.path().join("reports");
     let o = vaepipe(
@@ -512,8 +416,8 @@ fn e2e_quickstart_runs_every_stage_and_publishes_the_report() {
             "eval.curve_images=50",
         ],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_exit(&o, 0);
+    let v = json_of(&o);
     assert_eq!(v["status"], "ok");
     let stages: std::collections::BTreeSet<_> = v["instances"]
         .as_array()

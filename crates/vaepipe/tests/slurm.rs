@@ -18,23 +18,15 @@
 //! 6. when the shared job fails, SLURM cancels the array and the report job says why nothing
 //!    was rendered; `status` says whether a stopped point resumes from a checkpoint or restarts.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{bin, describe, json_of, repo, subset, the_entry, verify_store};
 use serde_json::Value;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_vaepipe")
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
 
 // ---------------------------------------------------------------- the shared SLURM
 
@@ -86,10 +78,6 @@ fn slurm_available(test: &str) -> bool {
 
 // ---------------------------------------------------------------- helpers
 
-fn subset() -> PathBuf {
-    repo().join("data/mnist-subset")
-}
-
 /// A small, fast pipeline on the embedded subset; `sweep` and `extra` are appended verbatim.
 fn write_spec(
     dir: &Path,
@@ -139,52 +127,134 @@ curve_images = 20
     path
 }
 
+/// The quickest pipeline: 300 rows, the tiny model, one ELBO epoch; `sweep` appended verbatim.
+fn quick_spec(dir: &Path, file: &str, name: &str, sweep: &str) -> PathBuf {
+    write_spec(dir, file, name, 300, TINY_MODEL, ONE_ELBO_EPOCH, sweep)
+}
+
 /// A TOML basic string holding `s` (escapes `\` and `"`).
 fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-fn vaepipe(cwd: &Path, store: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .current_dir(cwd)
+/// `vaepipe --color never --store <store>` in `cwd`, not yet started.
+fn vaepipe_command(cwd: &Path, store: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(cwd)
         .arg("--color")
         .arg("never")
         .arg("--store")
-        .arg(store)
+        .arg(store);
+    c
+}
+
+/// Runs `vaepipe --color never --store <store> <args>` in `cwd` to the end.
+fn vaepipe(cwd: &Path, store: &Path, args: &[&str]) -> Output {
+    vaepipe_command(cwd, store)
         .args(args)
         .output()
         .expect("run vaepipe")
 }
 
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// A submission to the real SLURM; its jobs are cancelled if the test panics meanwhile.
+struct Submitted {
+    /// The record `submit --json` printed.
+    record: Value,
+    job_name: String,
+    /// The submission's directory (scripts, SLURM logs).
+    dir: PathBuf,
+    _guard: CancelOnDrop,
 }
 
-fn json_of(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", describe(o)))
+impl Submitted {
+    /// Waits until every job of the submission has finished (at most 300 s).
+    fn wait(&self) {
+        wait_until_finished(&self.job_name, &self.dir, Duration::from_secs(300));
+    }
 }
 
-/// Submits and returns the record (`submit --json`).
-fn submit(cwd: &Path, store: &Path, spec: &Path, extra: &[&str]) -> Value {
+/// Runs `vaepipe submit <spec> --slurm --json <flags> <extra>`, asserts that it succeeded and
+/// returns what it printed.
+fn submit_json(cwd: &Path, store: &Path, spec: &Path, flags: &[&str], extra: &[&str]) -> Value {
     let mut args = vec![
         "submit",
         spec.to_str().expect("UTF-8 spec path"),
         "--slurm",
         "--json",
-        "--time",
-        "00:15:00",
-        "--grace",
-        "30",
     ];
+    args.extend_from_slice(flags);
     args.extend_from_slice(extra);
     let o = vaepipe(cwd, store, &args);
     assert!(o.status.success(), "submit failed:\n{}", describe(&o));
     json_of(&o)
+}
+
+/// Submits to SLURM (15 minutes a job, 30 s grace) and returns the submission.
+fn submit(cwd: &Path, store: &Path, spec: &Path, extra: &[&str]) -> Submitted {
+    let flags = ["--time", "00:15:00", "--grace", "30"];
+    let record = submit_json(cwd, store, spec, &flags, extra);
+    let job_name = record["job_name"].as_str().unwrap().to_string();
+    Submitted {
+        _guard: CancelOnDrop(job_name.clone()),
+        dir: PathBuf::from(record["dir"].as_str().unwrap()),
+        job_name,
+        record,
+    }
+}
+
+/// Writes a submission without submitting it (`submit --slurm --dry-run --json`) and returns
+/// what it printed: the record under `submission`, and the `scripts`.
+fn dry_run(cwd: &Path, store: &Path, spec: &Path, extra: &[&str]) -> Value {
+    submit_json(cwd, store, spec, &["--dry-run"], extra)
+}
+
+/// Runs one of a submission's batch scripts with bash outside SLURM, as job 0 (and as array
+/// task `task`, if given), in the submission's directory.
+fn run_script(dir: &Path, script: &str, task: Option<&str>) -> Output {
+    let mut c = Command::new("bash");
+    c.arg(dir.join(script))
+        .current_dir(dir)
+        .env("SLURM_JOB_ID", "0");
+    if let Some(n) = task {
+        c.env("SLURM_ARRAY_TASK_ID", n);
+    }
+    c.output().unwrap()
+}
+
+/// The key of the train instance that `vaepipe plan` computes for `spec`.
+fn train_key(cwd: &Path, store: &Path, spec: &Path) -> String {
+    let plan = json_of(&vaepipe(
+        cwd,
+        store,
+        &["plan", spec.to_str().unwrap(), "--json"],
+    ));
+    plan["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["stage"] == "train")
+        .unwrap_or_else(|| panic!("no train instance in {plan:#}"))["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The text of the file whose path `path` (a JSON string, e.g. a log `status` names) holds.
+fn read_named(path: &Value) -> String {
+    let path = path
+        .as_str()
+        .unwrap_or_else(|| panic!("not a path: {path}"));
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The point with id `id` in `status --json` output.
+fn point_by_id<'a>(st: &'a Value, id: &str) -> &'a Value {
+    st["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("no point {id} in {st:#}"))
 }
 
 fn job_id(record: &Value, kind: &str) -> String {
@@ -260,20 +330,6 @@ fn status(cwd: &Path, store: &Path, spec: &Path, extra: &[&str]) -> Value {
     json_of(&o)
 }
 
-/// Every committed entry of the store verifies against its manifest; returns them.
-fn verify_store(store: &Path) -> Vec<(String, String)> {
-    let s = vaepipe_engine::Store::open(store).expect("open store");
-    let entries = s.entries().expect("list entries");
-    for (stage, key) in &entries {
-        assert_eq!(
-            s.verify(stage, key).expect("verify"),
-            None,
-            "{stage}/{key} does not verify"
-        );
-    }
-    entries
-}
-
 /// Every `.parquet` file under `dir`, recursively.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -289,22 +345,6 @@ fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn the_entry(store: &Path, stage: &str) -> PathBuf {
-    let base = store.join("store").join(stage);
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&base)
-        .unwrap_or_else(|e| panic!("{}: {e}", base.display()))
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(
-        dirs.len(),
-        1,
-        "expected one {stage} entry in {}",
-        base.display()
-    );
-    dirs[0].clone()
-}
-
 fn scratch(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
@@ -313,6 +353,13 @@ fn scratch(prefix: &str) -> tempfile::TempDir {
 }
 
 const TINY_MODEL: &str = "latent = 4\nencoder = [32]\ndecoder = [32]";
+/// `[train]` settings: one quick ELBO epoch.
+const ONE_ELBO_EPOCH: &str = "objective = \"elbo\"\nk = 1\nepochs = 1";
+/// `[train]` settings: two IWAE epochs with k = 2.
+const TWO_IWAE_EPOCHS: &str = "objective = \"iwae\"\nk = 2\nepochs = 2";
+/// A two-point sweep over `eval.k`, and the same points in the other order.
+const EVAL_K_SWEEP: &str = "[sweep]\n\"eval.k\" = [10, 20]";
+const EVAL_K_REORDERED: &str = "[sweep]\n\"eval.k\" = [20, 10]";
 
 // ---------------------------------------------------------------- 1. a sweep
 
@@ -330,14 +377,12 @@ fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
         "slurm sweep",
         1000,
         TINY_MODEL,
-        "objective = \"iwae\"\nk = 2\nepochs = 2",
+        TWO_IWAE_EPOCHS,
         "[sweep]\n\"train.objective\" = [\"elbo\", \"iwae\"]\n\"train.k\" = [1, 3]",
     );
     let store = cwd.join("store");
-    let record = submit(cwd, &store, &spec, &["--max-parallel", "2"]);
-    let job_name = record["job_name"].as_str().unwrap().to_string();
-    let _guard = CancelOnDrop(job_name.clone());
-    let dir = PathBuf::from(record["dir"].as_str().unwrap());
+    let sub = submit(cwd, &store, &spec, &["--max-parallel", "2"]);
+    let (record, dir) = (&sub.record, &sub.dir);
     assert_eq!(record["array_size"], 4);
     assert_eq!(
         record["jobs"].as_array().unwrap().len(),
@@ -352,10 +397,7 @@ fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
 
     // Meanwhile, the same sweep with the local executor on another store.
     let local_store = cwd.join("local-store");
-    let local = Command::new(bin())
-        .current_dir(cwd)
-        .args(["--color", "never", "--store"])
-        .arg(&local_store)
+    let local = vaepipe_command(cwd, &local_store)
         .args(["run", spec.to_str().unwrap(), "--jobs", "2", "--reports"])
         .arg(cwd.join("local-reports"))
         .output()
@@ -373,7 +415,7 @@ fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
         "existing keys kept: {early:#}"
     );
 
-    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    sub.wait();
     assert!(
         local.status.success(),
         "local --jobs 2 run failed:\n{}",
@@ -386,10 +428,10 @@ fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
             p["state"],
             "done",
             "point not done: {p:#}\n{}",
-            logs_of(&dir)
+            logs_of(dir)
         );
         assert_eq!(p["queue"]["state"], "COMPLETED", "{p:#}");
-        let log = std::fs::read_to_string(p["slurm_log"].as_str().unwrap()).unwrap();
+        let log = read_named(&p["slurm_log"]);
         assert!(log.contains("== vaepipe exited with code 0"), "{log}");
     }
     for i in st["instances"].as_array().unwrap() {
@@ -435,21 +477,19 @@ fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
             local_entries.contains(&(stage.clone(), key.clone())),
             "the local run has no {stage}/{key}"
         );
-        let a = std::fs::read(
-            store
-                .join("store/train")
-                .join(key)
-                .join("model.safetensors"),
-        )
-        .unwrap();
-        let b = std::fs::read(
-            local_store
-                .join("store/train")
-                .join(key)
-                .join("model.safetensors"),
-        )
-        .unwrap();
-        assert!(a == b, "train/{key}: SLURM and local weights differ");
+        let model = |store: &Path| {
+            std::fs::read(
+                store
+                    .join("store/train")
+                    .join(key)
+                    .join("model.safetensors"),
+            )
+            .unwrap()
+        };
+        assert!(
+            model(&store) == model(&local_store),
+            "train/{key}: SLURM and local weights differ"
+        );
     }
     // So are the tables of the data and eval stages (Parquet: no timings in them), while JSON
     // summaries, manifests and history.parquet carry timings and hosts (docs/slurm.md).
@@ -492,21 +532,17 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
         "",
     );
     let store = cwd.join("store");
-    let record = submit(cwd, &store, &spec, &[]);
-    let job_name = record["job_name"].as_str().unwrap().to_string();
-    let _guard = CancelOnDrop(job_name.clone());
-    let dir = PathBuf::from(record["dir"].as_str().unwrap());
-    let task = format!("{}_0", job_id(&record, "points"));
+    let sub = submit(cwd, &store, &spec, &[]);
+    let dir = &sub.dir;
+    let task = format!("{}_0", job_id(&sub.record, "points"));
 
     // The uninterrupted reference, computed locally meanwhile.
     let reference = cwd.join("reference");
-    let local = Command::new(bin())
-        .current_dir(cwd)
-        .args(["--color", "never", "--store"])
-        .arg(&reference)
-        .args(["run", spec.to_str().unwrap(), "--stage", "train"])
-        .output()
-        .unwrap();
+    let local = vaepipe(
+        cwd,
+        &reference,
+        &["run", spec.to_str().unwrap(), "--stage", "train"],
+    );
     assert!(
         local.status.success(),
         "reference run failed:\n{}",
@@ -514,20 +550,7 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
     );
 
     // Stop the task once its first epoch is logged: training is under way, 7 epochs to go.
-    let plan = json_of(&vaepipe(
-        cwd,
-        &store,
-        &["plan", spec.to_str().unwrap(), "--json"],
-    ));
-    let key = plan["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["stage"] == "train")
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = train_key(cwd, &store, &spec);
     let train_log = store.join("logs/train").join(format!("{key}.log"));
     let t_wait = Instant::now();
     while !std::fs::read_to_string(&train_log)
@@ -536,7 +559,7 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
         assert!(
             t_wait.elapsed() < Duration::from_secs(180),
             "training never logged epoch 1:\n{}",
-            logs_of(&dir)
+            logs_of(dir)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -546,15 +569,15 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
         .unwrap();
     assert!(o.status.success(), "scancel: {}", describe(&o));
 
-    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    sub.wait();
     let st = status(cwd, &store, &spec, &[]);
     let p = &st["points"][0];
-    assert_eq!(p["state"], "done", "{p:#}\n{}", logs_of(&dir));
+    assert_eq!(p["state"], "done", "{p:#}\n{}", logs_of(dir));
     assert_eq!(
         p["queue"]["restarts"], 1,
         "the task was not requeued exactly once: {p:#}"
     );
-    let log = std::fs::read_to_string(p["slurm_log"].as_str().unwrap()).unwrap();
+    let log = read_named(&p["slurm_log"]);
     assert!(
         log.contains("exited with code 3 after SIGUSR1") && log.contains("restart 1"),
         "{log}"
@@ -617,15 +640,13 @@ fn a_failing_point_is_reported_with_its_logs_and_the_others_finish() {
         "slurm failure",
         800,
         TINY_MODEL,
-        "objective = \"elbo\"\nk = 1\nepochs = 1",
+        ONE_ELBO_EPOCH,
         "[sweep]\n\"train.lr\" = [0.001, 1e6, 0.002]",
     );
     let store = cwd.join("store");
-    let record = submit(cwd, &store, &spec, &[]);
-    let job_name = record["job_name"].as_str().unwrap().to_string();
-    let _guard = CancelOnDrop(job_name.clone());
-    let dir = PathBuf::from(record["dir"].as_str().unwrap());
-    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    let sub = submit(cwd, &store, &spec, &[]);
+    let dir = &sub.dir;
+    sub.wait();
 
     let st = status(cwd, &store, &spec, &[]);
     let points = st["points"].as_array().unwrap();
@@ -635,7 +656,7 @@ fn a_failing_point_is_reported_with_its_logs_and_the_others_finish() {
             "done",
             "{:#}\n{}",
             points[i],
-            logs_of(&dir)
+            logs_of(dir)
         );
     }
     let bad = &points[1];
@@ -645,11 +666,9 @@ fn a_failing_point_is_reported_with_its_logs_and_the_others_finish() {
         bad["detail"].as_str().unwrap().contains("diverged"),
         "{bad:#}"
     );
-    let stage_log =
-        std::fs::read_to_string(bad["log"].as_str().expect("the failed stage's log")).unwrap();
+    let stage_log = read_named(&bad["log"]);
     assert!(stage_log.contains("diverged"), "{stage_log}");
-    let task_log =
-        std::fs::read_to_string(bad["slurm_log"].as_str().expect("the task's SLURM log")).unwrap();
+    let task_log = read_named(&bad["slurm_log"]);
     assert!(
         task_log.contains("== vaepipe exited with code 1"),
         "{task_log}"
@@ -674,7 +693,7 @@ fn a_failing_point_is_reported_with_its_logs_and_the_others_finish() {
         "COMPLETED",
         "{:#}\n{}",
         st["slurm"],
-        logs_of(&dir)
+        logs_of(dir)
     );
     assert!(cwd.join("reports/slurm_failure/index.html").is_file());
     verify_store(&store);
@@ -696,32 +715,10 @@ fn hostile_names_and_paths_are_inert_in_dry_runs_and_survive_a_shell_round_trip(
     let cwd = tmp.path();
     let _ = std::fs::remove_file(CANARY);
     let name = hostile("dry");
-    let spec = write_spec(
-        cwd,
-        "evil.toml",
-        &name,
-        300,
-        TINY_MODEL,
-        "objective = \"elbo\"\nk = 1\nepochs = 1",
-        "[sweep]\n\"eval.k\" = [10, 20]",
-    );
+    let spec = quick_spec(cwd, "evil.toml", &name, EVAL_K_SWEEP);
     let store = cwd.join(format!("st ore {}\nsecond line\t'", hostile("path")));
     let description = format!("pipeline.description={}\nnewline", hostile("set"));
-    let o = vaepipe(
-        cwd,
-        &store,
-        &[
-            "submit",
-            spec.to_str().unwrap(),
-            "--slurm",
-            "--dry-run",
-            "--json",
-            "--set",
-            &description,
-        ],
-    );
-    assert!(o.status.success(), "{}", describe(&o));
-    let out = json_of(&o);
+    let out = dry_run(cwd, &store, &spec, &["--set", &description]);
     let record = &out["submission"];
     // Round trips through the record: names and paths come back unchanged.
     assert_eq!(record["pipeline"], name.as_str());
@@ -753,12 +750,7 @@ fn hostile_names_and_paths_are_inert_in_dry_runs_and_survive_a_shell_round_trip(
     // Run the shared job's script outside SLURM: vaepipe must receive the hostile store path
     // and override verbatim (it computes the shared stages into that store), and nothing may
     // execute.
-    let run = Command::new("bash")
-        .arg(dir.join("shared.sbatch"))
-        .current_dir(&dir)
-        .env("SLURM_JOB_ID", "0")
-        .output()
-        .unwrap();
+    let run = run_script(&dir, "shared.sbatch", None);
     assert!(run.status.success(), "shared script:\n{}", describe(&run));
     let entries = verify_store(&store);
     for stage in ["data", "train", "prior"] {
@@ -781,25 +773,14 @@ fn a_real_submission_with_a_hostile_name_completes() {
     let cwd = tmp.path();
     let _ = std::fs::remove_file(CANARY);
     let name = hostile("real");
-    let spec = write_spec(
-        cwd,
-        "evil.toml",
-        &name,
-        300,
-        TINY_MODEL,
-        "objective = \"elbo\"\nk = 1\nepochs = 1",
-        "",
-    );
+    let spec = quick_spec(cwd, "evil.toml", &name, "");
     let store = cwd.join(format!("st ore {}\nline two\t", hostile("path")));
     let description = format!("pipeline.description={}\n'", hostile("set"));
-    let record = submit(cwd, &store, &spec, &["--set", &description]);
-    let job_name = record["job_name"].as_str().unwrap().to_string();
-    let _guard = CancelOnDrop(job_name.clone());
-    let dir = PathBuf::from(record["dir"].as_str().unwrap());
-    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    let sub = submit(cwd, &store, &spec, &["--set", &description]);
+    sub.wait();
     let st = status(cwd, &store, &spec, &["--set", &description]);
     assert_eq!(st["pipeline"], name.as_str());
-    let task_log = std::fs::read_to_string(st["points"][0]["slurm_log"].as_str().unwrap()).unwrap();
+    let task_log = read_named(&st["points"][0]["slurm_log"]);
     assert!(
         task_log.contains("== vaepipe exited with code 0"),
         "{task_log}"
@@ -809,7 +790,7 @@ fn a_real_submission_with_a_hostile_name_completes() {
         "done",
         "{:#}\n{}",
         st["points"],
-        logs_of(&dir)
+        logs_of(&sub.dir)
     );
     assert!(!Path::new(CANARY).exists(), "a quoted value was executed");
     verify_store(&store);
@@ -841,6 +822,19 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The string `key` of every object in the JSON array `list`, in order.
+fn strings_of<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list:#}"))
+        .iter()
+        .map(|o| {
+            o[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string `{key}` in {o:#}"))
+        })
+        .collect()
+}
+
 /// The point ids of a submission record, in task order.
 fn task_ids(record: &Value) -> Vec<String> {
     record["points"]
@@ -851,40 +845,15 @@ fn task_ids(record: &Value) -> Vec<String> {
         .collect()
 }
 
-const EVAL_K_SWEEP: &str = "[sweep]\n\"eval.k\" = [10, 20]";
-const EVAL_K_REORDERED: &str = "[sweep]\n\"eval.k\" = [20, 10]";
-
 #[test]
 fn array_tasks_run_their_point_by_id_whatever_happens_to_the_spec() {
     // No SLURM needed: the points script of a dry run, run as array task 0 outside SLURM.
     let tmp = scratch("vaepipe-slurm-ids");
     let cwd = tmp.path();
-    let write = |sweep: &str| {
-        write_spec(
-            cwd,
-            "ids.toml",
-            "slurm ids",
-            300,
-            TINY_MODEL,
-            "objective = \"elbo\"\nk = 1\nepochs = 1",
-            sweep,
-        )
-    };
+    let write = |sweep: &str| quick_spec(cwd, "ids.toml", "slurm ids", sweep);
     let spec = write(EVAL_K_SWEEP);
     let store = cwd.join("store");
-    let o = vaepipe(
-        cwd,
-        &store,
-        &[
-            "submit",
-            spec.to_str().unwrap(),
-            "--slurm",
-            "--dry-run",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", describe(&o));
-    let record = json_of(&o)["submission"].clone();
+    let record = dry_run(cwd, &store, &spec, &[])["submission"].clone();
     let dir = PathBuf::from(record["dir"].as_str().unwrap());
     let ids = task_ids(&record);
     assert_eq!(record["points"][0]["label"], "k=10", "{record:#}");
@@ -893,15 +862,7 @@ fn array_tasks_run_their_point_by_id_whatever_happens_to_the_spec() {
         points_script.contains(&format!("\nids=({} {})\n", ids[0], ids[1])),
         "{points_script}"
     );
-    let task = |n: &str| {
-        Command::new("bash")
-            .arg(dir.join("points.sbatch"))
-            .current_dir(&dir)
-            .env("SLURM_JOB_ID", "0")
-            .env("SLURM_ARRAY_TASK_ID", n)
-            .output()
-            .unwrap()
-    };
+    let task = |n: &str| run_script(&dir, "points.sbatch", Some(n));
 
     // Reordered after submission: task 0 still runs the point that was first (k=10).
     write(EVAL_K_REORDERED);
@@ -959,7 +920,7 @@ fn shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached() {
             "slurm shared",
             1000,
             TINY_MODEL,
-            "objective = \"iwae\"\nk = 2\nepochs = 2",
+            TWO_IWAE_EPOCHS,
             sweep,
         )
     };
@@ -970,34 +931,22 @@ fn shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached() {
         &store,
         &["plan", spec.to_str().unwrap(), "--shared", "--json"],
     ));
-    let shared: Vec<&str> = plan["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["stage"].as_str().unwrap())
-        .collect();
+    let shared = strings_of(&plan["instances"], "stage");
     assert_eq!(shared, ["data", "train", "prior"], "{plan:#}");
 
-    let record = submit(cwd, &store, &spec, &[]);
+    let sub = submit(cwd, &store, &spec, &[]);
     // Reorder the sweep at once: the array waits for the shared job (which trains), so every
     // task starts with the reordered spec, and must still run the point it was given.
     write(EVAL_K_REORDERED);
-    let job_name = record["job_name"].as_str().unwrap().to_string();
-    let _guard = CancelOnDrop(job_name.clone());
-    let dir = PathBuf::from(record["dir"].as_str().unwrap());
-    let kinds: Vec<&str> = record["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["kind"].as_str().unwrap())
-        .collect();
+    let (record, dir) = (&sub.record, &sub.dir);
+    let kinds = strings_of(&record["jobs"], "kind");
     assert_eq!(kinds, ["shared", "points", "report"], "{record:#}");
-    let ids = task_ids(&record);
-    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    let ids = task_ids(record);
+    sub.wait();
 
     // The first job computed everything the two points share, once.
     let shared_log =
-        std::fs::read_to_string(dir.join(format!("logs/shared-{}.out", job_id(&record, "shared"))))
+        std::fs::read_to_string(dir.join(format!("logs/shared-{}.out", job_id(record, "shared"))))
             .unwrap();
     assert_eq!(
         outcomes(&shared_log),
@@ -1012,21 +961,17 @@ fn shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached() {
     assert!(shared_script.contains(" --shared &\n"), "{shared_script}");
     // Each task found it in the store and computed only its own evaluation, of its own point.
     let st = status(cwd, &store, &spec, &[]);
-    let points = st["points"].as_array().unwrap();
     for (task, (id, label)) in ids.iter().zip(["k=10", "k=20"]).enumerate() {
-        let p = points
-            .iter()
-            .find(|p| p["id"] == id.as_str())
-            .unwrap_or_else(|| panic!("no point {id} in {st:#}"));
+        let p = point_by_id(&st, id);
         assert_eq!(p["label"], label, "{p:#}");
         assert_eq!(p["task"], task, "{p:#}");
         assert_eq!(p["index"], 1 - task, "the spec was reordered: {p:#}");
-        assert_eq!(p["state"], "done", "{p:#}\n{}", logs_of(&dir));
+        assert_eq!(p["state"], "done", "{p:#}\n{}", logs_of(dir));
         assert_eq!(
             p["queue"]["job"],
-            format!("{}_{task}", job_id(&record, "points"))
+            format!("{}_{task}", job_id(record, "points"))
         );
-        let log = std::fs::read_to_string(p["slurm_log"].as_str().unwrap()).unwrap();
+        let log = read_named(&p["slurm_log"]);
         assert!(
             log.contains(&format!("== point {id} (task {task})")),
             "{log}"
@@ -1043,7 +988,7 @@ fn shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached() {
         );
     }
     for i in st["instances"].as_array().unwrap() {
-        assert_eq!(i["state"], "done", "{i:#}\n{}", logs_of(&dir));
+        assert_eq!(i["state"], "done", "{i:#}\n{}", logs_of(dir));
     }
     let entries = verify_store(&store);
     let count = |stage: &str| entries.iter().filter(|(s, _)| s == stage).count();
@@ -1070,15 +1015,7 @@ fn when_the_shared_job_fails_the_array_is_cancelled_and_the_report_job_says_why(
     let t0 = Instant::now();
     let tmp = scratch("vaepipe-slurm-shared-fails");
     let cwd = tmp.path();
-    let spec = write_spec(
-        cwd,
-        "broken.toml",
-        "slurm broken",
-        300,
-        TINY_MODEL,
-        "objective = \"elbo\"\nk = 1\nepochs = 1",
-        EVAL_K_SWEEP,
-    );
+    let spec = quick_spec(cwd, "broken.toml", "slurm broken", EVAL_K_SWEEP);
     // The spec is valid (the files exist), but the images are not IDX: the data stage fails.
     let data = cwd.join("data");
     std::fs::create_dir(&data).unwrap();
@@ -1092,11 +1029,8 @@ fn when_the_shared_job_fails_the_array_is_cancelled_and_the_report_job_says_why(
     std::fs::write(&spec, text).unwrap();
 
     let store = cwd.join("store");
-    let record = submit(cwd, &store, &spec, &[]);
-    let job_name = record["job_name"].as_str().unwrap().to_string();
-    let _guard = CancelOnDrop(job_name.clone());
-    let dir = PathBuf::from(record["dir"].as_str().unwrap());
-    wait_until_finished(&job_name, &dir, Duration::from_secs(300));
+    let sub = submit(cwd, &store, &spec, &[]);
+    sub.wait();
 
     let st = status(cwd, &store, &spec, &[]);
     let slurm = &st["slurm"];
@@ -1104,7 +1038,7 @@ fn when_the_shared_job_fails_the_array_is_cancelled_and_the_report_job_says_why(
         slurm["shared_job"]["queue"]["state"],
         "FAILED",
         "{slurm:#}\n{}",
-        logs_of(&dir)
+        logs_of(&sub.dir)
     );
     for p in st["points"].as_array().unwrap() {
         // SLURM cancelled the tasks (the dependency can never be met); the store knows why.
@@ -1118,7 +1052,7 @@ fn when_the_shared_job_fails_the_array_is_cancelled_and_the_report_job_says_why(
     }
     // The report job still ran (afterany), found nothing to render and said why.
     assert_eq!(slurm["report_job"]["queue"]["state"], "FAILED", "{slurm:#}");
-    let report_log = std::fs::read_to_string(slurm["report_job"]["log"].as_str().unwrap()).unwrap();
+    let report_log = read_named(&slurm["report_job"]["log"]);
     assert!(
         report_log.contains("== vaepipe exited with code 1")
             && report_log.contains("== no report: ")
@@ -1139,32 +1073,10 @@ fn status_says_whether_a_stopped_point_resumes_or_restarts() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = scratch("vaepipe-slurm-stopped");
     let cwd = tmp.path();
-    let write = |sweep: &str| {
-        write_spec(
-            cwd,
-            "stopped.toml",
-            "slurm stopped",
-            300,
-            TINY_MODEL,
-            "objective = \"elbo\"\nk = 1\nepochs = 1",
-            sweep,
-        )
-    };
+    let write = |sweep: &str| quick_spec(cwd, "stopped.toml", "slurm stopped", sweep);
     let spec = write(EVAL_K_SWEEP);
     let store = cwd.join("store");
-    let o = vaepipe(
-        cwd,
-        &store,
-        &[
-            "submit",
-            spec.to_str().unwrap(),
-            "--slurm",
-            "--dry-run",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", describe(&o));
-    let mut record = json_of(&o)["submission"].clone();
+    let mut record = dry_run(cwd, &store, &spec, &[])["submission"].clone();
     let dir = PathBuf::from(record["dir"].as_str().unwrap());
     let ids = task_ids(&record);
     let job_name = record["job_name"].as_str().unwrap().to_string();
@@ -1198,15 +1110,16 @@ fn status_says_whether_a_stopped_point_resumes_or_restarts() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let status_with_fake_queue = || {
-        let o = Command::new(bin())
-            .current_dir(cwd)
+    let status_with_fake_queue = |extra: &[&str]| {
+        vaepipe_command(cwd, &store)
             .env("PATH", &path)
-            .args(["--color", "never", "--store"])
-            .arg(&store)
-            .args(["status", spec.to_str().unwrap(), "--json"])
+            .args(["status", spec.to_str().unwrap()])
+            .args(extra)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let status_json = || {
+        let o = status_with_fake_queue(&["--json"]);
         assert!(o.status.success(), "{}", describe(&o));
         json_of(&o)
     };
@@ -1220,34 +1133,11 @@ fn status_says_whether_a_stopped_point_resumes_or_restarts() {
     );
     assert!(o.status.success(), "{}", describe(&o));
     write(EVAL_K_REORDERED);
-    let plan = json_of(&vaepipe(
-        cwd,
-        &store,
-        &["plan", spec.to_str().unwrap(), "--json"],
-    ));
-    let train_key = plan["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["stage"] == "train")
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let work = store.join("work/train").join(&train_key);
+    let work = store.join("work/train").join(train_key(cwd, &store, &spec));
     std::fs::create_dir_all(&work).unwrap();
 
-    let point = |st: &Value, id: &str| {
-        st["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["id"] == id)
-            .unwrap_or_else(|| panic!("no point {id}: {st:#}"))
-            .clone()
-    };
-    let st = status_with_fake_queue();
-    let stopped = point(&st, &ids[0]);
+    let st = status_json();
+    let stopped = point_by_id(&st, &ids[0]);
     assert_eq!(
         (stopped["task"].as_u64(), stopped["index"].as_u64()),
         (Some(0), Some(1)),
@@ -1259,7 +1149,7 @@ fn status_says_whether_a_stopped_point_resumes_or_restarts() {
         detail.contains("resumes train from its checkpoint"),
         "{detail}"
     );
-    let waiting = point(&st, &ids[1]);
+    let waiting = point_by_id(&st, &ids[1]);
     assert_eq!(waiting["state"], "queued", "{waiting:#}");
     assert!(
         !waiting["detail"].as_str().unwrap().contains("checkpoint"),
@@ -1268,8 +1158,8 @@ fn status_says_whether_a_stopped_point_resumes_or_restarts() {
 
     // Without a work directory there is nothing to resume from: the stage restarts.
     std::fs::remove_dir_all(&work).unwrap();
-    let st = status_with_fake_queue();
-    let stopped = point(&st, &ids[0]);
+    let st = status_json();
+    let stopped = point_by_id(&st, &ids[0]);
     assert_eq!(stopped["state"], "cancelled", "{stopped:#}");
     let detail = stopped["detail"].as_str().unwrap();
     assert!(
@@ -1277,14 +1167,7 @@ fn status_says_whether_a_stopped_point_resumes_or_restarts() {
         "{detail}"
     );
     // People see the same.
-    let o = Command::new(bin())
-        .current_dir(cwd)
-        .env("PATH", &path)
-        .args(["--color", "never", "--store"])
-        .arg(&store)
-        .args(["status", spec.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = status_with_fake_queue(&[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("restarts train"), "{text}");
 }
