@@ -80,7 +80,8 @@ fn clean_lang(lang: &str) -> String {
         .collect()
 }
 
-/// Cells of a table padded to a common column count.
+/// The column count of a table: rows shorter than the widest row (or the header) are padded
+/// with empty cells.
 fn table_shape(header: &[String], rows: &[Vec<String>]) -> usize {
     rows.iter()
         .map(Vec::len)
@@ -89,8 +90,14 @@ fn table_shape(header: &[String], rows: &[Vec<String>]) -> usize {
         .unwrap_or(0)
 }
 
+/// Cell `i` of a row, empty where the row is too short.
 fn cell(row: &[String], i: usize) -> &str {
     row.get(i).map_or("", String::as_str)
+}
+
+/// The alignment of column `i`: left where `align` has no entry for it.
+fn column_align(align: &[Align], i: usize) -> Align {
+    align.get(i).copied().unwrap_or_default()
 }
 
 /// Splits paragraph text at blank lines.
@@ -179,6 +186,30 @@ fn url_path(path: &str, keep_slash: bool) -> String {
     out
 }
 
+/// Writes a table as a Markdown pipe table (nothing for a table without columns).
+fn md_table(out: &mut String, header: &[String], rows: &[Vec<String>], align: &[Align]) {
+    let cols = table_shape(header, rows);
+    if cols == 0 {
+        return;
+    }
+    let line = |row: &[String]| {
+        let cells: Vec<String> = (0..cols).map(|i| md_cell(cell(row, i))).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    out.push_str(&line(header));
+    let rule: Vec<&str> = (0..cols)
+        .map(|i| match column_align(align, i) {
+            Align::Left => ":---",
+            Align::Center => ":---:",
+            Align::Right => "---:",
+        })
+        .collect();
+    out.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in rows {
+        out.push_str(&line(row));
+    }
+}
+
 /// Writes `doc` as GitHub-flavoured Markdown. Figures are referenced as
 /// `<figures_dir_rel>/<file_stem>.png` (percent-encoded), each followed by its numbered caption.
 pub fn to_markdown(doc: &Document, figures_dir_rel: &str) -> String {
@@ -209,28 +240,7 @@ pub fn to_markdown(doc: &Document, figures_dir_rel: &str) -> String {
                 header,
                 rows,
                 align,
-            } => {
-                let cols = table_shape(header, rows);
-                if cols == 0 {
-                    continue;
-                }
-                let line = |row: &[String]| {
-                    let cells: Vec<String> = (0..cols).map(|i| md_cell(cell(row, i))).collect();
-                    format!("| {} |\n", cells.join(" | "))
-                };
-                out.push_str(&line(header));
-                let rule: Vec<&str> = (0..cols)
-                    .map(|i| match align.get(i).copied().unwrap_or_default() {
-                        Align::Left => ":---",
-                        Align::Center => ":---:",
-                        Align::Right => "---:",
-                    })
-                    .collect();
-                out.push_str(&format!("| {} |\n", rule.join(" | ")));
-                for row in rows {
-                    out.push_str(&line(row));
-                }
-            }
+            } => md_table(&mut out, header, rows, align),
             Block::Figure {
                 file_stem, caption, ..
             } => {
@@ -333,6 +343,38 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans 
 }
 "#;
 
+/// Writes a table as HTML in a horizontally scrolling wrapper (nothing for a table without
+/// columns); line breaks in body cells become `<br />`.
+fn html_table(out: &mut String, header: &[String], rows: &[Vec<String>], align: &[Align]) {
+    let cols = table_shape(header, rows);
+    if cols == 0 {
+        return;
+    }
+    let class = |i: usize| match column_align(align, i) {
+        Align::Left => "al-l",
+        Align::Center => "al-c",
+        Align::Right => "al-r",
+    };
+    out.push_str("<div class=\"table-wrap\">\n<table>\n<thead>\n<tr>");
+    for i in 0..cols {
+        out.push_str(&format!(
+            "<th class=\"{}\">{}</th>",
+            class(i),
+            html_escape(cell(header, i))
+        ));
+    }
+    out.push_str("</tr>\n</thead>\n<tbody>\n");
+    for row in rows {
+        out.push_str("<tr>");
+        for i in 0..cols {
+            let text = html_escape(cell(row, i)).replace('\n', "<br />");
+            out.push_str(&format!("<td class=\"{}\">{text}</td>", class(i)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n</div>\n");
+}
+
 /// Writes `doc` as one self-contained HTML5 file: inline CSS, figures embedded as
 /// `data:image/svg+xml` images (an `<img>` keeps each SVG isolated: no shared ids, no scripts),
 /// no external resources and no JavaScript; a Content-Security-Policy forbids loading any.
@@ -369,35 +411,7 @@ pub fn to_html(doc: &Document) -> String {
                 header,
                 rows,
                 align,
-            } => {
-                let cols = table_shape(header, rows);
-                if cols == 0 {
-                    continue;
-                }
-                let class = |i: usize| match align.get(i).copied().unwrap_or_default() {
-                    Align::Left => "al-l",
-                    Align::Center => "al-c",
-                    Align::Right => "al-r",
-                };
-                out.push_str("<div class=\"table-wrap\">\n<table>\n<thead>\n<tr>");
-                for i in 0..cols {
-                    out.push_str(&format!(
-                        "<th class=\"{}\">{}</th>",
-                        class(i),
-                        html_escape(cell(header, i))
-                    ));
-                }
-                out.push_str("</tr>\n</thead>\n<tbody>\n");
-                for row in rows {
-                    out.push_str("<tr>");
-                    for i in 0..cols {
-                        let text = html_escape(cell(row, i)).replace('\n', "<br />");
-                        out.push_str(&format!("<td class=\"{}\">{text}</td>", class(i)));
-                    }
-                    out.push_str("</tr>\n");
-                }
-                out.push_str("</tbody>\n</table>\n</div>\n");
-            }
+            } => html_table(&mut out, header, rows, align),
             Block::Figure {
                 caption, rendered, ..
             } => {

@@ -189,42 +189,35 @@ pub struct Histogram {
 
 /// Draws a [`LineChart`].
 pub fn line_chart(chart: &LineChart) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&charts::LinePlan::new(chart)?)
+    canvas::render(|| charts::LinePlan::new(chart))
 }
 
 /// Draws a [`DotChart`].
 pub fn dot_chart(chart: &DotChart) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&categories::CategoryPlan::dots(chart)?)
+    canvas::render(|| categories::CategoryPlan::dots(chart))
 }
 
 /// Draws a [`BarChart`].
 pub fn bar_chart(chart: &BarChart) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&categories::CategoryPlan::bars(chart)?)
+    canvas::render(|| categories::CategoryPlan::bars(chart))
 }
 
 /// Draws an [`ImageGrid`].
 pub fn image_grid(grid: &ImageGrid) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&images::GridPlan::new(grid)?)
+    canvas::render(|| images::GridPlan::new(grid))
 }
 
 /// Draws a [`Scatter`].
 pub fn scatter(chart: &Scatter) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&charts::ScatterPlan::new(chart)?)
+    canvas::render(|| charts::ScatterPlan::new(chart))
 }
 
 /// Draws a [`DensityComparison`].
 pub fn density_comparison(figure: &DensityComparison) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&images::DensityPlan::new(figure)?)
+    canvas::render(|| images::DensityPlan::new(figure))
 }
 
 /// Draws a [`Histogram`].
 pub fn histogram(chart: &Histogram) -> Result<Rendered, ReportError> {
-    canvas::ensure_fonts()?;
-    canvas::render(&charts::HistogramPlan::new(chart)?)
+    canvas::render(|| charts::HistogramPlan::new(chart))
 }

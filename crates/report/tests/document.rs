@@ -6,6 +6,9 @@ use std::collections::BTreeSet;
 
 use vaepipe_report::{Align, BarChart, Block, Document, Rendered, bar_chart, to_html, to_markdown};
 
+mod common;
+use common::{base64_decode, element_names};
+
 const HOSTILE: &str = "<script>alert(\"x\")</script> & 'quoted' $(rm -rf /)";
 
 fn small_figure() -> Rendered {
@@ -84,11 +87,7 @@ fn html_escapes_every_piece_of_text() {
 
     // The output is well-formed XML, so its structure can be checked exactly.
     let doc = parse_html(&html);
-    let tags: BTreeSet<&str> = doc
-        .descendants()
-        .filter(|n| n.is_element())
-        .map(|n| n.tag_name().name())
-        .collect();
+    let tags = element_names(&doc);
     let allowed: BTreeSet<&str> = [
         "html",
         "head",
@@ -283,34 +282,4 @@ fn markdown_handles_degenerate_input() {
     assert_eq!(texts(&parsed, "td"), ["only", "row"]);
     assert!(html.contains("<h2>level zero</h2>"));
     assert!(html.contains("<h6>level nine</h6>"));
-}
-
-/// Standard base64 decoding (test helper; the input is trusted).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            other => panic!("not base64: {other}"),
-        }
-    };
-    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &c)| acc | (value(c) << (18 - 6 * i)));
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    out
 }

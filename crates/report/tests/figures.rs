@@ -10,6 +10,9 @@ use vaepipe_report::{
     dot_chart, histogram, image_grid, line_chart, scatter,
 };
 
+mod common;
+use common::{assert_invalid, assert_no_data, base64_decode, element_names};
+
 /// Decoded RGB pixels of a PNG, with its size.
 fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<[u8; 3]>) {
     let decoder = png::Decoder::new(bytes);
@@ -56,11 +59,17 @@ fn check(r: &Rendered, title: &str, min_colours: usize) {
         root.attribute("height"),
         Some(r.height.to_string().as_str())
     );
-    let texts = svg_texts(&r.svg);
-    assert!(
-        texts.iter().any(|t| t == title),
-        "title {title:?} not among the SVG texts {texts:?}"
-    );
+    assert_texts(&r.svg, [title]);
+}
+
+/// Asserts that each of `expected` is the whole text of some `<text>` element of `svg`.
+#[track_caller]
+fn assert_texts<S: AsRef<str>>(svg: &str, expected: impl IntoIterator<Item = S>) {
+    let texts = svg_texts(svg);
+    for e in expected {
+        let e = e.as_ref();
+        assert!(texts.iter().any(|t| t == e), "missing {e:?} in {texts:?}");
+    }
 }
 
 /// Renders twice and asserts byte-identical output.
@@ -114,16 +123,16 @@ fn line_chart_renders_deterministically() {
     check(&r, "Training curves", 8);
     assert_eq!((r.width, r.height), (800, 500));
     assert_eq!(r.dropped, 0);
-    let texts = svg_texts(&r.svg);
-    for expected in [
-        "epoch",
-        "-L (nats)",
-        "run a (train)",
-        "run a (validation)",
-        "run b",
-    ] {
-        assert!(texts.iter().any(|t| t == expected), "missing {expected:?}");
-    }
+    assert_texts(
+        &r.svg,
+        [
+            "epoch",
+            "-L (nats)",
+            "run a (train)",
+            "run a (validation)",
+            "run b",
+        ],
+    );
 }
 
 #[test]
@@ -144,13 +153,7 @@ fn line_chart_log_x_labels_decades() {
     };
     let r = twice(&chart, line_chart);
     check(&r, "L_k against k", 5);
-    let texts = svg_texts(&r.svg);
-    for decade in ["1", "10", "100", "1000"] {
-        assert!(
-            texts.iter().any(|t| t == decade),
-            "no tick label {decade:?}"
-        );
-    }
+    assert_texts(&r.svg, ["1", "10", "100", "1000"]);
 }
 
 #[test]
@@ -173,10 +176,7 @@ fn line_chart_rejects_bad_input() {
         title: "t".into(),
         ..LineChart::default()
     };
-    assert!(matches!(
-        line_chart(&empty),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_no_data(line_chart(&empty));
 
     let all_nan = LineChart {
         series: vec![Series {
@@ -186,10 +186,7 @@ fn line_chart_rejects_bad_input() {
         }],
         ..LineChart::default()
     };
-    assert!(matches!(
-        line_chart(&all_nan),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_no_data(line_chart(&all_nan));
 
     let mut log = line_input();
     log.log_x = true;
@@ -206,10 +203,7 @@ fn line_chart_rejects_bad_input() {
         }],
         ..LineChart::default()
     };
-    assert!(matches!(
-        line_chart(&huge),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(line_chart(&huge));
 }
 
 #[test]
@@ -220,11 +214,7 @@ fn hostile_text_stays_text_in_svg() {
     let r = line_chart(&chart).expect("renders");
     let doc = roxmltree::Document::parse(&r.svg).expect("still well-formed");
     // No element other than what the drawing uses appears.
-    let tags: BTreeSet<&str> = doc
-        .descendants()
-        .filter(|n| n.is_element())
-        .map(|n| n.tag_name().name())
-        .collect();
+    let tags = element_names(&doc);
     let allowed: BTreeSet<&str> = [
         "svg", "rect", "line", "polyline", "polygon", "circle", "text",
     ]
@@ -261,43 +251,31 @@ fn dot_chart_renders_values_and_error_bars() {
     let r = twice(&chart, dot_chart);
     check(&r, "Test NLL", 6);
     assert_eq!(r.dropped, 1);
-    let texts = svg_texts(&r.svg);
-    for expected in [
-        "86.76 ± 0.09",
-        "84.31 ± 0.07",
-        "85.00",
-        "not finite",
-        "vae k=1",
-    ] {
-        assert!(
-            texts.iter().any(|t| t == expected),
-            "missing {expected:?} in {texts:?}"
-        );
-    }
+    assert_texts(
+        &r.svg,
+        [
+            "86.76 ± 0.09",
+            "84.31 ± 0.07",
+            "85.00",
+            "not finite",
+            "vae k=1",
+        ],
+    );
 }
 
 #[test]
 fn dot_chart_rejects_bad_input() {
-    assert!(matches!(
-        dot_chart(&DotChart::default()),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_no_data(dot_chart(&DotChart::default()));
     let negative = DotChart {
         items: vec![("a".into(), 1.0, Some(-0.5))],
         ..DotChart::default()
     };
-    assert!(matches!(
-        dot_chart(&negative),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(dot_chart(&negative));
     let all_nan = DotChart {
         items: vec![("a".into(), f64::NAN, None)],
         ..DotChart::default()
     };
-    assert!(matches!(
-        dot_chart(&all_nan),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_no_data(dot_chart(&all_nan));
 }
 
 #[test]
@@ -309,14 +287,8 @@ fn bar_chart_renders() {
     };
     let r = twice(&chart, bar_chart);
     check(&r, "Active units", 5);
-    let texts = svg_texts(&r.svg);
-    for expected in ["19", "31", "0"] {
-        assert!(texts.iter().any(|t| t == expected), "missing {expected:?}");
-    }
-    assert!(matches!(
-        bar_chart(&BarChart::default()),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_texts(&r.svg, ["19", "31", "0"]);
+    assert_no_data(bar_chart(&BarChart::default()));
 }
 
 fn count(pixels: &[[u8; 3]], value: u8) -> usize {
@@ -416,31 +388,19 @@ fn image_grid_rejects_bad_input() {
     assert!(err.to_string().contains("image 1 has 3 values"), "{err}");
     let mut no_cols = good.clone();
     no_cols.cols = 0;
-    assert!(matches!(
-        image_grid(&no_cols),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(image_grid(&no_cols));
     let mut captions = good.clone();
     captions.captions = Some(vec!["a".into(), "b".into()]);
-    assert!(matches!(
-        image_grid(&captions),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(image_grid(&captions));
     let mut nan = good.clone();
     nan.images[0][3] = f32::NAN;
-    assert!(matches!(
-        image_grid(&nan),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(image_grid(&nan));
     let mut none = good.clone();
     none.images.clear();
-    assert!(matches!(image_grid(&none), Err(ReportError::NoData { .. })));
+    assert_no_data(image_grid(&none));
     let mut zero = good;
     zero.height = 0;
-    assert!(matches!(
-        image_grid(&zero),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(image_grid(&zero));
     let too_many = ImageGrid {
         images: vec![vec![0.0; 64 * 64]; 2000],
         height: 64,
@@ -448,10 +408,7 @@ fn image_grid_rejects_bad_input() {
         cols: 10,
         ..ImageGrid::default()
     };
-    assert!(matches!(
-        image_grid(&too_many),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(image_grid(&too_many));
 }
 
 #[test]
@@ -472,20 +429,14 @@ fn scatter_renders_with_legend() {
     };
     let r = twice(&chart, scatter);
     check(&r, "Latents", 12);
-    let texts = svg_texts(&r.svg);
-    for d in 0..10 {
-        assert!(texts.iter().any(|t| *t == format!("digit {d}")));
-    }
+    assert_texts(&r.svg, (0..10).map(|d| format!("digit {d}")));
     let mut bad = chart.clone();
     bad.points.push((0.0, 0.0, 10));
     let err = scatter(&bad).expect_err("class out of range");
     assert!(err.to_string().contains("class 10"), "{err}");
     let mut no_names = chart;
     no_names.class_names.clear();
-    assert!(matches!(
-        scatter(&no_names),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(scatter(&no_names));
 }
 
 fn gaussian_samples(n: usize, shift: f64) -> Vec<(f64, f64)> {
@@ -538,10 +489,7 @@ fn density_comparison_shares_axes_and_layers_rasters_below() {
     };
     let r = twice(&fig, density_comparison);
     check(&r, "Priors", 30);
-    let texts = svg_texts(&r.svg);
-    for expected in ["before", "after", "aggregate", "density"] {
-        assert!(texts.iter().any(|t| t == expected), "missing {expected:?}");
-    }
+    assert_texts(&r.svg, ["before", "after", "aggregate", "density"]);
     // Three panels and a colour bar, all directly above the background, under everything else.
     let doc = roxmltree::Document::parse(&r.svg).expect("SVG");
     let children: Vec<&str> = doc
@@ -568,6 +516,21 @@ fn density_comparison_shares_axes_and_layers_rasters_below() {
     assert_eq!(sizes.len(), 1);
 }
 
+/// A comparison of one grid panel of `values` over the unit square.
+fn unit_grid(values: Vec<Vec<f64>>) -> DensityComparison {
+    DensityComparison {
+        panels: vec![DensityPanel {
+            name: "g".into(),
+            data: Density::Grid {
+                x_range: (0.0, 1.0),
+                y_range: (0.0, 1.0),
+                values,
+            },
+        }],
+        ..DensityComparison::default()
+    }
+}
+
 #[test]
 fn density_comparison_rejects_bad_input() {
     let samples = DensityPanel {
@@ -580,52 +543,17 @@ fn density_comparison_rejects_bad_input() {
         ..DensityComparison::default()
     };
     assert!(density_comparison(&base).is_ok());
-    assert!(matches!(
-        density_comparison(&DensityComparison::default()),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_no_data(density_comparison(&DensityComparison::default()));
     let mut no_bins = base.clone();
     no_bins.bins = 0;
-    assert!(matches!(
-        density_comparison(&no_bins),
-        Err(ReportError::InvalidInput { .. })
-    ));
-    let ragged = DensityComparison {
-        panels: vec![DensityPanel {
-            name: "g".into(),
-            data: Density::Grid {
-                x_range: (0.0, 1.0),
-                y_range: (0.0, 1.0),
-                values: vec![vec![1.0, 2.0], vec![1.0]],
-            },
-        }],
-        ..DensityComparison::default()
-    };
-    assert!(matches!(
-        density_comparison(&ragged),
-        Err(ReportError::InvalidInput { .. })
-    ));
-    let negative = DensityComparison {
-        panels: vec![DensityPanel {
-            name: "g".into(),
-            data: Density::Grid {
-                x_range: (0.0, 1.0),
-                y_range: (0.0, 1.0),
-                values: vec![vec![1.0, -2.0]],
-            },
-        }],
-        ..DensityComparison::default()
-    };
-    assert!(matches!(
-        density_comparison(&negative),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(density_comparison(&no_bins));
+    let ragged = unit_grid(vec![vec![1.0, 2.0], vec![1.0]]);
+    assert_invalid(density_comparison(&ragged));
+    let negative = unit_grid(vec![vec![1.0, -2.0]]);
+    assert_invalid(density_comparison(&negative));
     let mut bad_bounds = base.clone();
     bad_bounds.bounds = Some(((1.0, 0.0), (0.0, 1.0)));
-    assert!(matches!(
-        density_comparison(&bad_bounds),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(density_comparison(&bad_bounds));
     let empty_panel = DensityComparison {
         panels: vec![
             samples,
@@ -668,16 +596,10 @@ fn histogram_renders_overlaid_series() {
     let r = twice(&chart, histogram);
     check(&r, "Per-image NLL", 6);
     assert_eq!(r.dropped, 2);
-    let texts = svg_texts(&r.svg);
-    for expected in ["vae", "iwae", "count", "nats"] {
-        assert!(texts.iter().any(|t| t == expected), "missing {expected:?}");
-    }
+    assert_texts(&r.svg, ["vae", "iwae", "count", "nats"]);
     let mut no_bins = chart.clone();
     no_bins.bins = 0;
-    assert!(matches!(
-        histogram(&no_bins),
-        Err(ReportError::InvalidInput { .. })
-    ));
+    assert_invalid(histogram(&no_bins));
     let nan_only = Histogram {
         bins: 10,
         series: vec![HistogramSeries {
@@ -686,10 +608,7 @@ fn histogram_renders_overlaid_series() {
         }],
         ..Histogram::default()
     };
-    assert!(matches!(
-        histogram(&nan_only),
-        Err(ReportError::NoData { .. })
-    ));
+    assert_no_data(histogram(&nan_only));
     // A single repeated value still draws (the range is widened around it).
     let constant = Histogram {
         bins: 10,
@@ -700,34 +619,4 @@ fn histogram_renders_overlaid_series() {
         ..Histogram::default()
     };
     assert!(histogram(&constant).is_ok());
-}
-
-/// Standard base64 decoding (test helper; the input is trusted).
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'+' => 62,
-            b'/' => 63,
-            other => panic!("not base64: {other}"),
-        }
-    };
-    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &c)| acc | (value(c) << (18 - 6 * i)));
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    out
 }

@@ -8,6 +8,9 @@ use vaepipe_report::{
     dot_chart, histogram, image_grid, line_chart, scatter,
 };
 
+mod common;
+use common::assert_invalid;
+
 const NASTY: [f64; 12] = [
     0.0,
     -0.0,
@@ -138,10 +141,7 @@ fn images_survive_extreme_pixel_values() {
             cols: 1,
             ..ImageGrid::default()
         };
-        assert!(matches!(
-            image_grid(&grid),
-            Err(ReportError::InvalidInput { .. })
-        ));
+        assert_invalid(image_grid(&grid));
     }
 }
 

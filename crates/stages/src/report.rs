@@ -75,7 +75,7 @@ struct Params {
     report: ReportParams,
     pipeline: PipelineParams,
     #[serde(default)]
-    points: Vec<PointParams>,
+    points: Vec<PointRun>,
 }
 
 #[derive(Deserialize)]
@@ -88,14 +88,6 @@ struct PipelineParams {
     name: String,
     #[serde(default)]
     description: String,
-}
-
-#[derive(Deserialize)]
-struct PointParams {
-    index: usize,
-    id: String,
-    label: String,
-    config: Value,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,15 +144,19 @@ struct EvalArt {
     variants: Vec<EvalVariant>,
 }
 
-/// One sweep point with the keys of the stage instances that produced its artifacts.
+/// One sweep point (as the parameters list it) with the keys of the stage instances that
+/// produced its artifacts.
+#[derive(Deserialize)]
 struct PointRun {
     index: usize,
     id: String,
     label: String,
     config: Value,
     /// Upstream stage → key of the instance serving this point.
+    #[serde(skip)]
     keys: BTreeMap<&'static str, String>,
     /// Why a stage has no output for this point (from `ctx.missing`).
+    #[serde(skip)]
     missing: Vec<(String, String)>,
 }
 
@@ -219,20 +215,9 @@ impl Gathered {
 // The stage
 
 fn run(ctx: &Context) -> Result<(), StageError> {
-    let params: Params =
+    let mut params: Params =
         serde_json::from_value(ctx.params.clone()).context("report stage parameters")?;
-    let mut points: Vec<PointRun> = params
-        .points
-        .iter()
-        .map(|p| PointRun {
-            index: p.index,
-            id: p.id.clone(),
-            label: p.label.clone(),
-            config: p.config.clone(),
-            keys: BTreeMap::new(),
-            missing: Vec::new(),
-        })
-        .collect();
+    let mut points = std::mem::take(&mut params.points);
     points.sort_by_key(|p| p.index);
     associate(ctx, &mut points);
 
@@ -298,17 +283,19 @@ fn run(ctx: &Context) -> Result<(), StageError> {
 /// Inputs in pipeline order (data, train, prior, eval), then by the first point they serve.
 fn ordered_inputs(inputs: &[Input]) -> Vec<&Input> {
     let mut v: Vec<&Input> = inputs.iter().collect();
-    let rank = |s: &str| {
-        UPSTREAM
-            .iter()
-            .position(|u| *u == s)
-            .unwrap_or(UPSTREAM.len())
-    };
     v.sort_by(|a, b| {
         let first = |i: &Input| i.points.iter().map(|p| p.index).min().unwrap_or(usize::MAX);
-        (rank(&a.stage), first(a), &a.key).cmp(&(rank(&b.stage), first(b), &b.key))
+        (stage_rank(&a.stage), first(a), &a.key).cmp(&(stage_rank(&b.stage), first(b), &b.key))
     });
     v
+}
+
+/// Position of `stage` in pipeline order ([`UPSTREAM`]); other stages come last.
+fn stage_rank(stage: &str) -> usize {
+    UPSTREAM
+        .iter()
+        .position(|u| *u == stage)
+        .unwrap_or(UPSTREAM.len())
 }
 
 /// Assigns each point the upstream instance of each stage that serves it (through the inputs'
@@ -917,7 +904,7 @@ fn notes_section(notes: &Notes, blocks: &mut Vec<Block>) {
 }
 
 fn results_table(points: &[PointRun], g: &Gathered, notes: &Notes, blocks: &mut Vec<Block>) {
-    let header: Vec<String> = [
+    let header = [
         "run",
         "variant (prior)",
         "test NLL",
@@ -929,12 +916,7 @@ fn results_table(points: &[PointRun], g: &Gathered, notes: &Notes, blocks: &mut 
         "images",
         "epochs",
         "train s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut align = vec![Align::Left, Align::Left];
-    align.extend([Align::Right; 9]);
+    ];
     let mut rows = Vec::new();
     for p in points {
         let train = g.train_of(p).and_then(|t| t.json.as_ref());
@@ -944,19 +926,13 @@ fn results_table(points: &[PointRun], g: &Gathered, notes: &Notes, blocks: &mut 
             .map_or("—".into(), |e| e.to_string());
         let seconds = num(get_f(train, "seconds"), 1);
         match g.eval_of(p).filter(|e| !e.variants.is_empty()) {
-            None => rows.push(vec![
-                p.name(),
-                "—".into(),
-                status_of(p),
-                "—".into(),
-                "—".into(),
-                "—".into(),
-                "—".into(),
-                "—".into(),
-                "—".into(),
-                epochs,
-                seconds,
-            ]),
+            None => {
+                // No variant: dashes up to the training columns.
+                let mut row = vec![p.name(), "—".into(), status_of(p)];
+                row.resize(header.len() - 2, "—".into());
+                row.extend([epochs, seconds]);
+                rows.push(row);
+            }
             Some(e) => {
                 for v in &e.variants {
                     let m = v.metrics.as_ref();
@@ -993,11 +969,7 @@ fn results_table(points: &[PointRun], g: &Gathered, notes: &Notes, blocks: &mut 
             }
         }
     }
-    blocks.push(Block::Table {
-        header,
-        rows,
-        align,
-    });
+    blocks.push(table(&header, 2, rows));
     blocks.push(Block::Paragraph(
         "ELBO, KL and recon are test-set averages per image (recon is the expected log-likelihood term E_q log p(x|z)). \
          Active units: latent dimensions j with Cov_x E_q[z_j|x] above the eval threshold (Burda et al. 2016, §5.2). \
@@ -1044,15 +1016,11 @@ fn paired_table(points: &[PointRun], g: &Gathered, blocks: &mut Vec<Block>) {
          ± is the standard error of the mean paired difference):",
         run_variant(rp, rv)
     )));
-    blocks.push(Block::Table {
-        header: vec![
-            "run — prior".into(),
-            "Δ test NLL (nats)".into(),
-            "images".into(),
-        ],
+    blocks.push(table(
+        &["run — prior", "Δ test NLL (nats)", "images"],
+        1,
         rows,
-        align: vec![Align::Left, Align::Right, Align::Right],
-    });
+    ));
 }
 
 /// The paper's Table 1 anchor values (test NLL, dynamically binarized MNIST, one stochastic
@@ -1143,13 +1111,7 @@ fn burda_tables(
                 rows.push(row);
             }
         }
-        let mut align = vec![Align::Left, Align::Left];
-        align.extend(ks.iter().map(|_| Align::Right));
-        blocks.push(Block::Table {
-            header,
-            rows,
-            align,
-        });
+        blocks.push(table(&header, 2, rows));
     }
     blocks.push(Block::Paragraph(
         "For context only — the paper's numbers, not ours: Burda, Grosse & Salakhutdinov (2016), Table 1, test NLL on \
@@ -1158,12 +1120,7 @@ fn burda_tables(
          is comparable, not the values. With k = 1 both objectives are the ELBO."
             .into(),
     ));
-    let header = vec![
-        "Burda et al. 2016 (paper)".to_string(),
-        "k = 1".into(),
-        "k = 5".into(),
-        "k = 50".into(),
-    ];
+    let header = ["Burda et al. 2016 (paper)", "k = 1", "k = 5", "k = 50"];
     let rows = BURDA
         .iter()
         .map(|(name, v)| {
@@ -1172,11 +1129,25 @@ fn burda_tables(
                 .collect()
         })
         .collect();
-    blocks.push(Block::Table {
-        header,
+    blocks.push(table(&header, 1, rows));
+}
+
+/// A table block under the column titles `header`: the first `text_columns` columns hold text
+/// (left-aligned), the others numbers (right-aligned).
+fn table(header: &[impl ToString], text_columns: usize, rows: Vec<Vec<String>>) -> Block {
+    Block::Table {
+        header: header.iter().map(ToString::to_string).collect(),
         rows,
-        align: vec![Align::Left, Align::Right, Align::Right, Align::Right],
-    });
+        align: (0..header.len())
+            .map(|i| {
+                if i < text_columns {
+                    Align::Left
+                } else {
+                    Align::Right
+                }
+            })
+            .collect(),
+    }
 }
 
 fn value_text(v: &Value) -> String {
@@ -1254,65 +1225,67 @@ fn training_figures(
     figs: &mut Figures<'_, '_>,
     blocks: &mut Vec<Block>,
 ) -> Result<(), StageError> {
-    let (series, without) = history_series(
+    let trained = history_figure(
         points,
         g,
-        points
-            .iter()
-            .map(|p| g.train_of(p).map(|t| t.history.as_slice()))
-            .collect(),
-    );
-    if series.is_empty() {
-        blocks.push(Block::Paragraph("No training history is available.".into()));
-    } else {
-        let caption = format!(
-            "Negative training bound (solid: mean over the epoch's batches, with the training objective) and validation \
-             bound (dashed: {VALIDATION_BOUND}) per epoch; one colour per run.{}",
-            validation_caption(&series, &without)
-        );
-        let chart = LineChart {
-            title: "Training curves".into(),
-            x_label: "epoch".into(),
-            y_label: "−bound (nats, lower is better)".into(),
-            log_x: false,
-            series,
-        };
-        figs.push(
-            blocks,
+        |p| g.train_of(p).map(|t| t.history.as_slice()),
+        (
             "training_curves",
-            caption,
-            vaepipe_report::line_chart(&chart),
-        )?;
+            "Training curves",
+            &format!(
+                "Negative training bound (solid: mean over the epoch's batches, with the training objective) and validation \
+                 bound (dashed: {VALIDATION_BOUND}) per epoch; one colour per run."
+            ),
+        ),
+        figs,
+        blocks,
+    )?;
+    if !trained {
+        blocks.push(Block::Paragraph("No training history is available.".into()));
     }
-    let (series, without) = history_series(
+    history_figure(
         points,
         g,
-        points
-            .iter()
-            .map(|p| g.prior_of(p).map(|t| t.finetune.as_slice()))
-            .collect(),
-    );
-    if !series.is_empty() {
-        let caption = format!(
-            "Fine-tuning encoder and decoder under the refit prior: negative training bound (solid) and validation \
-             bound (dashed: {VALIDATION_BOUND}) per epoch.{}",
-            validation_caption(&series, &without)
-        );
-        let chart = LineChart {
-            title: "Fine-tuning under the refit prior".into(),
-            x_label: "epoch".into(),
-            y_label: "−bound (nats, lower is better)".into(),
-            log_x: false,
-            series,
-        };
-        figs.push(
-            blocks,
+        |p| g.prior_of(p).map(|t| t.finetune.as_slice()),
+        (
             "finetune_curves",
-            caption,
-            vaepipe_report::line_chart(&chart),
-        )?;
-    }
+            "Fine-tuning under the refit prior",
+            &format!(
+                "Fine-tuning encoder and decoder under the refit prior: negative training bound (solid) and validation \
+                 bound (dashed: {VALIDATION_BOUND}) per epoch."
+            ),
+        ),
+        figs,
+        blocks,
+    )?;
     Ok(())
+}
+
+/// Draws the training and validation curves of every point's history (`history_of`) as figure
+/// `stem` titled `title`, captioned `caption` and the account of missing validation curves.
+/// Returns whether any point had a history to draw.
+fn history_figure<'a>(
+    points: &'a [PointRun],
+    g: &Gathered,
+    history_of: impl Fn(&'a PointRun) -> Option<&'a [Epoch]>,
+    (stem, title, caption): (&str, &str, &str),
+    figs: &mut Figures<'_, '_>,
+    blocks: &mut Vec<Block>,
+) -> Result<bool, StageError> {
+    let (series, without) = history_series(points, g, points.iter().map(history_of).collect());
+    if series.is_empty() {
+        return Ok(false);
+    }
+    let caption = format!("{caption}{}", validation_caption(&series, &without));
+    let chart = LineChart {
+        title: title.into(),
+        x_label: "epoch".into(),
+        y_label: "−bound (nats, lower is better)".into(),
+        log_x: false,
+        series,
+    };
+    figs.push(blocks, stem, caption, vaepipe_report::line_chart(&chart))?;
+    Ok(true)
 }
 
 /// Every (point, variant) with evaluation, in order.
@@ -1325,6 +1298,13 @@ fn evaluated<'a>(points: &'a [PointRun], g: &'a Gathered) -> Vec<(&'a PointRun, 
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// Whether `v` is the first variant evaluated for `p`.
+fn is_first_variant(p: &PointRun, v: &EvalVariant, g: &Gathered) -> bool {
+    g.eval_of(p)
+        .and_then(|e| e.variants.first())
+        .is_some_and(|f| f.name == v.name)
 }
 
 /// "run — variant" (or the variant alone without a sweep).
@@ -1363,10 +1343,7 @@ fn bound_figures(
         .enumerate()
         .filter(|(_, (_, v))| !v.curve.is_empty())
         .map(|(i, (p, v))| {
-            let first = g
-                .eval_of(p)
-                .and_then(|e| e.variants.first())
-                .is_some_and(|f| f.name == v.name);
+            let first = is_first_variant(p, v, g);
             let slot = points.iter().position(|q| q.index == p.index).unwrap_or(i);
             Series {
                 name: run_variant(p, v),
@@ -1543,11 +1520,7 @@ fn distinct_models<'a>(
 /// Legend text for a model: the run, plus "fine-tuned" when the model is not the trained one.
 fn model_name(p: &PointRun, v: &EvalVariant, g: &Gathered) -> String {
     let trained = model_id(p, v, g).starts_with("train/");
-    let first = g
-        .eval_of(p)
-        .and_then(|e| e.variants.first())
-        .is_some_and(|f| f.name == v.name);
-    if trained || first {
+    if trained || is_first_variant(p, v, g) {
         p.name()
     } else {
         format!("{} ({})", p.name(), v.label)
@@ -1617,7 +1590,7 @@ fn prior_section(
             .into(),
     ));
     if !with_refit.is_empty() {
-        let header: Vec<String> = [
+        let header = [
             "run",
             "refit prior",
             "components",
@@ -1630,12 +1603,7 @@ fn prior_section(
             "KL(q_agg‖N(0,I))",
             "KL(q_agg‖refit)",
             "s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut align = vec![Align::Left, Align::Left];
-        align.extend([Align::Right; 10]);
+        ];
         let rows = with_refit
             .iter()
             .map(|(p, r)| {
@@ -1664,11 +1632,7 @@ fn prior_section(
                 ]
             })
             .collect();
-        blocks.push(Block::Table {
-            header,
-            rows,
-            align,
-        });
+        blocks.push(table(&header, 2, rows));
         blocks.push(Block::Paragraph(
             "From refit.json. The objective is what the refit maximizes (same Monte Carlo draws before and after; the \
              refit keeps the better prior). Test ELBO and L_k are bounds (higher is better) on the test images the prior \
@@ -2050,15 +2014,9 @@ fn provenance_section(ctx: &Context, points: &[PointRun], g: &Gathered, blocks: 
             labels.join("; ")
         }
     };
-    let rank = |s: &str| {
-        UPSTREAM
-            .iter()
-            .position(|u| *u == s)
-            .unwrap_or(UPSTREAM.len())
-    };
     let mut ms: Vec<&Manifest> = g.manifests.iter().map(|(_, m)| m).collect();
     ms.sort_by(|a, b| {
-        (rank(&a.stage), &a.started, &a.key).cmp(&(rank(&b.stage), &b.started, &b.key))
+        (stage_rank(&a.stage), &a.started, &a.key).cmp(&(stage_rank(&b.stage), &b.started, &b.key))
     });
     let rows = ms
         .iter()

@@ -23,8 +23,34 @@ use vaepipe_stages::{DataStage, EvalStage, PriorStage, ReportStage, TrainStage};
 
 const SUBSET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/mnist-subset");
 
+/// The figures of every report with evaluated runs (the per-point ones come on top).
+const SUMMARY_FIGURES: [&str; 5] = [
+    "training_curves",
+    "bound_vs_k",
+    "test_nll",
+    "nll_histogram",
+    "active_units",
+];
+
+/// The `[data]` table of a spec reading the embedded MNIST subset (more keys may follow).
+fn subset_data() -> String {
+    format!(
+        r#"[data]
+format = "idx"
+train = {{ images = "{SUBSET}/train-images-idx3-ubyte.gz", labels = "{SUBSET}/train-labels-idx1-ubyte.gz" }}
+test = {{ images = "{SUBSET}/t10k-images-idx3-ubyte.gz", labels = "{SUBSET}/t10k-labels-idx1-ubyte.gz" }}"#
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running pipelines
+
+/// An empty store in a new temporary directory (removed when the `TempDir` is dropped).
+fn temp_store() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path()).expect("store");
+    (tmp, store)
+}
 
 fn load(text: &str) -> vaepipe_spec::Spec {
     let dir = std::env::temp_dir();
@@ -171,7 +197,7 @@ fn check_report(dir: &Path) -> BTreeSet<String> {
     }
 
     // Markdown: every link target exists, and every figure is referenced.
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let md = index_md(dir);
     let mut referenced = BTreeSet::new();
     for (i, _) in md.match_indices("](") {
         let target = md[i + 2..].split(')').next().unwrap_or("");
@@ -226,19 +252,51 @@ fn check_report(dir: &Path) -> BTreeSet<String> {
     stems
 }
 
+/// The (trimmed) cells of every Markdown table line, header and delimiter rows included.
+fn md_table_lines(md: &str) -> impl Iterator<Item = Vec<&str>> {
+    md.lines().filter(|l| l.starts_with("| ")).map(|l| {
+        l.trim_start_matches("| ")
+            .trim_end_matches(" |")
+            .split(" | ")
+            .map(str::trim)
+            .collect()
+    })
+}
+
 /// Cells of the Markdown table rows whose first cells are `first`.
 fn md_rows<'a>(md: &'a str, first: &[&str]) -> Vec<Vec<&'a str>> {
-    md.lines()
-        .filter(|l| l.starts_with("| "))
-        .map(|l| {
-            l.trim_start_matches("| ")
-                .trim_end_matches(" |")
-                .split(" | ")
-                .map(str::trim)
-                .collect::<Vec<_>>()
-        })
+    md_table_lines(md)
         .filter(|cells| cells.len() >= first.len() && cells[..first.len()] == *first)
         .collect()
+}
+
+/// Everything after the first occurrence of `heading` (a section heading) in a Markdown report.
+fn after_heading<'a>(md: &'a str, heading: &str) -> &'a str {
+    md.split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {heading:?} in the report"))
+}
+
+/// The report's Markdown document.
+fn index_md(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("index.md")).expect("index.md")
+}
+
+/// Asserts that two renders of a report (as [`files`] reads them) are the same bytes; `what`
+/// says how the second one was made.
+fn assert_same_files(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>, what: &str) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in a {
+        assert!(b[name] == *bytes, "{name} differs {what}");
+    }
+}
+
+/// Asserts that the Markdown does not name the store's location.
+fn assert_no_store_path(md: &str, store: &Path) {
+    assert!(
+        !md.contains(store.to_str().expect("utf-8 path")),
+        "index.md names the store's absolute path"
+    );
 }
 
 /// The text of the level-2 section `title` of a Markdown report (up to the next section).
@@ -255,14 +313,8 @@ fn section<'a>(md: &'a str, title: &str) -> &'a str {
 
 /// The column index of `title` in the Markdown table header that contains it.
 fn md_column(md: &str, title: &str) -> usize {
-    md.lines()
-        .filter(|l| l.starts_with("| "))
-        .find_map(|l| {
-            l.trim_start_matches("| ")
-                .trim_end_matches(" |")
-                .split(" | ")
-                .position(|c| c.trim() == title)
-        })
+    md_table_lines(md)
+        .find_map(|cells| cells.iter().position(|c| *c == title))
         .unwrap_or_else(|| panic!("no table column {title:?}"))
 }
 
@@ -305,6 +357,19 @@ fn write_json(path: &Path, v: &Value) -> Result<(), StageError> {
     Ok(())
 }
 
+/// The `index` and `label` columns of `n` synthetic test images, followed by `columns`.
+fn test_image_columns(
+    n: usize,
+    columns: impl IntoIterator<Item = (&'static str, Column)>,
+) -> Vec<(&'static str, Column)> {
+    let mut all = vec![
+        ("index", Column::I64((0..n as i64).collect())),
+        ("label", Column::I64((0..n as i64).map(|i| i % 3).collect())),
+    ];
+    all.extend(columns);
+    all
+}
+
 fn pixel_columns(images: &[Vec<f64>]) -> Vec<(String, Column)> {
     (0..16)
         .map(|p| {
@@ -316,24 +381,47 @@ fn pixel_columns(images: &[Vec<f64>]) -> Vec<(String, Column)> {
         .collect()
 }
 
-/// Writes a data summary with `validation_rows` validation rows.
-struct FakeData {
-    validation_rows: u64,
+/// A stand-in for an upstream stage: the stage it replaces, the parameters it depends on and the
+/// synthetic artifacts it writes. [`Fake`] runs it as a stage (version 1).
+trait StandIn: Send + Sync {
+    const NAME: &'static str;
+    const INPUTS: &'static [&'static str];
+    /// Paths of the point's configuration that the stage's parameters hold.
+    const PARAMS: &'static [&'static str];
+    /// Writes the artifacts into `ctx.out`.
+    fn write(&self, ctx: &Context) -> Result<(), StageError>;
 }
-impl Stage for FakeData {
+
+/// A [`StandIn`] registered as a stage.
+struct Fake<T>(T);
+
+impl<T: StandIn> Stage for Fake<T> {
     fn name(&self) -> &'static str {
-        "data"
+        T::NAME
     }
     fn version(&self) -> u32 {
         1
     }
     fn inputs(&self) -> &'static [&'static str] {
-        &[]
+        T::INPUTS
     }
     fn params(&self, point: &Value) -> Value {
-        pick(point, &["data", "pipeline.seed"])
+        pick(point, T::PARAMS)
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
+        self.0.write(ctx)
+    }
+}
+
+/// Writes a data summary with `validation_rows` validation rows.
+struct FakeData {
+    validation_rows: u64,
+}
+impl StandIn for FakeData {
+    const NAME: &'static str = "data";
+    const INPUTS: &'static [&'static str] = &[];
+    const PARAMS: &'static [&'static str] = &["data", "pipeline.seed"];
+    fn write(&self, ctx: &Context) -> Result<(), StageError> {
         let split = |rows: u64| json!({"rows": rows, "features": 16, "label_counts": {}, "min": 0.0, "max": 1.0, "mean": 0.3});
         write_json(
             &ctx.out.join("summary.json"),
@@ -353,20 +441,11 @@ fn validation_behind(_k: u64, train: f64) -> f64 {
     train - 1.5
 }
 
-impl Stage for FakeTrain {
-    fn name(&self) -> &'static str {
-        "train"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &["data"]
-    }
-    fn params(&self, point: &Value) -> Value {
-        pick(point, &["model", "train", "pipeline.seed"])
-    }
-    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+impl StandIn for FakeTrain {
+    const NAME: &'static str = "train";
+    const INPUTS: &'static [&'static str] = &["data"];
+    const PARAMS: &'static [&'static str] = &["model", "train", "pipeline.seed"];
+    fn write(&self, ctx: &Context) -> Result<(), StageError> {
         let epochs = ctx.params["train"]["epochs"].as_u64().unwrap_or(1) as i64;
         let k = ctx.params["train"]["k"].as_u64().unwrap_or(1) as f64;
         let e: Vec<i64> = (1..=epochs).collect();
@@ -404,20 +483,11 @@ impl Stage for FakeTrain {
 }
 
 struct FakePrior;
-impl Stage for FakePrior {
-    fn name(&self) -> &'static str {
-        "prior"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &["data", "train"]
-    }
-    fn params(&self, point: &Value) -> Value {
-        pick(point, &["prior", "model", "train", "pipeline.seed"])
-    }
-    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+impl StandIn for FakePrior {
+    const NAME: &'static str = "prior";
+    const INPUTS: &'static [&'static str] = &["data", "train"];
+    const PARAMS: &'static [&'static str] = &["prior", "model", "train", "pipeline.seed"];
+    fn write(&self, ctx: &Context) -> Result<(), StageError> {
         let sources = ["standard normal", "refit prior", "aggregate posterior"];
         let n = 300;
         let mut src = Vec::new();
@@ -458,28 +528,18 @@ impl Stage for FakePrior {
 /// Writes a complete eval output; fails for the point labelled `fail`, writes a corrupt
 /// `lk_curve.parquet` for the point labelled `corrupt`, and gives every `refit` variant the
 /// metrics.json `note` in `note`.
+#[derive(Default)]
 struct FakeEval {
     fail: Option<&'static str>,
     corrupt: Option<&'static str>,
     note: Option<&'static str>,
 }
-impl Stage for FakeEval {
-    fn name(&self) -> &'static str {
-        "eval"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn inputs(&self) -> &'static [&'static str] {
-        &["data", "train", "prior"]
-    }
-    fn params(&self, point: &Value) -> Value {
-        pick(
-            point,
-            &["eval", "prior", "model", "train", "pipeline.seed", "point"],
-        )
-    }
-    fn run(&self, ctx: &Context) -> Result<(), StageError> {
+impl StandIn for FakeEval {
+    const NAME: &'static str = "eval";
+    const INPUTS: &'static [&'static str] = &["data", "train", "prior"];
+    const PARAMS: &'static [&'static str] =
+        &["eval", "prior", "model", "train", "pipeline.seed", "point"];
+    fn write(&self, ctx: &Context) -> Result<(), StageError> {
         let label = ctx.points.first().map(|p| p.label.as_str()).unwrap_or("");
         if self.fail == Some(label) {
             return Err(anyhow::anyhow!("injected failure for the test").into());
@@ -514,17 +574,20 @@ impl Stage for FakeEval {
             write_table(
                 &dir,
                 "per_image.parquet",
-                vec![
-                    ("index", Column::I64((0..n as i64).collect())),
-                    ("label", Column::I64((0..n as i64).map(|i| i % 3).collect())),
-                    (
-                        "nll",
-                        Column::F64((0..n).map(|i| nll - 10.0 + 20.0 * noise(i + vi)).collect()),
-                    ),
-                    ("elbo", Column::F64(vec![-nll - 4.0; n])),
-                    ("kl", Column::F64(vec![20.0; n])),
-                    ("recon", Column::F64(vec![16.0 - nll; n])),
-                ],
+                test_image_columns(
+                    n,
+                    [
+                        (
+                            "nll",
+                            Column::F64(
+                                (0..n).map(|i| nll - 10.0 + 20.0 * noise(i + vi)).collect(),
+                            ),
+                        ),
+                        ("elbo", Column::F64(vec![-nll - 4.0; n])),
+                        ("kl", Column::F64(vec![20.0; n])),
+                        ("recon", Column::F64(vec![16.0 - nll; n])),
+                    ],
+                ),
             )?;
             if self.corrupt == Some(label) {
                 std::fs::write(dir.join("lk_curve.parquet"), b"not parquet")
@@ -599,15 +662,16 @@ impl Stage for FakeEval {
             write_table(
                 &dir,
                 "latents.parquet",
-                vec![
-                    ("index", Column::I64((0..n as i64).collect())),
-                    ("label", Column::I64((0..n as i64).map(|i| i % 3).collect())),
-                    (
-                        "x",
-                        Column::F64((0..n).map(|i| (i % 3) as f64 + noise(i)).collect()),
-                    ),
-                    ("y", Column::F64((0..n).map(|i| noise(i + 50)).collect())),
-                ],
+                test_image_columns(
+                    n,
+                    [
+                        (
+                            "x",
+                            Column::F64((0..n).map(|i| (i % 3) as f64 + noise(i)).collect()),
+                        ),
+                        ("y", Column::F64((0..n).map(|i| noise(i + 50)).collect())),
+                    ],
+                ),
             )?;
         }
         Ok(())
@@ -627,14 +691,18 @@ fn fake_registry(eval: FakeEval) -> Registry {
 }
 
 fn fake_registry_with(data: FakeData, train: FakeTrain, eval: FakeEval) -> Registry {
-    let mut r = Registry::new();
-    let stages: Vec<Box<dyn Stage>> = vec![
-        Box::new(data),
-        Box::new(train),
-        Box::new(FakePrior),
-        Box::new(eval),
+    registry_of(vec![
+        Box::new(Fake(data)),
+        Box::new(Fake(train)),
+        Box::new(Fake(FakePrior)),
+        Box::new(Fake(eval)),
         Box::new(ReportStage),
-    ];
+    ])
+}
+
+/// A registry of `stages`.
+fn registry_of(stages: Vec<Box<dyn Stage>>) -> Registry {
+    let mut r = Registry::new();
     for s in stages {
         r.register(s).expect("registers");
     }
@@ -642,16 +710,14 @@ fn fake_registry_with(data: FakeData, train: FakeTrain, eval: FakeEval) -> Regis
 }
 
 fn spec_text(name: &str, sweep: &str, epochs: usize) -> String {
+    let data = subset_data();
     format!(
         r#"
 [pipeline]
 name = "{name}"
 seed = 3
 description = "Checks <b>escaping</b> & the layout."
-[data]
-format = "idx"
-train = {{ images = "{SUBSET}/train-images-idx3-ubyte.gz", labels = "{SUBSET}/train-labels-idx1-ubyte.gz" }}
-test = {{ images = "{SUBSET}/t10k-images-idx3-ubyte.gz", labels = "{SUBSET}/t10k-labels-idx1-ubyte.gz" }}
+{data}
 [train]
 epochs = {epochs}
 [sweep]
@@ -665,13 +731,8 @@ epochs = {epochs}
 
 #[test]
 fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("store");
-    let registry = fake_registry(FakeEval {
-        fail: None,
-        corrupt: None,
-        note: None,
-    });
+    let (tmp, store) = temp_store();
+    let registry = fake_registry(FakeEval::default());
     let spec = load(&spec_text(
         "contract",
         r#""train.objective" = ["elbo", "iwae"]
@@ -682,16 +743,7 @@ fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
     let dir = report_dir(&report);
     let stems = check_report(&dir);
 
-    let mut expected: BTreeSet<String> = [
-        "training_curves",
-        "bound_vs_k",
-        "test_nll",
-        "nll_histogram",
-        "active_units",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut expected: BTreeSet<String> = SUMMARY_FIGURES.iter().map(|s| s.to_string()).collect();
     for p in 0..4 {
         expected.extend([
             format!("samples_p{p}_standard"),
@@ -704,7 +756,7 @@ fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
     }
     assert_eq!(stems, expected);
 
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let md = index_md(&dir);
     // Burda et al. layout: the cell at (objective, prior) × (k) holds that point's NLL.
     let k5 = md_column(&md, "k = 5");
     let k1 = md_column(&md, "k = 1");
@@ -747,21 +799,13 @@ fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
     );
     // Every point's resolved spec is shown (a `[train]` table per point, with its k).
     assert_eq!(md.matches("\n[train]\n").count(), 4);
-    assert!(
-        !md.contains(tmp.path().to_str().expect("utf-8 path")),
-        "index.md names the store's absolute path"
-    );
+    assert_no_store_path(&md, tmp.path());
 }
 
 #[test]
 fn large_sweeps_draw_images_for_one_representative_point() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("store");
-    let registry = fake_registry(FakeEval {
-        fail: None,
-        corrupt: None,
-        note: None,
-    });
+    let (_tmp, store) = temp_store();
+    let registry = fake_registry(FakeEval::default());
     let spec = load(&spec_text(
         "many",
         r#""train.k" = [1, 2, 3, 4, 5, 6, 7, 8]
@@ -779,7 +823,7 @@ fn large_sweeps_draw_images_for_one_representative_point() {
         })
         .collect();
     assert_eq!(per_point, BTreeSet::from(["p7"]), "{stems:?}");
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let md = index_md(&dir);
     assert!(
         md.contains("one representative run: k=8 objective=iwae"),
         "{md}"
@@ -803,12 +847,11 @@ fn large_sweeps_draw_images_for_one_representative_point() {
 
 #[test]
 fn failed_points_and_unreadable_files_are_reported_and_rendering_is_stable() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("store");
+    let (tmp, store) = temp_store();
     let registry = fake_registry(FakeEval {
         fail: Some("k=5 objective=iwae"),
         corrupt: Some("k=1 objective=elbo"),
-        note: None,
+        ..FakeEval::default()
     });
     let spec = load(&spec_text(
         "broken",
@@ -820,13 +863,10 @@ fn failed_points_and_unreadable_files_are_reported_and_rendering_is_stable() {
     assert_eq!(report.failed().count(), 1, "only the injected eval failure");
     let dir = report_dir(&report);
     check_report(&dir);
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let md = index_md(&dir);
 
     // The failure is listed with its reason and its log, relative to the store.
-    let failures = md
-        .split("## Failed or skipped stages")
-        .nth(1)
-        .expect("a failure section");
+    let failures = after_heading(&md, "## Failed or skipped stages");
     let line = failures
         .lines()
         .find(|l| l.contains("k=5 objective=iwae"))
@@ -845,29 +885,19 @@ fn failed_points_and_unreadable_files_are_reported_and_rendering_is_stable() {
         format!("{:.2} ± 0.25", synthetic_nll("iwae", 1, "standard"))
     );
     // The corrupt file is a noted problem, named by store entry rather than absolute path.
-    let problems = md.split("## Problems").nth(1).expect("a problems section");
+    let problems = after_heading(&md, "## Problems");
     assert!(
         problems.contains("lk\\_curve.parquet") && problems.contains("eval/"),
         "{problems}"
     );
-    assert!(
-        !md.contains(tmp.path().to_str().expect("utf-8 path")),
-        "index.md names the store's absolute path"
-    );
+    assert_no_store_path(&md, tmp.path());
 
     // Rendering again (forced) gives the same bytes.
     let before = files(&dir);
     let again = run(&registry, &store, &spec, &["report"]);
     let dir2 = report_dir(&again);
     assert_eq!(dir2, dir, "same inputs, same key");
-    let after = files(&dir2);
-    assert_eq!(
-        before.keys().collect::<Vec<_>>(),
-        after.keys().collect::<Vec<_>>()
-    );
-    for (name, bytes) in &before {
-        assert!(after[name] == *bytes, "{name} differs between two renders");
-    }
+    assert_same_files(&before, &files(&dir2), "between two renders");
 }
 
 /// No validation split for k = 1 (NaN, as the train stage records it) nor for k = 5 (0, as
@@ -885,7 +915,7 @@ fn validation_for_k5(k: u64, train: f64) -> f64 {
 fn figure(dir: &Path, stem: &str) -> (String, String) {
     let svg =
         std::fs::read_to_string(dir.join("figures").join(format!("{stem}.svg"))).expect("svg");
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let md = index_md(dir);
     let target = format!("](figures/{stem}.png)");
     let line = md
         .lines()
@@ -894,27 +924,36 @@ fn figure(dir: &Path, stem: &str) -> (String, String) {
     (svg, line.to_string())
 }
 
+/// Renders the report of `spec` with stand-in stages whose data have `validation_rows`
+/// validation rows and whose training records `validation` as validation bounds; checks the
+/// report, asserts that it notes no problem and returns the training curves' SVG and caption.
+fn training_curves(
+    spec: &vaepipe_spec::Spec,
+    validation_rows: u64,
+    validation: fn(u64, f64) -> f64,
+) -> (String, String) {
+    let (_tmp, store) = temp_store();
+    let registry = fake_registry_with(
+        FakeData { validation_rows },
+        FakeTrain { validation },
+        FakeEval::default(),
+    );
+    let dir = report_dir(&run(&registry, &store, spec, &[]));
+    check_report(&dir);
+    let md = index_md(&dir);
+    assert!(
+        !md.contains("## Problems"),
+        "nothing was dropped or unreadable:\n{md}"
+    );
+    figure(&dir, "training_curves")
+}
+
 #[test]
 fn runs_without_a_validation_split_draw_no_validation_curve() {
     let spec = load(&spec_text("no-validation", r#""train.k" = [1, 5]"#, 3));
 
     // Neither run has a validation split: training curves only, and the caption says why.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("store");
-    let registry = fake_registry_with(
-        FakeData { validation_rows: 0 },
-        FakeTrain {
-            validation: no_validation,
-        },
-        FakeEval {
-            fail: None,
-            corrupt: None,
-            note: None,
-        },
-    );
-    let dir = report_dir(&run(&registry, &store, &spec, &[]));
-    check_report(&dir);
-    let (svg, caption) = figure(&dir, "training_curves");
+    let (svg, caption) = training_curves(&spec, 0, no_validation);
     assert!(
         svg.contains("k=1 (train)") && svg.contains("k=5 (train)"),
         "{svg}"
@@ -928,58 +967,29 @@ fn runs_without_a_validation_split_draw_no_validation_curve() {
         caption.contains("the k-sample ELBO for the VAE"),
         "the dashed curves are the training objective's bound: {caption}"
     );
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
-    assert!(
-        !md.contains("## Problems"),
-        "nothing was dropped or unreadable:\n{md}"
-    );
 
     // Only k = 5 has one: its validation curve is drawn, k = 1's is not, and the caption says so.
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("store");
-    let registry = fake_registry_with(
-        FakeData {
-            validation_rows: 10,
-        },
-        FakeTrain {
-            validation: validation_for_k5,
-        },
-        FakeEval {
-            fail: None,
-            corrupt: None,
-            note: None,
-        },
-    );
-    let dir = report_dir(&run(&registry, &store, &spec, &[]));
-    check_report(&dir);
-    let (svg, caption) = figure(&dir, "training_curves");
+    let (svg, caption) = training_curves(&spec, 10, validation_for_k5);
     assert!(svg.contains("k=5 (validation)"), "{svg}");
     assert!(
         !svg.contains("k=1 (validation)"),
         "k = 1 has no validation split"
     );
     assert!(caption.contains("No validation curve for k=1"), "{caption}");
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
-    assert!(
-        !md.contains("## Problems"),
-        "nothing was dropped or unreadable:\n{md}"
-    );
 }
 
 #[test]
 fn notes_from_the_evaluation_come_before_the_results_and_mark_their_rows() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(tmp.path()).expect("store");
+    let (_tmp, store) = temp_store();
     let note = "the model has a Bernoulli likelihood but the test data are not binary";
     let registry = fake_registry(FakeEval {
-        fail: None,
-        corrupt: None,
         note: Some(note),
+        ..FakeEval::default()
     });
     let spec = load(&spec_text("notes", r#""train.k" = [1, 5]"#, 1));
     let dir = report_dir(&run(&registry, &store, &spec, &[]));
     check_report(&dir);
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
+    let md = index_md(&dir);
     let notes_at = md
         .find("\n## Notes from the evaluation\n")
         .expect("a notes section");
@@ -1035,17 +1045,14 @@ const REAL_NAME: &str = "tiny <script>alert(1)</script> & co";
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(tmp.path()).expect("store");
+        let (tmp, store) = temp_store();
+        let data = subset_data();
         let spec = load(&format!(
             r#"
 [pipeline]
 name = "{REAL_NAME}"
 seed = 5
-[data]
-format = "idx"
-train = {{ images = "{SUBSET}/train-images-idx3-ubyte.gz", labels = "{SUBSET}/train-labels-idx1-ubyte.gz" }}
-test = {{ images = "{SUBSET}/t10k-images-idx3-ubyte.gz", labels = "{SUBSET}/t10k-labels-idx1-ubyte.gz" }}
+{data}
 train_rows = 500
 test_rows = 100
 validation = 100
@@ -1073,9 +1080,19 @@ reconstructions = 6
 "#
         ));
         let report = run(&vaepipe_stages::registry(), &store, &spec, &[]);
-        assert_eq!(report.failed().count(), 0, "the real pipeline failed: {:#?}", report.instances);
+        assert_eq!(
+            report.failed().count(),
+            0,
+            "the real pipeline failed: {:#?}",
+            report.instances
+        );
         let dir = report_dir(&report);
-        Fixture { _tmp: tmp, store, spec, report: dir }
+        Fixture {
+            _tmp: tmp,
+            store,
+            spec,
+            report: dir,
+        }
     })
 }
 
@@ -1083,13 +1100,7 @@ reconstructions = 6
 fn real_pipeline_report_is_complete_escaped_and_reproducible() {
     let f = fixture();
     let stems = check_report(&f.report);
-    for stem in [
-        "training_curves",
-        "bound_vs_k",
-        "test_nll",
-        "nll_histogram",
-        "active_units",
-    ] {
+    for stem in SUMMARY_FIGURES {
         assert!(stems.contains(stem), "missing figure {stem}: {stems:?}");
     }
     for p in ["p0", "p1"] {
@@ -1116,7 +1127,7 @@ fn real_pipeline_report_is_complete_escaped_and_reproducible() {
         "unescaped <script> in index.html"
     );
     assert!(html.contains("<h1>tiny &lt;script&gt;alert(1)&lt;/script&gt; &amp; co</h1>"));
-    let md = std::fs::read_to_string(f.report.join("index.md")).expect("index.md");
+    let md = index_md(&f.report);
     assert!(
         md.starts_with("# tiny \\<script\\>alert(1)\\</script\\> \\& co\n"),
         "{}",
@@ -1144,10 +1155,7 @@ fn real_pipeline_report_is_complete_escaped_and_reproducible() {
         .expect("rerun");
     let (a, b) = (files(&f.report), files(&rerun));
     let _ = std::fs::remove_dir_all(&rerun);
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (name, bytes) in &a {
-        assert!(b[name] == *bytes, "{name} differs when re-rendered");
-    }
+    assert_same_files(&a, &b, "when re-rendered");
 }
 
 /// The real eval stage, failing for one point (its version differs, so it is not a cache hit).
@@ -1176,17 +1184,13 @@ impl Stage for FailingEval {
 #[test]
 fn real_pipeline_with_a_failed_point_still_renders() {
     let f = fixture();
-    let mut registry = Registry::new();
-    let stages: Vec<Box<dyn Stage>> = vec![
+    let registry = registry_of(vec![
         Box::new(DataStage),
         Box::new(TrainStage),
         Box::new(PriorStage),
         Box::new(FailingEval("k=3 objective=iwae")),
         Box::new(ReportStage),
-    ];
-    for s in stages {
-        registry.register(s).expect("registers");
-    }
+    ]);
     let report = run(&registry, &f.store, &f.spec, &[]);
     let failed: Vec<_> = report
         .failed()
@@ -1199,11 +1203,8 @@ fn real_pipeline_with_a_failed_point_still_renders() {
     let dir = report_dir(&report);
     assert_ne!(dir, f.report, "a partial report has its own key");
     check_report(&dir);
-    let md = std::fs::read_to_string(dir.join("index.md")).expect("index.md");
-    let failures = md
-        .split("## Failed or skipped stages")
-        .nth(1)
-        .expect("a failure section");
+    let md = index_md(&dir);
+    let failures = after_heading(&md, "## Failed or skipped stages");
     assert!(
         failures.contains("eval for k=3 objective=iwae")
             && failures.contains("injected eval failure"),

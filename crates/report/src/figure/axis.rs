@@ -94,6 +94,18 @@ pub(crate) fn padded_range(min: f64, max: f64, log: bool, pad: f64) -> Option<(f
     }
 }
 
+/// The smallest lower end and the largest upper end of `intervals` (`None` for none).
+pub(crate) fn hull(intervals: impl IntoIterator<Item = (f64, f64)>) -> Option<(f64, f64)> {
+    intervals.into_iter().fold(None, |acc, (a, b)| {
+        Some(acc.map_or((a, b), |(lo, hi)| (lo.min(a), hi.max(b))))
+    })
+}
+
+/// The smallest and the largest of `values` (`None` for none).
+pub(crate) fn min_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    hull(values.into_iter().map(|v| (v, v)))
+}
+
 /// A step of the form {1, 2, 2.5, 5} × 10^k nearest to `span / target`.
 fn nice_step(span: f64, target: usize) -> f64 {
     let raw = span / target.max(1) as f64;
@@ -234,12 +246,17 @@ pub(crate) fn horizontal_ticks(range: (f64, f64), plot_w: f64) -> Result<Vec<Tic
     let mut target = ((plot_w / 70.0).round() as usize).clamp(2, 10);
     loop {
         let ticks = linear_ticks(range, target, false);
-        let widest = max_text_width(ticks.iter().map(|t| t.label.as_str()), Font::TICK)?;
+        let widest = tick_label_width(&ticks)?;
         if target <= 2 || (widest + 16.0) * ticks.len() as f64 <= plot_w {
             return Ok(ticks);
         }
         target -= 1;
     }
+}
+
+/// Width of the widest label of `ticks` (0 for none).
+pub(crate) fn tick_label_width(ticks: &[Tick]) -> Result<f64, ReportError> {
+    max_text_width(ticks.iter().map(|t| t.label.as_str()), Font::TICK)
 }
 
 /// Plain label for a tick on a log axis (`1`, `50`, `0.01`, `1e7`).
@@ -321,13 +338,16 @@ pub(crate) fn draw_title<DB: DrawingBackend>(
     )
 }
 
-/// Draws a grey footnote at the bottom-left corner.
+/// Draws the grey footnote `note`, if any, at the bottom-left corner.
 pub(crate) fn draw_note<DB: DrawingBackend>(
     canvas: &mut Canvas<'_, DB>,
-    note: &str,
+    note: Option<&str>,
     width: f64,
     height: f64,
 ) -> Result<(), ReportError> {
+    let Some(note) = note else {
+        return Ok(());
+    };
     let text = ellipsize(note, Font::NOTE, width - 2.0 * MARGIN)?;
     canvas.text(
         &text,
@@ -348,6 +368,107 @@ pub(crate) fn note_height(note: &Option<String>) -> f64 {
     }
 }
 
+/// Canvas height of a figure whose horizontal axis lies at `bottom`: room below it for the tick
+/// labels, the axis title, the margin and the footnote `note`.
+pub(crate) fn height_with_x_axis(bottom: f64, note: &Option<String>) -> f64 {
+    (bottom
+        + TICK_LEN
+        + GAP
+        + Font::TICK.line_height()
+        + GAP
+        + Font::AXIS.line_height()
+        + MARGIN
+        + note_height(note))
+    .ceil()
+}
+
+/// Where tick labels sit relative to their axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TickSide {
+    /// Below a horizontal axis.
+    Below,
+    /// Left of a vertical axis.
+    Left,
+    /// Right of a vertical axis.
+    Right,
+}
+
+/// Draws tick marks and their labels on the `side` of an axis lying at `axis` (a y for a
+/// horizontal axis, an x for a vertical one); `along` gives each tick value's position along
+/// the axis.
+pub(crate) fn draw_ticks<DB: DrawingBackend>(
+    canvas: &mut Canvas<'_, DB>,
+    ticks: &[Tick],
+    side: TickSide,
+    axis: f64,
+    along: impl Fn(f64) -> f64,
+) -> Result<(), ReportError> {
+    for t in ticks {
+        let p = along(t.value);
+        let (mark, label, anchor) = match side {
+            TickSide::Below => (
+                [(p, axis), (p, axis + TICK_LEN)],
+                (p, axis + TICK_LEN + GAP),
+                (HPos::Center, VPos::Top),
+            ),
+            TickSide::Left => (
+                [(axis - TICK_LEN, p), (axis, p)],
+                (axis - TICK_LEN - GAP, p),
+                (HPos::Right, VPos::Center),
+            ),
+            TickSide::Right => (
+                [(axis, p), (axis + TICK_LEN, p)],
+                (axis + TICK_LEN + GAP, p),
+                (HPos::Left, VPos::Center),
+            ),
+        };
+        canvas.line(mark[0], mark[1], INK.to_rgba(), 1)?;
+        canvas.text(&t.label, label, Font::TICK, INK, anchor, false)?;
+    }
+    Ok(())
+}
+
+/// Draws the title of a horizontal axis from `left` to `right` at height `y`, below its tick
+/// labels (shortened to the axis length).
+pub(crate) fn draw_x_title<DB: DrawingBackend>(
+    canvas: &mut Canvas<'_, DB>,
+    title: &str,
+    (left, right): (f64, f64),
+    y: f64,
+) -> Result<(), ReportError> {
+    let text = ellipsize(title, Font::AXIS, right - left)?;
+    canvas.text(
+        &text,
+        (
+            (left + right) / 2.0,
+            y + TICK_LEN + GAP + Font::TICK.line_height() + GAP,
+        ),
+        Font::AXIS,
+        INK,
+        (HPos::Center, VPos::Top),
+        false,
+    )
+}
+
+/// Draws the title of a vertical axis, reading bottom to top, centred at `at` and shortened to
+/// `length` pixels.
+pub(crate) fn draw_y_title<DB: DrawingBackend>(
+    canvas: &mut Canvas<'_, DB>,
+    title: &str,
+    at: P,
+    length: f64,
+) -> Result<(), ReportError> {
+    let text = ellipsize(title, Font::AXIS, length)?;
+    canvas.text(
+        &text,
+        at,
+        Font::AXIS,
+        INK,
+        (HPos::Center, VPos::Center),
+        true,
+    )
+}
+
 /// The footnote for `dropped` non-finite values, if any.
 pub(crate) fn dropped_note(dropped: usize, what: &str) -> Option<String> {
     match dropped {
@@ -357,11 +478,8 @@ pub(crate) fn dropped_note(dropped: usize, what: &str) -> Option<String> {
     }
 }
 
-/// What a chart frame needs to know to lay itself out.
+/// What a chart frame shows: the axes' ranges, kinds and titles.
 pub(crate) struct FrameSpec<'a> {
-    /// Plot region available: left, top, right, bottom edges of everything the frame draws
-    /// (tick labels and axis titles included).
-    pub(crate) bounds: (f64, f64, f64, f64),
     pub(crate) x_range: (f64, f64),
     pub(crate) x_log: bool,
     pub(crate) y_range: (f64, f64),
@@ -386,8 +504,13 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    pub(crate) fn layout(spec: &FrameSpec<'_>) -> Result<Frame, ReportError> {
-        let (b_left, b_top, b_right, b_bottom) = spec.bounds;
+    /// Lays out a frame showing `spec` in `bounds`, the left, top, right and bottom edges of
+    /// everything the frame draws (tick labels and axis titles included).
+    pub(crate) fn layout(
+        spec: &FrameSpec<'_>,
+        bounds: (f64, f64, f64, f64),
+    ) -> Result<Frame, ReportError> {
+        let (b_left, b_top, b_right, b_bottom) = bounds;
         let label_h = Font::AXIS.line_height();
         let tick_h = Font::TICK.line_height();
         let top = b_top + tick_h / 2.0;
@@ -395,7 +518,7 @@ impl Frame {
         let plot_h = (bottom - top).max(10.0);
         let y_target = ((plot_h / 55.0).round() as usize).clamp(3, 9);
         let y_ticks = linear_ticks(spec.y_range, y_target, spec.y_integer);
-        let y_tick_w = max_text_width(y_ticks.iter().map(|t| t.label.as_str()), Font::TICK)?;
+        let y_tick_w = tick_label_width(&y_ticks)?;
         let left = b_left + label_h + GAP + y_tick_w + GAP + TICK_LEN;
         let right = b_right - 12.0;
         let plot_w = (right - left).max(10.0);
@@ -453,54 +576,22 @@ impl Frame {
         )?;
         canvas.line((self.left, self.bottom), (self.right, self.bottom), ink, 1)?;
         canvas.line((self.left, self.top), (self.left, self.bottom), ink, 1)?;
-        for t in &self.x_ticks {
-            let x = self.x.px(t.value);
-            canvas.line((x, self.bottom), (x, self.bottom + TICK_LEN), ink, 1)?;
-            canvas.text(
-                &t.label,
-                (x, self.bottom + TICK_LEN + GAP),
-                Font::TICK,
-                INK,
-                (HPos::Center, VPos::Top),
-                false,
-            )?;
-        }
-        for t in &self.y_ticks {
-            let y = self.y.px(t.value);
-            canvas.line((self.left - TICK_LEN, y), (self.left, y), ink, 1)?;
-            canvas.text(
-                &t.label,
-                (self.left - TICK_LEN - GAP, y),
-                Font::TICK,
-                INK,
-                (HPos::Right, VPos::Center),
-                false,
-            )?;
-        }
-        let x_title = ellipsize(&self.x_label, Font::AXIS, self.right - self.left)?;
-        canvas.text(
-            &x_title,
-            (
-                (self.left + self.right) / 2.0,
-                self.bottom + TICK_LEN + GAP + Font::TICK.line_height() + GAP,
-            ),
-            Font::AXIS,
-            INK,
-            (HPos::Center, VPos::Top),
-            false,
-        )?;
-        let y_title = ellipsize(&self.y_label, Font::AXIS, self.bottom - self.top)?;
-        let y_tick_w = max_text_width(self.y_ticks.iter().map(|t| t.label.as_str()), Font::TICK)?;
-        canvas.text(
-            &y_title,
+        draw_ticks(canvas, &self.x_ticks, TickSide::Below, self.bottom, |v| {
+            self.x.px(v)
+        })?;
+        draw_ticks(canvas, &self.y_ticks, TickSide::Left, self.left, |v| {
+            self.y.px(v)
+        })?;
+        draw_x_title(canvas, &self.x_label, (self.left, self.right), self.bottom)?;
+        let y_tick_w = tick_label_width(&self.y_ticks)?;
+        draw_y_title(
+            canvas,
+            &self.y_label,
             (
                 self.left - TICK_LEN - GAP - y_tick_w - GAP - Font::AXIS.line_height() / 2.0,
                 (self.top + self.bottom) / 2.0,
             ),
-            Font::AXIS,
-            INK,
-            (HPos::Center, VPos::Center),
-            true,
+            self.bottom - self.top,
         )
     }
 }

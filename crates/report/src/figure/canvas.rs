@@ -46,30 +46,22 @@ pub(crate) struct Font {
 }
 
 impl Font {
-    pub(crate) const TITLE: Font = Font {
-        size: 22.0,
-        bold: true,
-    };
-    pub(crate) const PANEL: Font = Font {
-        size: 17.0,
-        bold: true,
-    };
-    pub(crate) const AXIS: Font = Font {
-        size: 17.0,
-        bold: false,
-    };
-    pub(crate) const TICK: Font = Font {
-        size: 15.0,
-        bold: false,
-    };
-    pub(crate) const LEGEND: Font = Font {
-        size: 15.0,
-        bold: false,
-    };
-    pub(crate) const NOTE: Font = Font {
-        size: 14.0,
-        bold: false,
-    };
+    pub(crate) const TITLE: Font = Font::bold(22.0);
+    pub(crate) const PANEL: Font = Font::bold(17.0);
+    pub(crate) const AXIS: Font = Font::regular(17.0);
+    pub(crate) const TICK: Font = Font::regular(15.0);
+    pub(crate) const LEGEND: Font = Font::regular(15.0);
+    pub(crate) const NOTE: Font = Font::regular(14.0);
+
+    /// The regular face at `size` pixels.
+    const fn regular(size: f64) -> Font {
+        Font { size, bold: false }
+    }
+
+    /// The bold face at `size` pixels.
+    const fn bold(size: f64) -> Font {
+        Font { size, bold: true }
+    }
 
     fn desc(self) -> FontDesc<'static> {
         let style = if self.bold {
@@ -87,7 +79,7 @@ impl Font {
 }
 
 /// Registers the embedded DejaVu Sans (regular and bold) once per process.
-pub(crate) fn ensure_fonts() -> Result<(), ReportError> {
+fn ensure_fonts() -> Result<(), ReportError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
@@ -293,15 +285,37 @@ pub(crate) struct Raster {
     pub(crate) rgb: Vec<u8>,
 }
 
+/// What [`render`] needs to know of a figure besides how to draw it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sheet {
+    /// The figure kind named in errors.
+    figure: &'static str,
+    /// Canvas width in pixels.
+    width: u32,
+    /// Canvas height in pixels.
+    height: u32,
+    /// Number of non-finite input values left out.
+    dropped: usize,
+}
+
+impl Sheet {
+    /// A `width × height` canvas (whole pixels, as the layouts compute them) for a `figure`
+    /// that left out `dropped` non-finite values.
+    pub(crate) fn new(figure: &'static str, width: f64, height: f64, dropped: usize) -> Sheet {
+        Sheet {
+            figure,
+            width: width as u32,
+            height: height as u32,
+            dropped,
+        }
+    }
+}
+
 /// A figure whose layout has been computed and whose input has been validated: drawing it can
 /// only fail inside the backend.
 pub(crate) trait Plan {
-    /// The figure kind named in errors.
-    fn figure(&self) -> &'static str;
-    /// Canvas size in pixels.
-    fn size(&self) -> (u32, u32);
-    /// Number of non-finite input values left out.
-    fn dropped(&self) -> usize;
+    /// The figure kind, canvas size and count of left-out values.
+    fn sheet(&self) -> Sheet;
     /// Draws the figure (the canvas is already white).
     fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError>;
 }
@@ -314,6 +328,60 @@ fn px(v: f64) -> i32 {
 
 fn pxp(p: P) -> (i32, i32) {
     (px(p.0), px(p.1))
+}
+
+/// A pixel and how much of it a glyph covers, in `(0, 1]`.
+type Coverage = ((i32, i32), f32);
+
+/// The pixels that one line of `text` covers, with their coverage in `(0, 1]`, when drawn as
+/// [`Canvas::text`] draws it: laid out as [`text_width`] measures and anchored at `at`.
+fn glyph_coverage(
+    text: &str,
+    at: P,
+    font: Font,
+    (h, v): (HPos, VPos),
+    rotated: bool,
+) -> Result<Vec<Coverage>, ReportError> {
+    let line = layout_line(text, font)?;
+    let face = face(font.bold)?;
+    // The anchor point in text space (x right along the baseline, y down from it).
+    let ax = f64::from(match h {
+        HPos::Left => 0.0,
+        HPos::Center => line.width / 2.0,
+        HPos::Right => line.width,
+    });
+    let ay = f64::from(match v {
+        VPos::Top => -line.ascent,
+        VPos::Center => -(line.ascent + line.descent) / 2.0,
+        VPos::Bottom => -line.descent,
+    });
+    // Whole-pixel offset, so glyph rasters land on the pixel grid as rasterized.
+    let (ox, oy) = if rotated {
+        (px(at.0 - ay), px(at.1 + ax))
+    } else {
+        (px(at.0 - ax), px(at.1 - ay))
+    };
+    let mut pixels = Vec::new();
+    for glyph in line.glyphs {
+        let Some(outline) = face.outline_glyph(glyph) else {
+            continue;
+        };
+        let bounds = outline.px_bounds();
+        // px_bounds are whole pixels (rounded outwards), far inside i32 for label text.
+        let (bx, by) = (bounds.min.x as i32, bounds.min.y as i32);
+        outline.draw(|x, y, coverage| {
+            if coverage > 0.0 {
+                let (tx, ty) = (bx + x as i32, by + y as i32);
+                let p = if rotated {
+                    (ox + ty, oy - tx)
+                } else {
+                    (ox + tx, oy + ty)
+                };
+                pixels.push((p, coverage.min(1.0)));
+            }
+        });
+    }
+    Ok(pixels)
 }
 
 /// A drawing surface in pixel coordinates on one backend.
@@ -351,7 +419,16 @@ impl<DB: DrawingBackend> Canvas<'_, DB> {
             return Ok(());
         }
         if self.deferred.is_none() {
-            return self.raster_text(&clean, at, font, color, (h, v), rotated);
+            // The bitmap gets the text rasterized here, with the layout that [`text_width`]
+            // measures.
+            let (r, g, b) = color.rgb();
+            for (p, coverage) in glyph_coverage(&clean, at, font, (h, v), rotated)? {
+                let result = self
+                    .area
+                    .draw_pixel(p, &RGBAColor(r, g, b, f64::from(coverage)));
+                self.check(result)?;
+            }
+            return Ok(());
         }
         let mut desc = font.desc();
         if rotated {
@@ -360,65 +437,6 @@ impl<DB: DrawingBackend> Canvas<'_, DB> {
         let style = TextStyle::from(desc).color(&color).pos(Pos::new(h, v));
         let result = self.area.draw(&Text::new(clean, pxp(at), style));
         self.check(result)
-    }
-
-    /// Rasterizes text onto the bitmap with the same layout that [`text_width`] measures.
-    fn raster_text(
-        &mut self,
-        text: &str,
-        at: P,
-        font: Font,
-        color: RGBColor,
-        (h, v): (HPos, VPos),
-        rotated: bool,
-    ) -> Result<(), ReportError> {
-        let line = layout_line(text, font)?;
-        let face = face(font.bold)?;
-        // The anchor point in text space (x right along the baseline, y down from it).
-        let ax = f64::from(match h {
-            HPos::Left => 0.0,
-            HPos::Center => line.width / 2.0,
-            HPos::Right => line.width,
-        });
-        let ay = f64::from(match v {
-            VPos::Top => -line.ascent,
-            VPos::Center => -(line.ascent + line.descent) / 2.0,
-            VPos::Bottom => -line.descent,
-        });
-        // Whole-pixel offset, so glyph rasters land on the pixel grid as rasterized.
-        let (ox, oy) = if rotated {
-            (px(at.0 - ay), px(at.1 + ax))
-        } else {
-            (px(at.0 - ax), px(at.1 - ay))
-        };
-        let (r, g, b) = color.rgb();
-        let mut pixels = Vec::new();
-        for glyph in line.glyphs {
-            let Some(outline) = face.outline_glyph(glyph) else {
-                continue;
-            };
-            let bounds = outline.px_bounds();
-            // px_bounds are whole pixels (rounded outwards), far inside i32 for label text.
-            let (bx, by) = (bounds.min.x as i32, bounds.min.y as i32);
-            outline.draw(|x, y, coverage| {
-                if coverage > 0.0 {
-                    let (tx, ty) = (bx + x as i32, by + y as i32);
-                    let p = if rotated {
-                        (ox + ty, oy - tx)
-                    } else {
-                        (ox + tx, oy + ty)
-                    };
-                    pixels.push((p, coverage.min(1.0)));
-                }
-            });
-        }
-        for (p, coverage) in pixels {
-            let result = self
-                .area
-                .draw_pixel(p, &RGBAColor(r, g, b, f64::from(coverage)));
-            self.check(result)?;
-        }
-        Ok(())
     }
 
     /// A polyline (nothing for fewer than two points).
@@ -624,10 +642,19 @@ fn dash_runs(points: &[P], pattern: &[f64]) -> Vec<Vec<P>> {
     runs
 }
 
-/// Draws `plan` on a bitmap and on an SVG backend.
-pub(crate) fn render<T: Plan>(plan: &T) -> Result<Rendered, ReportError> {
-    let figure = plan.figure();
-    let (width, height) = plan.size();
+/// Registers the embedded fonts, builds the figure plan with `plan` (laying out measures text)
+/// and draws it on a bitmap and on an SVG backend.
+pub(crate) fn render<T: Plan>(
+    plan: impl FnOnce() -> Result<T, ReportError>,
+) -> Result<Rendered, ReportError> {
+    ensure_fonts()?;
+    let plan = plan()?;
+    let Sheet {
+        figure,
+        width,
+        height,
+        dropped,
+    } = plan.sheet();
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(ReportError::invalid(
             figure,
@@ -636,44 +663,27 @@ pub(crate) fn render<T: Plan>(plan: &T) -> Result<Rendered, ReportError> {
             ),
         ));
     }
-    let draw_error = |e: String| ReportError::Draw { figure, detail: e };
 
     // Bitmap. The buffer size fits in usize: both sides are at most MAX_SIDE.
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    {
-        let area = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-        area.fill(&WHITE).map_err(|e| draw_error(e.to_string()))?;
-        let mut canvas = Canvas {
-            area,
-            figure,
-            deferred: None,
-        };
-        plan.draw(&mut canvas)?;
-        canvas
-            .area
-            .present()
-            .map_err(|e| draw_error(e.to_string()))?;
-    }
+    draw_plan(
+        BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area(),
+        figure,
+        &plan,
+        None,
+    )?;
     let png =
         encode_png(&rgb, width, height).map_err(|detail| ReportError::Encode { figure, detail })?;
 
     // SVG, with rasters collected instead of drawn.
     let mut svg = String::new();
     let mut rasters = Vec::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        area.fill(&WHITE).map_err(|e| draw_error(e.to_string()))?;
-        let mut canvas = Canvas {
-            area,
-            figure,
-            deferred: Some(&mut rasters),
-        };
-        plan.draw(&mut canvas)?;
-        canvas
-            .area
-            .present()
-            .map_err(|e| draw_error(e.to_string()))?;
-    }
+    draw_plan(
+        SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area(),
+        figure,
+        &plan,
+        Some(&mut rasters),
+    )?;
     let svg = embed_rasters(svg, width, height, &rasters)
         .map_err(|detail| ReportError::Encode { figure, detail })?;
 
@@ -682,8 +692,28 @@ pub(crate) fn render<T: Plan>(plan: &T) -> Result<Rendered, ReportError> {
         svg,
         width,
         height,
-        dropped: plan.dropped(),
+        dropped,
     })
+}
+
+/// Fills `area` white, draws `plan` on it (collecting rasters in `deferred` when given, as the
+/// SVG backend needs) and presents the result.
+fn draw_plan<DB: DrawingBackend, T: Plan>(
+    area: DrawingArea<DB, Shift>,
+    figure: &'static str,
+    plan: &T,
+    deferred: Option<&mut Vec<Raster>>,
+) -> Result<(), ReportError> {
+    let mut canvas = Canvas {
+        area,
+        figure,
+        deferred,
+    };
+    let result = canvas.area.fill(&WHITE);
+    canvas.check(result)?;
+    plan.draw(&mut canvas)?;
+    let result = canvas.area.present();
+    canvas.check(result)
 }
 
 /// Encodes an RGB buffer as an 8-bit RGB PNG (deterministic: fixed settings, no metadata).

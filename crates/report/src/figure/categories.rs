@@ -7,10 +7,11 @@ use plotters::style::Color;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::axis::{
-    GAP, GRID, INK, MARGIN, MUTED, Scale, TICK_LEN, TITLE_HEIGHT, Tick, annotation_decimals,
-    draw_note, draw_title, dropped_note, format_value, horizontal_ticks, note_height, padded_range,
+    GRID, INK, MARGIN, MUTED, Scale, TITLE_HEIGHT, Tick, TickSide, annotation_decimals, draw_note,
+    draw_ticks, draw_title, draw_x_title, dropped_note, format_value, height_with_x_axis,
+    horizontal_ticks, hull, min_max, padded_range,
 };
-use super::canvas::{Canvas, Font, Plan, ellipsize, max_text_width, rgb, wrap};
+use super::canvas::{Canvas, Font, Plan, Sheet, max_text_width, rgb, wrap};
 use super::palette::ACCENT;
 use super::{BarChart, DotChart};
 use crate::ReportError;
@@ -101,9 +102,7 @@ impl CategoryPlan {
             it.value
                 .map(|v| (v - it.std_err.unwrap_or(0.0), v + it.std_err.unwrap_or(0.0)))
         });
-        let Some((lo, hi)) = ends.fold(None, |acc: Option<(f64, f64)>, (a, b)| {
-            Some(acc.map_or((a, b), |(lo, hi)| (lo.min(a), hi.max(b))))
-        }) else {
+        let Some((lo, hi)) = hull(ends) else {
             return Err(ReportError::no_data(figure, "no item has a finite value"));
         };
         let range = padded_range(lo, hi, false, 0.08)
@@ -144,10 +143,7 @@ impl CategoryPlan {
                 std_err: None,
             })
             .collect();
-        let values = items.iter().filter_map(|it| it.value);
-        let Some((lo, hi)) = values.fold(None, |acc: Option<(f64, f64)>, v| {
-            Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))))
-        }) else {
+        let Some((lo, hi)) = min_max(items.iter().filter_map(|it| it.value)) else {
             return Err(ReportError::no_data(figure, "no item has a finite value"));
         };
         // Bars start at zero, so zero is always on the axis.
@@ -238,15 +234,7 @@ impl CategoryPlan {
         let top = TITLE_HEIGHT + subtitle_h + 4.0;
         let bottom = top + n * row_h;
         let note = dropped_note(dropped, "value");
-        let height = (bottom
-            + TICK_LEN
-            + GAP
-            + Font::TICK.line_height()
-            + GAP
-            + Font::AXIS.line_height()
-            + MARGIN
-            + note_height(&note))
-        .ceil();
+        let height = height_with_x_axis(bottom, &note);
         let ticks = horizontal_ticks(range, right - left)?;
         Ok(Self {
             figure,
@@ -270,16 +258,8 @@ impl CategoryPlan {
 }
 
 impl Plan for CategoryPlan {
-    fn figure(&self) -> &'static str {
-        self.figure
-    }
-
-    fn size(&self) -> (u32, u32) {
-        (WIDTH as u32, self.height as u32)
-    }
-
-    fn dropped(&self) -> usize {
-        self.dropped
+    fn sheet(&self) -> Sheet {
+        Sheet::new(self.figure, WIDTH, self.height, self.dropped)
     }
 
     fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
@@ -357,35 +337,21 @@ impl Plan for CategoryPlan {
             )?;
         }
         // Value axis.
-        let ink = INK.to_rgba();
-        canvas.line((self.left, self.bottom), (self.right, self.bottom), ink, 1)?;
-        for t in &self.ticks {
-            let x = self.scale.px(t.value);
-            canvas.line((x, self.bottom), (x, self.bottom + TICK_LEN), ink, 1)?;
-            canvas.text(
-                &t.label,
-                (x, self.bottom + TICK_LEN + GAP),
-                Font::TICK,
-                INK,
-                (HPos::Center, VPos::Top),
-                false,
-            )?;
-        }
-        let label = ellipsize(&self.value_label, Font::AXIS, self.right - self.left)?;
-        canvas.text(
-            &label,
-            (
-                (self.left + self.right) / 2.0,
-                self.bottom + TICK_LEN + GAP + Font::TICK.line_height() + GAP,
-            ),
-            Font::AXIS,
-            INK,
-            (HPos::Center, VPos::Top),
-            false,
+        canvas.line(
+            (self.left, self.bottom),
+            (self.right, self.bottom),
+            INK.to_rgba(),
+            1,
         )?;
-        if let Some(note) = &self.note {
-            draw_note(canvas, note, WIDTH, self.height)?;
-        }
-        Ok(())
+        draw_ticks(canvas, &self.ticks, TickSide::Below, self.bottom, |v| {
+            self.scale.px(v)
+        })?;
+        draw_x_title(
+            canvas,
+            &self.value_label,
+            (self.left, self.right),
+            self.bottom,
+        )?;
+        draw_note(canvas, self.note.as_deref(), WIDTH, self.height)
     }
 }

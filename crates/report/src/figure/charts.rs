@@ -6,9 +6,9 @@ use plotters::style::{Color, RGBColor};
 
 use super::axis::{
     Frame, FrameSpec, Legend, LegendEntry, MARGIN, TITLE_HEIGHT, draw_note, draw_title,
-    dropped_note, note_height, padded_range,
+    dropped_note, min_max, note_height, padded_range,
 };
-use super::canvas::{Canvas, Marker, P, Plan, marker_for};
+use super::canvas::{Canvas, Marker, P, Plan, Sheet, marker_for};
 use super::palette::color;
 use super::{Histogram, LineChart, Scatter};
 use crate::ReportError;
@@ -29,34 +29,77 @@ const SOLID: &[f64] = &[];
 const DASHED: &[f64] = &[9.0, 5.0];
 const PATTERNS: [&[f64]; 4] = [SOLID, DASHED, &[2.5, 3.5], &[9.0, 4.0, 2.5, 4.0]];
 
-/// Canvas height and frame bounds for a chart with a legend on the right.
-struct ChartLayout {
+/// A validated, laid-out chart: the title, frame, legend and footnote every chart of this module
+/// has, around its data layer `D`.
+pub(crate) struct Chart<D> {
+    title: String,
+    frame: Frame,
+    legend: Legend,
+    legend_at: P,
     height: f64,
-    legend_x: f64,
-    bounds: (f64, f64, f64, f64),
+    dropped: usize,
+    note: Option<String>,
+    data: D,
 }
 
-fn chart_layout(legend: &Legend, note: &Option<String>) -> ChartLayout {
-    let legend_x = WIDTH - MARGIN - legend.width;
-    let needed = TITLE_HEIGHT + legend.height + FRAME_BOTTOM + MARGIN + note_height(note);
-    let height = needed.max(MIN_HEIGHT).ceil();
-    ChartLayout {
-        height,
-        legend_x,
-        bounds: (
+/// The data layer of a [`Chart`], in pixel coordinates.
+pub(crate) trait ChartData {
+    /// The figure kind named in errors.
+    const FIGURE: &'static str;
+    /// Draws the data (over the grid, under the axes).
+    fn draw_data<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>)
+    -> Result<(), ReportError>;
+}
+
+impl<D> Chart<D> {
+    /// Lays out a chart titled `title`: the legend of `entries` on the right, the footnote for
+    /// `dropped` non-finite `what`s at the bottom and a frame showing `axes` in the room left;
+    /// `data` places the data in that frame.
+    fn layout(
+        title: &str,
+        entries: Vec<LegendEntry>,
+        (dropped, what): (usize, &str),
+        axes: &FrameSpec<'_>,
+        data: impl FnOnce(&Frame) -> D,
+    ) -> Result<Self, ReportError> {
+        let legend = Legend::layout(entries, LEGEND_TEXT_W)?;
+        let note = dropped_note(dropped, what);
+        let legend_x = WIDTH - MARGIN - legend.width;
+        let needed = TITLE_HEIGHT + legend.height + FRAME_BOTTOM + MARGIN + note_height(&note);
+        let height = needed.max(MIN_HEIGHT).ceil();
+        let bounds = (
             MARGIN,
             TITLE_HEIGHT,
             legend_x - LEGEND_GAP,
-            height - MARGIN - note_height(note),
-        ),
+            height - MARGIN - note_height(&note),
+        );
+        let frame = Frame::layout(axes, bounds)?;
+        Ok(Self {
+            title: title.to_string(),
+            data: data(&frame),
+            legend_at: (legend_x, frame.top),
+            frame,
+            legend,
+            height,
+            dropped,
+            note,
+        })
     }
 }
 
-fn min_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
-    values.into_iter().fold(None, |acc, v| match acc {
-        None => Some((v, v)),
-        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-    })
+impl<D: ChartData> Plan for Chart<D> {
+    fn sheet(&self) -> Sheet {
+        Sheet::new(D::FIGURE, WIDTH, self.height, self.dropped)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
+        draw_title(canvas, &self.title, WIDTH)?;
+        self.frame.draw_grid(canvas)?;
+        self.data.draw_data(canvas)?;
+        self.frame.draw_axes(canvas)?;
+        self.legend.draw(canvas, self.legend_at)?;
+        draw_note(canvas, self.note.as_deref(), WIDTH, self.height)
+    }
 }
 
 fn range_error(figure: &'static str, axis: &str) -> ReportError {
@@ -74,23 +117,34 @@ struct LineSeriesPlan {
     pattern: &'static [f64],
 }
 
-/// A validated, laid-out [`LineChart`].
-pub(crate) struct LinePlan {
-    title: String,
-    series: Vec<LineSeriesPlan>,
-    frame: Frame,
-    legend: Legend,
-    legend_at: P,
-    height: f64,
-    dropped: usize,
-    note: Option<String>,
-}
+/// The curves of a [`LineChart`].
+pub(crate) struct Lines(Vec<LineSeriesPlan>);
 
-impl LinePlan {
+impl ChartData for Lines {
     const FIGURE: &'static str = "line chart";
 
+    fn draw_data<DB: DrawingBackend>(
+        &self,
+        canvas: &mut Canvas<'_, DB>,
+    ) -> Result<(), ReportError> {
+        for s in &self.0 {
+            canvas.dashed_polyline(&s.points, s.pattern, s.color.to_rgba(), 2)?;
+        }
+        for s in &self.0 {
+            for &m in &s.markers {
+                canvas.marker(s.marker, m, 4.5, s.color.to_rgba())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A validated, laid-out [`LineChart`].
+pub(crate) type LinePlan = Chart<Lines>;
+
+impl LinePlan {
     pub(crate) fn new(chart: &LineChart) -> Result<Self, ReportError> {
-        let figure = Self::FIGURE;
+        let figure = Lines::FIGURE;
         if chart.series.is_empty() {
             return Err(ReportError::no_data(figure, "no series given"));
         }
@@ -149,119 +203,84 @@ impl LinePlan {
                 swatch: false,
             })
             .collect();
-        let legend = Legend::layout(entries, LEGEND_TEXT_W)?;
-        let note = dropped_note(dropped, "point");
-        let layout = chart_layout(&legend, &note);
-        let frame = Frame::layout(&FrameSpec {
-            bounds: layout.bounds,
+        let axes = FrameSpec {
             x_range,
             x_log: chart.log_x,
             y_range,
             y_integer: false,
             x_label: &chart.x_label,
             y_label: &chart.y_label,
-        })?;
-
+        };
         let n_series = chart.series.len();
-        let series = chart
-            .series
-            .iter()
-            .zip(kept)
-            .zip(&slots)
-            .enumerate()
-            .map(|(i, ((s, points), &slot))| {
-                let pixels: Vec<P> = points
+        Chart::layout(&chart.title, entries, (dropped, "point"), &axes, |frame| {
+            Lines(
+                chart
+                    .series
                     .iter()
-                    .map(|&(x, y)| (frame.x.px(x), frame.y.px(y)))
-                    .collect();
-                // Mark every point of short series; about a dozen evenly spaced points of long
-                // ones, shifted per series so that markers of overlapping curves interleave.
-                let n = pixels.len();
-                let markers = if n <= 20 {
-                    pixels.clone()
-                } else {
-                    let stride = n.div_ceil(12);
-                    let offset = (i * stride / n_series) % stride;
-                    pixels
-                        .iter()
-                        .skip(offset)
-                        .step_by(stride)
-                        .copied()
-                        .collect()
-                };
-                LineSeriesPlan {
-                    points: pixels,
-                    markers,
-                    marker: marker_for(slot),
-                    color: color(slot),
-                    pattern: if s.dashed { DASHED } else { SOLID },
-                }
-            })
-            .collect();
-        Ok(Self {
-            title: chart.title.clone(),
-            series,
-            legend_at: (layout.legend_x, frame.top),
-            frame,
-            legend,
-            height: layout.height,
-            dropped,
-            note,
+                    .zip(kept)
+                    .zip(&slots)
+                    .enumerate()
+                    .map(|(i, ((s, points), &slot))| {
+                        let pixels: Vec<P> = points
+                            .iter()
+                            .map(|&(x, y)| (frame.x.px(x), frame.y.px(y)))
+                            .collect();
+                        // Mark every point of short series; about a dozen evenly spaced points
+                        // of long ones, shifted per series so that markers of overlapping curves
+                        // interleave.
+                        let n = pixels.len();
+                        let markers = if n <= 20 {
+                            pixels.clone()
+                        } else {
+                            let stride = n.div_ceil(12);
+                            let offset = (i * stride / n_series) % stride;
+                            pixels
+                                .iter()
+                                .skip(offset)
+                                .step_by(stride)
+                                .copied()
+                                .collect()
+                        };
+                        LineSeriesPlan {
+                            points: pixels,
+                            markers,
+                            marker: marker_for(slot),
+                            color: color(slot),
+                            pattern: if s.dashed { DASHED } else { SOLID },
+                        }
+                    })
+                    .collect(),
+            )
         })
     }
 }
 
-impl Plan for LinePlan {
-    fn figure(&self) -> &'static str {
-        Self::FIGURE
-    }
+/// The points of a [`Scatter`] with their classes, and the marker size.
+pub(crate) struct Points {
+    points: Vec<(P, usize)>,
+    radius: f64,
+}
 
-    fn size(&self) -> (u32, u32) {
-        (WIDTH as u32, self.height as u32)
-    }
+impl ChartData for Points {
+    const FIGURE: &'static str = "scatter plot";
 
-    fn dropped(&self) -> usize {
-        self.dropped
-    }
-
-    fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
-        draw_title(canvas, &self.title, WIDTH)?;
-        self.frame.draw_grid(canvas)?;
-        for s in &self.series {
-            canvas.dashed_polyline(&s.points, s.pattern, s.color.to_rgba(), 2)?;
-        }
-        for s in &self.series {
-            for &m in &s.markers {
-                canvas.marker(s.marker, m, 4.5, s.color.to_rgba())?;
-            }
-        }
-        self.frame.draw_axes(canvas)?;
-        self.legend.draw(canvas, self.legend_at)?;
-        if let Some(note) = &self.note {
-            draw_note(canvas, note, WIDTH, self.height)?;
+    fn draw_data<DB: DrawingBackend>(
+        &self,
+        canvas: &mut Canvas<'_, DB>,
+    ) -> Result<(), ReportError> {
+        for &(p, class) in &self.points {
+            canvas.marker(marker_for(class), p, self.radius, color(class).mix(0.75))?;
         }
         Ok(())
     }
 }
 
 /// A validated, laid-out [`Scatter`].
-pub(crate) struct ScatterPlan {
-    title: String,
-    points: Vec<(P, usize)>,
-    radius: f64,
-    frame: Frame,
-    legend: Legend,
-    legend_at: P,
-    height: f64,
-    dropped: usize,
-    note: Option<String>,
-}
+pub(crate) type ScatterPlan = Chart<Points>;
 
 impl ScatterPlan {
-    const FIGURE: &'static str = "scatter plot";
-
     pub(crate) fn new(chart: &Scatter) -> Result<Self, ReportError> {
-        let figure = Self::FIGURE;
+        let figure = Points::FIGURE;
         if chart.class_names.is_empty() {
             return Err(ReportError::invalid(figure, "no class names given"));
         }
@@ -311,62 +330,22 @@ impl ScatterPlan {
                 swatch: false,
             })
             .collect();
-        let legend = Legend::layout(entries, LEGEND_TEXT_W)?;
-        let note = dropped_note(dropped, "point");
-        let layout = chart_layout(&legend, &note);
-        let frame = Frame::layout(&FrameSpec {
-            bounds: layout.bounds,
+        let axes = FrameSpec {
             x_range,
             x_log: false,
             y_range,
             y_integer: false,
             x_label: &chart.x_label,
             y_label: &chart.y_label,
-        })?;
-        let points = kept
-            .into_iter()
-            .map(|(x, y, c)| ((frame.x.px(x), frame.y.px(y)), c))
-            .collect::<Vec<_>>();
-        let radius = if points.len() > 3000 { 2.5 } else { 3.5 };
-        Ok(Self {
-            title: chart.title.clone(),
-            points,
-            radius,
-            legend_at: (layout.legend_x, frame.top),
-            frame,
-            legend,
-            height: layout.height,
-            dropped,
-            note,
+        };
+        Chart::layout(&chart.title, entries, (dropped, "point"), &axes, |frame| {
+            let points = kept
+                .into_iter()
+                .map(|(x, y, c)| ((frame.x.px(x), frame.y.px(y)), c))
+                .collect::<Vec<_>>();
+            let radius = if points.len() > 3000 { 2.5 } else { 3.5 };
+            Points { points, radius }
         })
-    }
-}
-
-impl Plan for ScatterPlan {
-    fn figure(&self) -> &'static str {
-        Self::FIGURE
-    }
-
-    fn size(&self) -> (u32, u32) {
-        (WIDTH as u32, self.height as u32)
-    }
-
-    fn dropped(&self) -> usize {
-        self.dropped
-    }
-
-    fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
-        draw_title(canvas, &self.title, WIDTH)?;
-        self.frame.draw_grid(canvas)?;
-        for &(p, class) in &self.points {
-            canvas.marker(marker_for(class), p, self.radius, color(class).mix(0.75))?;
-        }
-        self.frame.draw_axes(canvas)?;
-        self.legend.draw(canvas, self.legend_at)?;
-        if let Some(note) = &self.note {
-            draw_note(canvas, note, WIDTH, self.height)?;
-        }
-        Ok(())
     }
 }
 
@@ -376,17 +355,30 @@ struct HistSeriesPlan {
     pattern: &'static [f64],
 }
 
-/// A validated, laid-out [`Histogram`].
-pub(crate) struct HistogramPlan {
-    title: String,
-    series: Vec<HistSeriesPlan>,
-    frame: Frame,
-    legend: Legend,
-    legend_at: P,
-    height: f64,
-    dropped: usize,
-    note: Option<String>,
+/// The step outlines of a [`Histogram`]'s series.
+pub(crate) struct Steps(Vec<HistSeriesPlan>);
+
+impl ChartData for Steps {
+    const FIGURE: &'static str = "histogram";
+
+    fn draw_data<DB: DrawingBackend>(
+        &self,
+        canvas: &mut Canvas<'_, DB>,
+    ) -> Result<(), ReportError> {
+        // A single distribution is filled; overlaid ones are outlines only, since mixed
+        // translucent fills turn muddy and hide which series is which.
+        if let [single] = self.0.as_slice() {
+            canvas.fill_polygon(&single.outline, single.color.mix(0.35))?;
+        }
+        for s in &self.0 {
+            canvas.dashed_polyline(&s.outline, s.pattern, s.color.to_rgba(), 2)?;
+        }
+        Ok(())
+    }
 }
+
+/// A validated, laid-out [`Histogram`].
+pub(crate) type HistogramPlan = Chart<Steps>;
 
 /// Largest accepted number of bins.
 const MAX_BINS: usize = 10_000;
@@ -407,10 +399,8 @@ fn bin_counts(values: &[f64], lo: f64, bin_w: f64, bins: usize) -> Vec<usize> {
 }
 
 impl HistogramPlan {
-    const FIGURE: &'static str = "histogram";
-
     pub(crate) fn new(chart: &Histogram) -> Result<Self, ReportError> {
-        let figure = Self::FIGURE;
+        let figure = Steps::FIGURE;
         if chart.bins == 0 || chart.bins > MAX_BINS {
             return Err(ReportError::invalid(
                 figure,
@@ -465,82 +455,39 @@ impl HistogramPlan {
                 swatch: chart.series.len() == 1,
             })
             .collect();
-        let legend = Legend::layout(entries, LEGEND_TEXT_W)?;
-        let note = dropped_note(dropped, "value");
-        let layout = chart_layout(&legend, &note);
-        let frame = Frame::layout(&FrameSpec {
-            bounds: layout.bounds,
+        let axes = FrameSpec {
             x_range,
             x_log: false,
             y_range,
             y_integer: true,
             x_label: &chart.x_label,
             y_label: "count",
-        })?;
-        let series = counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let y0 = frame.y.px(0.0);
-                let mut outline = vec![(frame.x.px(lo), y0)];
-                for (b, &n) in c.iter().enumerate() {
-                    let x_left = frame.x.px(lo + b as f64 * bin_w);
-                    let x_right = frame.x.px(lo + (b + 1) as f64 * bin_w);
-                    let y = frame.y.px(n as f64);
-                    outline.push((x_left, y));
-                    outline.push((x_right, y));
-                }
-                outline.push((frame.x.px(hi), y0));
-                HistSeriesPlan {
-                    outline,
-                    color: color(i),
-                    pattern: PATTERNS[i % PATTERNS.len()],
-                }
-            })
-            .collect();
-        Ok(Self {
-            title: chart.title.clone(),
-            series,
-            legend_at: (layout.legend_x, frame.top),
-            frame,
-            legend,
-            height: layout.height,
-            dropped,
-            note,
+        };
+        Chart::layout(&chart.title, entries, (dropped, "value"), &axes, |frame| {
+            Steps(
+                counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let y0 = frame.y.px(0.0);
+                        let mut outline = vec![(frame.x.px(lo), y0)];
+                        for (b, &n) in c.iter().enumerate() {
+                            let x_left = frame.x.px(lo + b as f64 * bin_w);
+                            let x_right = frame.x.px(lo + (b + 1) as f64 * bin_w);
+                            let y = frame.y.px(n as f64);
+                            outline.push((x_left, y));
+                            outline.push((x_right, y));
+                        }
+                        outline.push((frame.x.px(hi), y0));
+                        HistSeriesPlan {
+                            outline,
+                            color: color(i),
+                            pattern: PATTERNS[i % PATTERNS.len()],
+                        }
+                    })
+                    .collect(),
+            )
         })
-    }
-}
-
-impl Plan for HistogramPlan {
-    fn figure(&self) -> &'static str {
-        Self::FIGURE
-    }
-
-    fn size(&self) -> (u32, u32) {
-        (WIDTH as u32, self.height as u32)
-    }
-
-    fn dropped(&self) -> usize {
-        self.dropped
-    }
-
-    fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
-        draw_title(canvas, &self.title, WIDTH)?;
-        self.frame.draw_grid(canvas)?;
-        // A single distribution is filled; overlaid ones are outlines only, since mixed
-        // translucent fills turn muddy and hide which series is which.
-        if let [single] = self.series.as_slice() {
-            canvas.fill_polygon(&single.outline, single.color.mix(0.35))?;
-        }
-        for s in &self.series {
-            canvas.dashed_polyline(&s.outline, s.pattern, s.color.to_rgba(), 2)?;
-        }
-        self.frame.draw_axes(canvas)?;
-        self.legend.draw(canvas, self.legend_at)?;
-        if let Some(note) = &self.note {
-            draw_note(canvas, note, WIDTH, self.height)?;
-        }
-        Ok(())
     }
 }
 

@@ -6,10 +6,11 @@ use plotters::style::Color;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::axis::{
-    GAP, INK, MARGIN, Scale, TICK_LEN, TITLE_HEIGHT, Tick, draw_note, draw_title, horizontal_ticks,
-    linear_ticks, note_height, padded_range,
+    GAP, INK, MARGIN, Scale, TICK_LEN, TITLE_HEIGHT, Tick, TickSide, draw_note, draw_ticks,
+    draw_title, draw_x_title, draw_y_title, height_with_x_axis, horizontal_ticks, linear_ticks,
+    padded_range, tick_label_width,
 };
-use super::canvas::{Canvas, Font, Plan, Raster, ellipsize, max_text_width, rgb, text_width};
+use super::canvas::{Canvas, Font, Plan, Raster, Sheet, ellipsize, rgb, text_width};
 use super::palette::viridis;
 use super::{Density, DensityComparison, ImageGrid};
 use crate::ReportError;
@@ -31,8 +32,9 @@ pub(crate) struct GridPlan {
     image_w: usize,
     image_h: usize,
     zoom: usize,
-    width: u32,
-    height: u32,
+    /// Canvas size in (whole) pixels.
+    width: f64,
+    height: f64,
 }
 
 impl GridPlan {
@@ -167,23 +169,15 @@ impl GridPlan {
             image_w: w,
             image_h: h,
             zoom,
-            width: width as u32,
-            height: height as u32,
+            width: width as f64,
+            height: height as f64,
         })
     }
 }
 
 impl Plan for GridPlan {
-    fn figure(&self) -> &'static str {
-        Self::FIGURE
-    }
-
-    fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
-    }
-
-    fn dropped(&self) -> usize {
-        0
+    fn sheet(&self) -> Sheet {
+        Sheet::new(Self::FIGURE, self.width, self.height, 0)
     }
 
     fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
@@ -204,7 +198,7 @@ impl Plan for GridPlan {
                 rgb: rgb_data,
             })?;
         }
-        draw_title(canvas, &self.title, f64::from(self.width))?;
+        draw_title(canvas, &self.title, self.width)?;
         let (tile_w, tile_h) = ((w * z) as f64, (h * z) as f64);
         for (i, &(x, y)) in self.tiles.iter().enumerate() {
             let (x, y) = (f64::from(x), f64::from(y));
@@ -257,6 +251,25 @@ impl Cells {
         let i = (((y - y0) / (y1 - y0) * rows as f64) as usize).min(rows.checked_sub(1)?);
         let j = (((x - x0) / (x1 - x0) * cols as f64) as usize).min(cols.checked_sub(1)?);
         Some(self.values[i][j])
+    }
+}
+
+/// An x range and a y range.
+type Extent = ((f64, f64), (f64, f64));
+
+/// Whether a range is finite and increasing.
+fn increasing(r: (f64, f64)) -> bool {
+    r.0.is_finite() && r.1.is_finite() && r.0 < r.1
+}
+
+/// The smallest extent covering `extent` (if any) and `other`.
+fn cover(extent: Option<Extent>, other: Extent) -> Extent {
+    match extent {
+        None => other,
+        Some((x, y)) => (
+            (x.0.min(other.0.0), x.1.max(other.0.1)),
+            (y.0.min(other.1.0), y.1.max(other.1.1)),
+        ),
     }
 }
 
@@ -324,7 +337,7 @@ impl DensityPlan {
         let mut dropped = 0;
         let mut xs = Vec::new();
         let mut ys = Vec::new();
-        let mut grid_extent: Option<((f64, f64), (f64, f64))> = None;
+        let mut grid_extent: Option<Extent> = None;
         for (k, panel) in fig.panels.iter().enumerate() {
             match &panel.data {
                 Density::Samples(points) => {
@@ -349,8 +362,7 @@ impl DensityPlan {
                     y_range,
                     values,
                 } => {
-                    let ok = |r: &(f64, f64)| r.0.is_finite() && r.1.is_finite() && r.0 < r.1;
-                    if !ok(x_range) || !ok(y_range) {
+                    if !increasing(*x_range) || !increasing(*y_range) {
                         return Err(ReportError::invalid(
                             figure,
                             format!(
@@ -386,21 +398,14 @@ impl DensityPlan {
                             }
                         }
                     }
-                    grid_extent = Some(match grid_extent {
-                        None => (*x_range, *y_range),
-                        Some((gx, gy)) => (
-                            (gx.0.min(x_range.0), gx.1.max(x_range.1)),
-                            (gy.0.min(y_range.0), gy.1.max(y_range.1)),
-                        ),
-                    });
+                    grid_extent = Some(cover(grid_extent, (*x_range, *y_range)));
                 }
             }
         }
 
         let bounds = match fig.bounds {
             Some((bx, by)) => {
-                let ok = |r: (f64, f64)| r.0.is_finite() && r.1.is_finite() && r.0 < r.1;
-                if !ok(bx) || !ok(by) {
+                if !increasing(bx) || !increasing(by) {
                     return Err(ReportError::invalid(
                         figure,
                         format!("bounds {bx:?} × {by:?} must be finite and increasing"),
@@ -424,13 +429,7 @@ impl DensityPlan {
                             "the samples span too wide a range",
                         ));
                     };
-                    extent = Some(match extent {
-                        None => (rx, ry),
-                        Some((gx, gy)) => (
-                            (gx.0.min(rx.0), gx.1.max(rx.1)),
-                            (gy.0.min(ry.0), gy.1.max(ry.1)),
-                        ),
-                    });
+                    extent = Some(cover(extent, (rx, ry)));
                 }
                 // Every panel is either samples (non-empty, checked) or a grid.
                 extent.ok_or_else(|| ReportError::no_data(figure, "no panel has data"))?
@@ -501,13 +500,13 @@ impl DensityPlan {
             PANEL as f64
         };
         let y_ticks = linear_ticks((by0, by1), 5, false);
-        let y_tick_w = max_text_width(y_ticks.iter().map(|t| t.label.as_str()), Font::TICK)?;
+        let y_tick_w = tick_label_width(&y_ticks)?;
         let panels_left = MARGIN + Font::AXIS.line_height() + GAP + y_tick_w + GAP + TICK_LEN;
         let n = fig.panels.len() as f64;
         let panels_right = panels_left + n * side + (n - 1.0) * PANEL_GAP;
         let bar_x = panels_right + 26.0;
         let bar_ticks = linear_ticks((0.0, vmax), 5, false);
-        let bar_tick_w = max_text_width(bar_ticks.iter().map(|t| t.label.as_str()), Font::TICK)?;
+        let bar_tick_w = tick_label_width(&bar_ticks)?;
         let width =
             (bar_x + 16.0 + TICK_LEN + GAP + bar_tick_w + GAP + Font::AXIS.line_height() + MARGIN)
                 .ceil();
@@ -522,20 +521,11 @@ impl DensityPlan {
             ));
         }
         let note = (!notes.is_empty()).then(|| notes.join("; ") + ".");
-        let height = (top
-            + side
-            + TICK_LEN
-            + GAP
-            + Font::TICK.line_height()
-            + GAP
-            + Font::AXIS.line_height()
-            + MARGIN
-            + note_height(&note))
-        .ceil();
+        let height = height_with_x_axis(top + side, &note);
         // Same spacing as the y axis when the labels fit; fewer ticks otherwise.
         let x_ticks = {
             let ticks = linear_ticks((bx0, bx1), 5, false);
-            let widest = max_text_width(ticks.iter().map(|t| t.label.as_str()), Font::TICK)?;
+            let widest = tick_label_width(&ticks)?;
             if (widest + 12.0) * ticks.len() as f64 <= side {
                 ticks
             } else {
@@ -576,16 +566,8 @@ const MISSING: [u8; 3] = [0xCC, 0xCC, 0xCC];
 const UNCOVERED: [u8; 3] = [0xFF, 0xFF, 0xFF];
 
 impl Plan for DensityPlan {
-    fn figure(&self) -> &'static str {
-        Self::FIGURE
-    }
-
-    fn size(&self) -> (u32, u32) {
-        (self.width as u32, self.height as u32)
-    }
-
-    fn dropped(&self) -> usize {
-        self.dropped
+    fn sheet(&self) -> Sheet {
+        Sheet::new(Self::FIGURE, self.width, self.height, self.dropped)
     }
 
     fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
@@ -649,91 +631,44 @@ impl Plan for DensityPlan {
                 false,
             )?;
             canvas.rect((left, self.top), (right, bottom), ink, false)?;
-            for t in &self.x_ticks {
-                let x = left + self.x.px(t.value);
-                canvas.line((x, bottom), (x, bottom + TICK_LEN), ink, 1)?;
-                canvas.text(
-                    &t.label,
-                    (x, bottom + TICK_LEN + GAP),
-                    Font::TICK,
-                    INK,
-                    (HPos::Center, VPos::Top),
-                    false,
-                )?;
-            }
+            draw_ticks(canvas, &self.x_ticks, TickSide::Below, bottom, |v| {
+                left + self.x.px(v)
+            })?;
         }
         let first = self.panel_left(0);
-        for t in &self.y_ticks {
-            let y = self.y.px(t.value);
-            canvas.line((first - TICK_LEN, y), (first, y), ink, 1)?;
-            canvas.text(
-                &t.label,
-                (first - TICK_LEN - GAP, y),
-                Font::TICK,
-                INK,
-                (HPos::Right, VPos::Center),
-                false,
-            )?;
-        }
+        draw_ticks(canvas, &self.y_ticks, TickSide::Left, first, |v| {
+            self.y.px(v)
+        })?;
         let panels_right = self.panel_left(self.names.len() - 1) + self.side;
-        let x_title = ellipsize(&self.x_label, Font::AXIS, panels_right - first)?;
-        canvas.text(
-            &x_title,
-            (
-                (first + panels_right) / 2.0,
-                bottom + TICK_LEN + GAP + Font::TICK.line_height() + GAP,
-            ),
-            Font::AXIS,
-            INK,
-            (HPos::Center, VPos::Top),
-            false,
-        )?;
-        let y_title = ellipsize(&self.y_label, Font::AXIS, self.side)?;
-        canvas.text(
-            &y_title,
+        draw_x_title(canvas, &self.x_label, (first, panels_right), bottom)?;
+        draw_y_title(
+            canvas,
+            &self.y_label,
             (
                 MARGIN + Font::AXIS.line_height() / 2.0,
                 self.top + self.side / 2.0,
             ),
-            Font::AXIS,
-            INK,
-            (HPos::Center, VPos::Center),
-            true,
+            self.side,
         )?;
 
         // Colour bar frame, ticks and title.
         let bar_right = self.bar_x + 16.0;
         canvas.rect((self.bar_x, self.top), (bar_right, bottom), ink, false)?;
         let bar_scale = Scale::new((0.0, self.vmax), false, bottom, self.top);
-        let mut widest: f64 = 0.0;
-        for t in &self.bar_ticks {
-            let y = bar_scale.px(t.value);
-            canvas.line((bar_right, y), (bar_right + TICK_LEN, y), ink, 1)?;
-            canvas.text(
-                &t.label,
-                (bar_right + TICK_LEN + GAP, y),
-                Font::TICK,
-                INK,
-                (HPos::Left, VPos::Center),
-                false,
-            )?;
-            widest = widest.max(text_width(&t.label, Font::TICK)?);
-        }
-        canvas.text(
+        draw_ticks(canvas, &self.bar_ticks, TickSide::Right, bar_right, |v| {
+            bar_scale.px(v)
+        })?;
+        let widest = tick_label_width(&self.bar_ticks)?;
+        draw_y_title(
+            canvas,
             "density",
             (
                 bar_right + TICK_LEN + GAP + widest + GAP + Font::AXIS.line_height() / 2.0,
                 self.top + self.side / 2.0,
             ),
-            Font::AXIS,
-            INK,
-            (HPos::Center, VPos::Center),
-            true,
+            self.side,
         )?;
-        if let Some(note) = &self.note {
-            draw_note(canvas, note, self.width, self.height)?;
-        }
-        Ok(())
+        draw_note(canvas, self.note.as_deref(), self.width, self.height)
     }
 }
 
