@@ -918,8 +918,8 @@ fn encoder_cotangents(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, start: usize, 
         let e = &ctx.eps[er * d..(er + 1) * d];
         let c = w.cf[r];
         let wt = w.wt[r];
-        for l in 0..d {
-            let ev = e[l] as f64;
+        for (l, &el) in e.iter().enumerate() {
+            let ev = el as f64;
             let s = w.sigma[li * d + l] as f64;
             let mut g = w.dz[r * d + l] as f64;
             if !obj.analytic_kl {

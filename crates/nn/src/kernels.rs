@@ -147,6 +147,7 @@ fn activation_rows_impl(buf: &mut [f32], ld: usize, rows: usize, bias: &[f32], a
 /// tanh′ = 1 − y², relu′ = [y > 0], softplus′ = sigmoid = 1 − e^−y. `d` is `rows × w` at stride
 /// `ldd`, `y` at stride `ldy`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn activation_grad_impl(
     d: &mut [f32],
     ldd: usize,
@@ -261,6 +262,7 @@ fn gaussian_rows_impl(
 /// constant (c_j = −½ σ_j⁻²) with μ = out + bias, and `out` overwritten by ∂ll/∂μ =
 /// 2 c_j (μ_j − x_j). Row r belongs to example `r / k` of `x`. `tmp` holds one row.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn gaussian_grad_rows_impl(
     out: &mut [f32],
     bias: &[f32],
@@ -357,6 +359,7 @@ macro_rules! dispatched {
     ($(fn $name:ident / $avx:ident => $imp:ident ($($arg:ident : $ty:ty),*);)*) => {$(
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
         fn $avx($($arg: $ty),*) {
             $imp($($arg),*)
         }
@@ -964,7 +967,8 @@ pub(crate) mod gemm {
                 // bᵀ as an n × k row-major matrix, packed transposed back to k × n.
                 let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * (n + 5) + i / k]).collect();
                 packed_t.repack_transposed(&bt, n, k);
-                let lhs_cases: [(Lhs<'_>, Box<dyn Fn(usize, usize) -> f32>); 2] = [
+                type Entry<'a> = Box<dyn Fn(usize, usize) -> f32 + 'a>;
+                let lhs_cases: [(Lhs<'_>, Entry<'_>); 2] = [
                     (Lhs::Rows(&a, k), Box::new(|r, p| a[r * k + p])),
                     (Lhs::Cols(&at, m + 2), Box::new(|r, p| at[p * (m + 2) + r])),
                 ];
