@@ -11,15 +11,7 @@ fn main() {
     let b: usize = a.get(3).map_or(20, |s| s.parse().unwrap());
     let secs: f64 = a.get(4).map_or(5.0, |s| s.parse().unwrap());
     let generic = a.get(5).is_some_and(|s| s == "generic");
-    let cfg = VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![200, 200],
-        latent_dim: 50,
-        decoder_hidden: vec![200, 200],
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Bernoulli,
-        posterior_std: PosteriorStd::Exp,
-    };
+    let cfg = VaeConfig::burda_mnist();
     let objective = Objective {
         kind: if kind == "elbo" {
             ObjectiveKind::Elbo

@@ -79,6 +79,21 @@ pub(crate) struct ParamSpec {
 }
 
 impl VaeConfig {
+    /// The MNIST network of Burda et al. (2016, Table 1, the one-stochastic-layer rows):
+    /// 784-200-200-50 tanh with a mirrored decoder, Bernoulli likelihood, σ = exp(linear). The
+    /// network the benchmarks and the performance figures refer to.
+    pub fn burda_mnist() -> VaeConfig {
+        VaeConfig {
+            input_dim: 784,
+            encoder_hidden: vec![200, 200],
+            latent_dim: 50,
+            decoder_hidden: vec![200, 200],
+            activation: Activation::Tanh,
+            likelihood: Likelihood::Bernoulli,
+            posterior_std: PosteriorStd::Exp,
+        }
+    }
+
     /// Checks every size and setting; the error says which field is wrong and why.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(NnError::InvalidConfig(msg));

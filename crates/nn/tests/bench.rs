@@ -14,15 +14,7 @@ use std::time::Instant;
 use vaepipe_nn::*;
 
 fn iwae_net() -> VaeConfig {
-    VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![200, 200],
-        latent_dim: 50,
-        decoder_hidden: vec![200, 200],
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Bernoulli,
-        posterior_std: PosteriorStd::Exp,
-    }
+    VaeConfig::burda_mnist()
 }
 
 #[test]

@@ -617,15 +617,7 @@ fn bad_inputs_are_errors_not_panics() {
 #[test]
 #[ignore]
 fn throughput_at_k_5000() {
-    let c = VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![200, 200],
-        latent_dim: 50,
-        decoder_hidden: vec![200, 200],
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Bernoulli,
-        posterior_std: PosteriorStd::Exp,
-    };
+    let c = VaeConfig::burda_mnist();
     let vae = Vae::<f32>::new(&c, 1).unwrap();
     let n = 40;
     let x = data(n, 784, 1, true);
@@ -646,15 +638,7 @@ fn throughput_at_k_5000() {
 #[test]
 #[ignore]
 fn mixture_throughput_at_k_5000() {
-    let c = VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![200, 200],
-        latent_dim: 50,
-        decoder_hidden: vec![200, 200],
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Bernoulli,
-        posterior_std: PosteriorStd::Exp,
-    };
+    let c = VaeConfig::burda_mnist();
     let vae = Vae::<f32>::new(&c, 1).unwrap();
     let kk = 60_000;
     let mut rng = stream_rng(3, 3);

@@ -183,15 +183,7 @@ fn fast_path_matches_the_reference_for_every_variant() {
 /// The IWAE network's shapes (784-200-200-50) at k = 50, several chunks per lane.
 #[test]
 fn fast_path_matches_the_reference_on_the_iwae_network() {
-    let cfg = VaeConfig {
-        input_dim: 784,
-        encoder_hidden: vec![200, 200],
-        latent_dim: 50,
-        decoder_hidden: vec![200, 200],
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Bernoulli,
-        posterior_std: PosteriorStd::Exp,
-    };
+    let cfg = VaeConfig::burda_mnist();
     let worst = compare(&cfg, Objective::iwae(50), Trainable::MODEL, 6, 3);
     println!("IWAE net, k = 50: largest relative gradient difference {worst:.2e}");
 }

@@ -20,9 +20,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::{Value, json};
 use vaepipe_nn::{
-    Activation, AdamHyper, Estimator, Evaluator, GemmBackend, Likelihood, Objective, ObjectiveKind,
-    PosteriorStd, Prior, SampleOptions, Trainable, Trainer, Vae, VaeConfig, gemm_gflops,
-    standard_normal_noise, stream_rng,
+    AdamHyper, Estimator, Evaluator, GemmBackend, Objective, ObjectiveKind, Prior, SampleOptions,
+    Trainable, Trainer, Vae, VaeConfig, gemm_gflops, standard_normal_noise, stream_rng,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -201,14 +200,13 @@ fn check_usage(b: &Bench) -> Result<(), String> {
 }
 
 fn check_net(n: &NetArgs) -> anyhow::Result<VaeConfig> {
+    // The flags' defaults give VaeConfig::burda_mnist().
     let cfg = VaeConfig {
         input_dim: n.input,
         encoder_hidden: n.hidden.clone(),
         latent_dim: n.latent,
         decoder_hidden: n.hidden.iter().rev().copied().collect(),
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Bernoulli,
-        posterior_std: PosteriorStd::Exp,
+        ..VaeConfig::burda_mnist()
     };
     cfg.validate().context("the benchmark network")?;
     Ok(cfg)
