@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::gaussian_log_density;
+use common::linear;
+
 use vaepipe_nn::*;
 
 fn opts(k: usize, seed: u64, keep: bool) -> SampleOptions {
@@ -190,110 +191,6 @@ fn large_mixtures_take_the_f32_path_with_the_generic_values() {
     }
 }
 
-/// The linear-Gaussian model of `linear_gaussian.rs` (p(z) = N(0, I), p(x|z) = N(Wz + b, σ²I),
-/// orthogonal columns of W): exact posterior, optionally perturbed, and log p(x) in closed form.
-mod linear {
-    use super::*;
-
-    pub const D: usize = 5;
-    pub const LATENT: usize = 2;
-    const SIGMA: f64 = 0.5;
-    const B: [f64; D] = [0.1, -0.2, 0.3, 0.0, 0.5];
-
-    fn w_col(j: usize) -> [f64; D] {
-        match j {
-            0 => [0.8, 0.8, 0.0, 0.0, 0.8],
-            _ => [1.1, -1.1, 0.55, 0.0, 0.0],
-        }
-    }
-
-    pub fn cfg() -> VaeConfig {
-        VaeConfig {
-            input_dim: D,
-            encoder_hidden: vec![],
-            latent_dim: LATENT,
-            decoder_hidden: vec![],
-            activation: Activation::Tanh,
-            likelihood: Likelihood::Gaussian {
-                std: SIGMA as f32,
-                learned: false,
-            },
-            posterior_std: PosteriorStd::Exp,
-        }
-    }
-
-    pub fn model(mean_shift: f64, std_scale: f64) -> Vae<f32> {
-        let s2 = SIGMA * SIGMA;
-        let s: Vec<f64> = (0..LATENT)
-            .map(|j| 1.0 / (1.0 + w_col(j).iter().map(|v| v * v).sum::<f64>() / s2))
-            .collect();
-        let mut a = vec![0.0; D * LATENT];
-        let mut c = [0.0; LATENT];
-        for i in 0..D {
-            for j in 0..LATENT {
-                a[i * LATENT + j] = w_col(j)[i] * s[j] / s2;
-                c[j] -= B[i] * a[i * LATENT + j];
-            }
-        }
-        let c: Vec<f64> = c.iter().map(|v| v + mean_shift).collect();
-        let log_std: Vec<f64> = s.iter().map(|v| 0.5 * v.ln() + std_scale.ln()).collect();
-        let mut dec_w = vec![0.0; LATENT * D];
-        for j in 0..LATENT {
-            for i in 0..D {
-                dec_w[j * D + i] = w_col(j)[i];
-            }
-        }
-        let t = |name: &str, shape: Vec<usize>, data: Vec<f64>| {
-            NamedTensor::new(name, shape, data).unwrap()
-        };
-        let tensors = vec![
-            t("encoder.mean.weight", vec![D, LATENT], a),
-            t("encoder.mean.bias", vec![LATENT], c),
-            t(
-                "encoder.log_std.weight",
-                vec![D, LATENT],
-                vec![0.0; D * LATENT],
-            ),
-            t("encoder.log_std.bias", vec![LATENT], log_std),
-            t("decoder.out.weight", vec![LATENT, D], dec_w),
-            t("decoder.out.bias", vec![D], B.to_vec()),
-        ];
-        Vae::<f64>::from_named_tensors(&cfg(), &tensors)
-            .unwrap()
-            .cast()
-            .unwrap()
-    }
-
-    pub fn log_px(x: &[f64]) -> f64 {
-        let cov: Vec<Vec<f64>> = (0..D)
-            .map(|i| {
-                (0..D)
-                    .map(|k| {
-                        let wwt: f64 = (0..LATENT).map(|j| w_col(j)[i] * w_col(j)[k]).sum();
-                        wwt + if i == k { SIGMA * SIGMA } else { 0.0 }
-                    })
-                    .collect()
-            })
-            .collect();
-        gaussian_log_density(x, &B, &cov)
-    }
-
-    /// `n` draws from the model itself.
-    pub fn sample(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = stream_rng(seed, 5);
-        let mut out = Vec::with_capacity(n * D);
-        for _ in 0..n {
-            let z: Vec<f64> = standard_normal_noise(&mut rng, LATENT);
-            let e: Vec<f64> = standard_normal_noise(&mut rng, D);
-            for i in 0..D {
-                let m: f64 = B[i] + (0..LATENT).map(|j| w_col(j)[i] * z[j]).sum::<f64>();
-                out.push((m + SIGMA * e[i]) as f32);
-            }
-        }
-        out
-    }
-}
-
 #[test]
 fn linear_gaussian_nll_at_k_5000_is_within_0_05_nats_and_never_below_the_truth() {
     let n = 40;
@@ -303,7 +200,11 @@ fn linear_gaussian_nll_at_k_5000_is_within_0_05_nats_and_never_below_the_truth()
         .map(|r| -linear::log_px(&r.iter().map(|&v| v as f64).collect::<Vec<_>>()))
         .collect();
     // An imperfect posterior: mean shifted by 0.25 (≈ 0.7 posterior sd), 1.3× too wide.
-    let ev = Evaluator::new(&linear::model(0.25, 1.3), &Prior::StandardNormal).unwrap();
+    let ev = Evaluator::new(
+        &linear::model(0.25, 1.3).cast::<f32>().unwrap(),
+        &Prior::StandardNormal,
+    )
+    .unwrap();
     let post = ev.encode(&x).unwrap();
     let mut diffs = Vec::new();
     for rep in 0..5 {
@@ -328,7 +229,11 @@ fn linear_gaussian_nll_at_k_5000_is_within_0_05_nats_and_never_below_the_truth()
     // In expectation the estimate is an upper bound on the NLL (L_k ≤ log p(x)).
     assert!(mean >= -3.0 * sd / m.sqrt(), "mean gap {mean} below zero");
     // With the exact posterior every weight is p(x): the estimate is exact for any k.
-    let exact = Evaluator::new(&linear::model(0.0, 1.0), &Prior::StandardNormal).unwrap();
+    let exact = Evaluator::new(
+        &linear::model(0.0, 1.0).cast::<f32>().unwrap(),
+        &Prior::StandardNormal,
+    )
+    .unwrap();
     let post = exact.encode(&x).unwrap();
     for (e, t) in exact
         .estimate(&x, &post, &opts(7, 1, false))

@@ -9,93 +9,9 @@
 
 mod common;
 
-use common::*;
+use common::linear::{D, LATENT, log_px, model};
+
 use vaepipe_nn::*;
-
-const D: usize = 5;
-const LATENT: usize = 2;
-const SIGMA: f64 = 0.5;
-
-/// Columns w₁ ⟂ w₂ of W (D × d), and b.
-fn w_col(j: usize) -> [f64; D] {
-    match j {
-        0 => [0.8, 0.8, 0.0, 0.0, 0.8],
-        _ => [1.1, -1.1, 0.55, 0.0, 0.0],
-    }
-}
-const B: [f64; D] = [0.1, -0.2, 0.3, 0.0, 0.5];
-
-fn cfg() -> VaeConfig {
-    VaeConfig {
-        input_dim: D,
-        encoder_hidden: vec![],
-        latent_dim: LATENT,
-        decoder_hidden: vec![],
-        activation: Activation::Tanh,
-        likelihood: Likelihood::Gaussian {
-            std: SIGMA as f32,
-            learned: false,
-        },
-        posterior_std: PosteriorStd::Exp,
-    }
-}
-
-/// The model with encoder = exact posterior, optionally perturbed (mean shift, std scale).
-fn model(mean_shift: f64, std_scale: f64) -> Vae<f64> {
-    let s2 = SIGMA * SIGMA;
-    // S = (I + WᵀW/σ²)⁻¹ is diagonal: S_jj = 1 / (1 + |w_j|²/σ²).
-    let s: Vec<f64> = (0..LATENT)
-        .map(|j| 1.0 / (1.0 + w_col(j).iter().map(|v| v * v).sum::<f64>() / s2))
-        .collect();
-    // m = S Wᵀ (x − b)/σ² = x·A + c with A[i][j] = W[i][j] S_jj/σ², c_j = −Σ_i b_i A[i][j].
-    let mut a = vec![0.0; D * LATENT];
-    let mut c = [0.0; LATENT];
-    for i in 0..D {
-        for j in 0..LATENT {
-            a[i * LATENT + j] = w_col(j)[i] * s[j] / s2;
-            c[j] -= B[i] * a[i * LATENT + j];
-        }
-    }
-    let c: Vec<f64> = c.iter().map(|v| v + mean_shift).collect();
-    let log_std: Vec<f64> = s.iter().map(|v| 0.5 * v.ln() + std_scale.ln()).collect();
-    let mut dec_w = vec![0.0; LATENT * D];
-    for j in 0..LATENT {
-        for i in 0..D {
-            dec_w[j * D + i] = w_col(j)[i];
-        }
-    }
-    let t = |name: &str, shape: Vec<usize>, data: Vec<f64>| {
-        NamedTensor::new(name, shape, data).unwrap()
-    };
-    let tensors = vec![
-        t("encoder.mean.weight", vec![D, LATENT], a),
-        t("encoder.mean.bias", vec![LATENT], c),
-        t(
-            "encoder.log_std.weight",
-            vec![D, LATENT],
-            vec![0.0; D * LATENT],
-        ),
-        t("encoder.log_std.bias", vec![LATENT], log_std),
-        t("decoder.out.weight", vec![LATENT, D], dec_w),
-        t("decoder.out.bias", vec![D], B.to_vec()),
-    ];
-    Vae::from_named_tensors(&cfg(), &tensors).unwrap()
-}
-
-/// log p(x) = log N(x; b, WWᵀ + σ²I), by Cholesky.
-fn log_px(x: &[f64]) -> f64 {
-    let cov: Vec<Vec<f64>> = (0..D)
-        .map(|i| {
-            (0..D)
-                .map(|k| {
-                    let wwt: f64 = (0..LATENT).map(|j| w_col(j)[i] * w_col(j)[k]).sum();
-                    wwt + if i == k { SIGMA * SIGMA } else { 0.0 }
-                })
-                .collect()
-        })
-        .collect();
-    gaussian_log_density(x, &B, &cov)
-}
 
 fn data() -> Vec<f64> {
     vec![

@@ -2,6 +2,8 @@
 //! finite-difference gradient checker and a dense Cholesky log-density for reference values.
 #![allow(dead_code)]
 
+pub mod linear;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vaepipe_nn::*;
