@@ -42,25 +42,9 @@ DB_PASS=local-slurm-db   # local-only MariaDB user for slurmdbd (bound to 127.0.
 log()  { printf '[tests/slurm/start] %s\n' "$*" >&2; }
 die()  { printf '[tests/slurm/start] ERROR: %s\n' "$*" >&2; exit 1; }
 tail_log() { if [ -f "$1" ]; then printf -- '----- last lines of %s -----\n' "$1" >&2; tail -n 25 "$1" >&2; fi; }
+# shellcheck source=tests/slurm/procs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
 
-# running PID: alive and not a zombie (a container's PID 1 may reap late or never)
-running() {
-  local st
-  st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
-  [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-# pid_alive PIDFILE NAME: print the pid and succeed iff that pid runs and is NAME
-# (guards against stale pid files and pid reuse; pid_max is often only 32768)
-pid_alive() {
-  local f=$1 name=$2 pid comm
-  [ -s "$f" ] || return 1
-  pid=$(tr -dc '0-9' < "$f")
-  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-  case "$comm" in "$name"|"$name"-wlm) ;; *) return 1;; esac
-  running "$pid" || return 1
-  printf '%s' "$pid"
-}
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (slurmd must setuid to job owners; munged runs as user munge)"
