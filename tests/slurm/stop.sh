@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/slurm/stop.sh -- vaepipe's CI teardown: stop exactly the daemons tests/slurm/start.sh
-# started, identified by the pid files in $LOCAL_SLURM_STATE/run (never by process name).
+# started, identified by the pid files in $LOCAL_SLURM_STATE/run (never by process name), and
+# remove the network namespaces and bridge it created for SLURM_NODES >= 2 ($LOCAL_SLURM_STATE/run/net).
 #   LOCAL_SLURM_STATE        same as for the start script (default /tmp/local-slurm)
 #   LOCAL_SLURM_CONF         same as for the start script (default /etc/slurm/slurm.conf)
 #   LOCAL_SLURM_KEEP_JOBS=1  do not scancel remaining jobs first
@@ -48,11 +49,16 @@ stop_one() {  # name pidfile
   if running "$pid"; then log "ERROR: $name (pid $pid) still alive"; rc=1; else rm -f "$f"; fi
 }
 
-stop_one slurmd    "$STATE/run/slurmd.pid"
+for f in "$STATE"/run/slurmd*.pid; do    # slurmd.pid (one node) or slurmd-nK.pid (SLURM_NODES=N)
+  [ -e "$f" ] && stop_one slurmd "$f"
+done
 stop_one slurmctld "$STATE/run/slurmctld.pid"
 stop_one slurmdbd  "$STATE/run/slurmdbd.pid"   # only with LOCAL_SLURM_ACCOUNTING=slurmdbd
 stop_one mariadbd  "$STATE/run/mariadbd.pid"   # only if *we* started MariaDB
 stop_one munged    "$STATE/run/munged.pid"     # only if *we* started munged
+# the nodes' network namespaces and bridge (SLURM_NODES >= 2), exactly those start.sh recorded
+net_down "$STATE" 0
+rm -f "$STATE/run/nodes"
 
 if [ "${LOCAL_SLURM_PURGE:-0}" = 1 ]; then
   log "purging $STATE"
