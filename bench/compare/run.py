@@ -244,7 +244,11 @@ def check_time_limit(a):
                    "--set", f"data.test.images={a.data}/t10k-images-idx3-ubyte.gz",
                    "--set", f"data.test.labels={a.data}/t10k-labels-idx1-ubyte.gz"], cwd=REPO)
     if err:
-        log(f"this vaepipe rejects train.time_limit ({err.splitlines()[-1]}); quality in budget mode needs it "
+        try:
+            err = "; ".join(e["message"] for e in parse_json(out)["errors"])
+        except Exception:
+            pass
+        log(f"this vaepipe rejects train.time_limit ({err}); quality in budget mode needs it "
             "(issue 13). Use --epochs N for an equal-epoch comparison, or --impls torch,jax.")
         return False
     return True
@@ -342,6 +346,7 @@ def write_report(a, results, path):
                f"with k = {100 if a.quick else 5000} on the first {20 if a.quick else 1000} test images; round r "
                "uses seed r for every implementation. Train bound = mean of the objective over the epoch.",
                "", quality_table(a, results), ""]
+    md += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
     failures = [x for x in results["throughput"] + results["quality"] if "error" in x]
     if failures:
         md += ["## Failures", ""] + [f"- round {x['round']} {x['setting']} {x['impl']}: `{x['error'].splitlines()[0]}`"
@@ -365,7 +370,7 @@ def main():
     slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)", "", m["cpu"].lower())).strip("-")
     path = a.out or os.path.join(HERE, "results", f"{now:%Y-%m-%d-%H%M}-{slug}{'-quick' if a.quick else ''}.md")
     results = {"argv": ["bench/compare/run.py"] + sys.argv[1:], "machine": m, "started": f"{now:%Y-%m-%d %H:%M}",
-               "load": [], "throughput": [], "quality": []}
+               "load": [], "throughput": [], "quality": [], "notes": []}
     log(f"{m['cpu']}; writing {os.path.relpath(path)}")
     if a.only in (None, "throughput"):
         run_throughput(a, results)
@@ -378,6 +383,9 @@ def main():
             run_quality(a, results)
         elif a.only == "quality":
             sys.exit(2)
+        else:
+            results["notes"].append("quality skipped: this vaepipe has no `train.time_limit` (issue 13); "
+                                    "`--epochs N` compares at equal epochs without it")
     results["finished"] = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
     write_report(a, results, path)
     log(f"wrote {os.path.relpath(path)}")
