@@ -4,7 +4,7 @@
 //!   ([`read_idx`], raw or gzip), CSV ([`read_csv`]) or Parquet ([`read_parquet`]), and stored
 //!   between stages with [`write_dataset`] / [`read_dataset`] (exact round trip).
 //! - Pure transforms: [`scale`], [`apply_scale`], [`binarize_threshold`], [`binarize_static`],
-//!   [`split_validation`], [`subset`], plus [`summary`].
+//!   [`split_validation`], [`split_holdout`], [`subset`], plus [`summary`].
 //! - [`Table`]: small typed tables (training history, per-image results) stored as Parquet with
 //!   [`write_table`] / [`read_table`].
 //!
@@ -28,5 +28,5 @@ pub use idx::{IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxCompression, read_idx, writ
 pub use table::{Column, Table};
 pub use transform::{
     Scale, apply_scale, bernoulli_into, binarize_static, binarize_threshold, check_unit_interval,
-    permutation, scale, split_validation, subset,
+    permutation, scale, split_holdout, split_validation, subset,
 };

@@ -1,4 +1,5 @@
-//! Pure transforms on datasets: scaling, binarization, seeded validation split and row subsets.
+//! Pure transforms on datasets: scaling, binarization, seeded validation and held-out test
+//! splits (stratified by label) and row subsets.
 //!
 //! All randomness comes from a ChaCha8 generator seeded by the caller's `u64`
 //! (`rand_chacha::ChaCha8Rng::seed_from_u64`), and the draws are built from its raw `u32`/`u64`
@@ -147,6 +148,73 @@ pub fn split_validation(
     let (val_rows, train_rows): (Vec<usize>, Vec<usize>) =
         (0..dataset.rows).partition(|&row| in_val[row]);
     Ok((subset(dataset, &train_rows)?, subset(dataset, &val_rows)?))
+}
+
+/// Splits off `n_test` rows as a held-out test set, seeded; with `stratify` and labels, every
+/// label keeps its share of the rows.
+///
+/// Returns `(train, test)`; both keep the rows in their original order. Without
+/// stratification (or labels) the test rows are the first `n_test` positions of
+/// [`permutation`]`(rows, seed)`. With stratification the per-label quotas are
+/// `n_test · count / rows`, rounded down, the remaining rows going to the labels with the
+/// largest remainders (ties: smaller label first); each label's rows are then chosen by its own
+/// permutation (seed mixed with the label). `n_test` must be between 1 and `rows − 1`.
+pub fn split_holdout(
+    dataset: &Dataset,
+    n_test: usize,
+    seed: u64,
+    stratify: bool,
+) -> Result<(Dataset, Dataset), DataError> {
+    dataset.validate()?;
+    if n_test == 0 || n_test >= dataset.rows {
+        return Err(DataError::InvalidArgument(format!(
+            "cannot hold out {n_test} test rows from a dataset of {} rows (need 1 to {})",
+            dataset.rows,
+            dataset.rows.saturating_sub(1)
+        )));
+    }
+    let mut in_test = vec![false; dataset.rows];
+    match (&dataset.labels, stratify) {
+        (Some(labels), true) => {
+            let mut groups: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+            for (row, &label) in labels.iter().enumerate() {
+                groups.entry(label).or_default().push(row);
+            }
+            let n = dataset.rows as u128;
+            // (label, quota, remainder numerator)
+            let mut quotas: Vec<(i64, usize, u128)> = groups
+                .iter()
+                .map(|(&label, rows)| {
+                    let exact = n_test as u128 * rows.len() as u128;
+                    (label, (exact / n) as usize, exact % n)
+                })
+                .collect();
+            let assigned: usize = quotas.iter().map(|q| q.1).sum();
+            let mut by_remainder: Vec<usize> = (0..quotas.len()).collect();
+            by_remainder.sort_by(|&a, &b| quotas[b].2.cmp(&quotas[a].2).then(a.cmp(&b)));
+            for &i in by_remainder.iter().take(n_test - assigned) {
+                quotas[i].1 += 1;
+            }
+            for (label, quota, _) in quotas {
+                let rows = &groups[&label];
+                let order = permutation(
+                    rows.len(),
+                    seed ^ (label as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                for &k in &order[..quota.min(rows.len())] {
+                    in_test[rows[k]] = true;
+                }
+            }
+        }
+        _ => {
+            for &row in &permutation(dataset.rows, seed)[..n_test] {
+                in_test[row] = true;
+            }
+        }
+    }
+    let (test_rows, train_rows): (Vec<usize>, Vec<usize>) =
+        (0..dataset.rows).partition(|&row| in_test[row]);
+    Ok((subset(dataset, &train_rows)?, subset(dataset, &test_rows)?))
 }
 
 /// Returns the given rows (by position, in the given order; repeats allowed) as a new dataset.

@@ -66,7 +66,7 @@ string_enum!(
 );
 
 /// Where one split of the data comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DataSource {
     /// IDX image file and optional label file (raw or gzip).
@@ -76,6 +76,9 @@ pub enum DataSource {
     },
     /// One CSV or Parquet table.
     Table { path: FileRef },
+    /// `data.test` only: rows held out of the training source (seeded, stratified by label
+    /// when the data have labels and `data.stratify` is on).
+    Split { held_out: Holdout },
 }
 
 /// Rows held out of the training split for validation.
@@ -101,6 +104,22 @@ pub struct DataSection {
     pub train_rows: usize,
     /// Use only the first N test rows; 0 = all.
     pub test_rows: usize,
+    /// A held-out test split (`test = { fraction | rows }`) keeps the label proportions.
+    /// Serialized only when off, so specs without it keep their cache keys.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub stratify: bool,
+    /// Image shape `[h, w]` or `[c, h, w]`; `[]` = not images; absent = inferred (IDX
+    /// dimensions, or a square feature count). Serialized only when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<usize>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 string_enum!(Activation { Tanh = "tanh", Relu = "relu", Softplus = "softplus" });
@@ -393,7 +412,12 @@ fn existing_file(p: SpecPath, origin: &Origin, key: &str, r: &mut Reader) -> Opt
                 origin,
                 key,
                 format!("cannot read {}: {e}", p.0.display()),
-                format!("relative paths are resolved against the directory of {written_in}"),
+                if written_in.starts_with("--set ") {
+                    "relative paths given with --set are resolved against the working directory"
+                        .to_string()
+                } else {
+                    format!("relative paths are resolved against the directory of {written_in}")
+                },
             );
             None
         }
@@ -416,6 +440,7 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
         }
     };
     let test = match t.node("test") {
+        Some(n) if is_split(n) => read_split(n, r),
         Some(n) => read_source(n, "data.test", format_ok, r),
         None => {
             r.error(
@@ -472,6 +497,20 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
     };
     let train_rows = t.get(r, "train_rows", 0usize);
     let test_rows = t.get(r, "test_rows", 0usize);
+    let stratify = t.get(r, "stratify", true);
+    let shape = t.opt::<Vec<usize>>(r, "shape").map(|(v, o)| {
+        if !matches!(v.len(), 0 | 2 | 3) || v.contains(&0) {
+            r.error_help(
+                o,
+                "data.shape",
+                format!(
+                    "must be [] (not images), [h, w] or [c, h, w] with every size ≥ 1, found {v:?}"
+                ),
+                "e.g. shape = [8, 8] for 64 features",
+            );
+        }
+        v
+    });
     t.finish(
         r,
         &[
@@ -485,6 +524,8 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
             "validation",
             "train_rows",
             "test_rows",
+            "stratify",
+            "shape",
         ],
     );
     Some(DataSection {
@@ -498,7 +539,74 @@ fn read_data(node: &Node, r: &mut Reader) -> Option<DataSection> {
         validation: validation?,
         train_rows,
         test_rows,
+        stratify,
+        shape,
     })
+}
+
+/// `data.test = { fraction = F }` or `{ rows = N }`: a held-out split of the training source.
+fn is_split(node: &Node) -> bool {
+    match &node.value {
+        crate::node::Value::Table(entries) => entries
+            .iter()
+            .any(|(k, _)| k.name == "fraction" || k.name == "rows"),
+        _ => false,
+    }
+}
+
+fn read_split(node: &Node, r: &mut Reader) -> Option<DataSource> {
+    let mut t = r.table(node, "data.test")?;
+    let fraction = t.opt::<f64>(r, "fraction");
+    let rows = t.opt::<usize>(r, "rows");
+    for k in ["images", "labels", "path"] {
+        if let Some(n) = t.node(k) {
+            r.error_help(
+                &n.origin,
+                &format!("data.test.{k}"),
+                "a held-out test split (`fraction` or `rows`) takes no file",
+                "either `test = { fraction = 0.15 }` (or `rows = N`) or a test file, not both",
+            );
+        }
+    }
+    t.finish(r, &["fraction", "rows"]);
+    match (fraction, rows) {
+        (Some(_), Some((_, o))) => {
+            r.error(o, "data.test.rows", "give `fraction` or `rows`, not both");
+            None
+        }
+        (Some((f, o)), None) => {
+            if f > 0.0 && f < 1.0 {
+                Some(DataSource::Split {
+                    held_out: Holdout::Fraction(f),
+                })
+            } else {
+                r.error_help(
+                    o,
+                    "data.test.fraction",
+                    format!("must lie strictly between 0 and 1, found {f}"),
+                    "e.g. test = { fraction = 0.15 }",
+                );
+                None
+            }
+        }
+        (None, Some((n, o))) => {
+            if n >= 1 {
+                Some(DataSource::Split {
+                    held_out: Holdout::Rows(n),
+                })
+            } else {
+                r.error_help(
+                    o,
+                    "data.test.rows",
+                    "must be at least 1 (and fewer than the training source's rows)",
+                    "e.g. test = { rows = 300 }",
+                );
+                None
+            }
+        }
+        // A type error of `fraction` or `rows` is already reported.
+        (None, None) => None,
+    }
 }
 
 fn sizes(v: &[usize]) -> Result<(), String> {

@@ -3,8 +3,14 @@
 //! seeded validation split, and writes `train.parquet`, `validation.parquet`, `test.parquet`
 //! and `summary.json`.
 //!
-//! The test split never depends on the run's seed: a static binarization of it uses a fixed
-//! seed, so runs that differ only in `pipeline.seed` are evaluated on the same test data.
+//! With a test file, the test split never depends on the run's seed: a static binarization of
+//! it uses a fixed seed, so runs that differ only in `pipeline.seed` are evaluated on the same
+//! test data. With a held-out test split (`test = { fraction | rows }`) the rows are drawn
+//! from the training source with `seed_for(pipeline.seed, "data/test-split")`, stratified by
+//! label unless `data.stratify = false`.
+//!
+//! The image shape is `data.shape` when given (`[]`: not images), else the IDX dimensions,
+//! else a square feature count of at least 4 × 4 (64 features → 8 × 8).
 
 use std::time::Instant;
 
@@ -35,11 +41,40 @@ struct Seed {
 #[derive(Debug, Serialize)]
 pub struct DataSummary {
     pub features: usize,
-    pub image_shape: Option<(usize, usize)>,
+    /// `[h, w]`, or `[c, h, w]` with more than one channel; `None` when not images.
+    pub image_shape: Option<Vec<usize>>,
+    /// Where the shape came from: `spec`, `idx`, `square` (inferred from the feature count);
+    /// `None` when not images.
+    pub image_shape_source: Option<&'static str>,
     pub scale_factor: f32,
     pub binarize: Binarize,
     pub splits: std::collections::BTreeMap<String, SplitSummary>,
+    /// The held-out test split of the training source; `None` with a test file.
+    pub test_split: Option<TestSplit>,
     pub seconds: f64,
+}
+
+/// `test_split` in `summary.json`: how the test rows were held out of the training source.
+#[derive(Debug, Serialize)]
+pub struct TestSplit {
+    /// `fraction` or `rows` (the spec's form).
+    pub method: &'static str,
+    /// The spec's fraction (null for `rows`).
+    pub fraction: Option<f64>,
+    /// Rows of the source (after nothing else: before `train_rows`/`test_rows`).
+    pub source_rows: usize,
+    /// Rows held out as the test split (before `test_rows`).
+    pub test_rows: usize,
+    /// Rows left for training and validation (before `train_rows`).
+    pub train_rows: usize,
+    /// The split's seed: `seed_for(pipeline.seed, "data/test-split")`.
+    pub seed: u64,
+    pub pipeline_seed: u64,
+    /// Stratified by label (labels present and `data.stratify` on).
+    pub stratified: bool,
+    /// Rows per label of the held-out part and the remaining part (empty without labels).
+    pub test_label_counts: std::collections::BTreeMap<i64, usize>,
+    pub train_label_counts: std::collections::BTreeMap<i64, usize>,
 }
 
 /// One split in `summary.json`.
@@ -59,7 +94,7 @@ impl Stage for DataStage {
         "data"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn inputs(&self) -> &'static [&'static str] {
         &[]
@@ -75,7 +110,8 @@ impl Stage for DataStage {
                     .is_some_and(|f| f > 0.0)
         });
         let static_draw = data["binarize"] == "static";
-        if holds_out || static_draw {
+        let test_split = data["test"]["kind"] == "split";
+        if holds_out || static_draw || test_split {
             pick(point, &["data", "pipeline.seed"])
         } else {
             pick(point, &["data"])
@@ -101,6 +137,11 @@ fn read_source(
         (DataFormat::Parquet, DataSource::Table { path }) => {
             vaepipe_data::read_parquet(&path.path, label_column)?
         }
+        (_, DataSource::Split { .. }) => {
+            bail!(
+                "data.test: a held-out split is not a file (internal error: read it from data.train)"
+            )
+        }
         (f, s) => bail!("data source {s:?} does not fit format `{f}`"),
     })
 }
@@ -111,7 +152,17 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
     let d = &p.data;
     ctx.progress(0, 4, "reading");
     let mut train = read_source(&d.train, d.format, d.label_column.as_deref())?;
-    let test = read_source(&d.test, d.format, d.label_column.as_deref())?;
+    let mut test_split = None;
+    let test = match &d.test {
+        DataSource::Split { held_out } => {
+            let (tr, te, info) = hold_out(train, *held_out, d, p.pipeline.seed)?;
+            test_split = Some(info);
+            train = tr;
+            te
+        }
+        src => read_source(src, d.format, d.label_column.as_deref())?,
+    };
+    let (image_shape, image_shape_source) = resolve_shape(&train, d)?;
     ctx.log(format!(
         "read {} train and {} test rows of {} features in {:.2}s",
         train.rows,
@@ -119,11 +170,17 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
         train.features,
         t0.elapsed().as_secs_f64()
     ));
-    let test = align_features(&train, test, d)?;
+    let mut test = align_features(&train, test, d)?;
+    // The Parquet metadata carries a two-dimensional shape (`vaepipe.image_shape`).
+    let flat_shape = match image_shape.as_deref() {
+        Some(&[h, w]) => Some((h, w)),
+        _ => None,
+    };
+    train.image_shape = flat_shape;
+    test.image_shape = flat_shape;
     if d.train_rows > 0 && d.train_rows < train.rows {
         train = vaepipe_data::subset(&train, &(0..d.train_rows).collect::<Vec<_>>())?;
     }
-    let mut test = test;
     if d.test_rows > 0 && d.test_rows < test.rows {
         test = vaepipe_data::subset(&test, &(0..d.test_rows).collect::<Vec<_>>())?;
     }
@@ -198,10 +255,12 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
     }
     let summary = DataSummary {
         features: train.features,
-        image_shape: train.image_shape,
+        image_shape,
+        image_shape_source,
         scale_factor: factor,
         binarize: d.binarize,
         splits,
+        test_split,
         seconds: t0.elapsed().as_secs_f64(),
     };
     crate::write_json(&ctx.out.join("summary.json"), &summary)?;
@@ -216,16 +275,107 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The file a source reads (a held-out split reads the training source).
+fn source_name(s: &DataSource, d: &DataSection) -> String {
+    match s {
+        DataSource::Idx { images, .. } => images.path.display().to_string(),
+        DataSource::Table { path } => path.path.display().to_string(),
+        DataSource::Split { .. } => match &d.train {
+            DataSource::Split { .. } => "the training source".to_string(),
+            t => source_name(t, d),
+        },
+    }
+}
+
+/// Holds out the test rows of `data.test = { fraction | rows }` from the training source.
+fn hold_out(
+    source: Dataset,
+    held_out: Holdout,
+    d: &DataSection,
+    pipeline_seed: u64,
+) -> anyhow::Result<(Dataset, Dataset, TestSplit)> {
+    let file = source_name(&d.train, d);
+    let n = source.rows;
+    let (n_test, method, fraction) = match held_out {
+        Holdout::Rows(r) => (r, "rows", None),
+        Holdout::Fraction(f) => ((f * n as f64).round() as usize, "fraction", Some(f)),
+    };
+    if n_test == 0 || n_test >= n {
+        match held_out {
+            Holdout::Rows(r) => bail!(
+                "data.test.rows = {r}: must be at least 1 and fewer than the {n} rows of {file}"
+            ),
+            Holdout::Fraction(f) => bail!(
+                "data.test.fraction = {f} of the {n} rows of {file} holds out {n_test} rows; \
+                 a test split needs at least 1 row and leaves at least 1 for training"
+            ),
+        }
+    }
+    let seed = seed_for(pipeline_seed, "data/test-split");
+    let stratified = d.stratify && source.labels.is_some();
+    let (train, test) = vaepipe_data::split_holdout(&source, n_test, seed, stratified)
+        .with_context(|| format!("holding out the test split of {file}"))?;
+    let info = TestSplit {
+        method,
+        fraction,
+        source_rows: n,
+        test_rows: test.rows,
+        train_rows: train.rows,
+        seed,
+        pipeline_seed,
+        stratified,
+        test_label_counts: vaepipe_data::summary(&test).label_counts,
+        train_label_counts: vaepipe_data::summary(&train).label_counts,
+    };
+    Ok((train, test, info))
+}
+
+/// Smallest side of a square feature count taken as an image (16 features → 4 × 4).
+const MIN_SQUARE_SIDE: usize = 4;
+
+/// The image shape written to `summary.json`, and where it came from.
+fn resolve_shape(
+    train: &Dataset,
+    d: &DataSection,
+) -> anyhow::Result<(Option<Vec<usize>>, Option<&'static str>)> {
+    let f = train.features;
+    if let Some(shape) = &d.shape {
+        if shape.is_empty() {
+            return Ok((None, None));
+        }
+        let product = shape.iter().try_fold(1usize, |a, b| a.checked_mul(*b));
+        if product != Some(f) {
+            bail!(
+                "data.shape = {shape:?} has {} values per row, but {} has {f} features",
+                product.map_or("too many".to_string(), |p| p.to_string()),
+                source_name(&d.train, d)
+            );
+        }
+        // [1, h, w] is the same as [h, w].
+        let shape = if shape.len() == 3 && shape[0] == 1 {
+            shape[1..].to_vec()
+        } else {
+            shape.clone()
+        };
+        return Ok((Some(shape), Some("spec")));
+    }
+    if let Some((h, w)) = train.image_shape {
+        return Ok((Some(vec![h, w]), Some("idx")));
+    }
+    let side = (f as f64).sqrt().round() as usize;
+    if side >= MIN_SQUARE_SIDE && side * side == f {
+        return Ok((Some(vec![side, side]), Some("square")));
+    }
+    Ok((None, None))
+}
+
 /// Makes the test features line up with the training features by name: the same names in
 /// another order are reordered; different names are an error naming both files.
 fn align_features(train: &Dataset, test: Dataset, d: &DataSection) -> anyhow::Result<Dataset> {
     if train.feature_names == test.feature_names {
         return Ok(test);
     }
-    let files = |s: &DataSource| match s {
-        DataSource::Idx { images, .. } => images.path.display().to_string(),
-        DataSource::Table { path } => path.path.display().to_string(),
-    };
+    let files = |s: &DataSource| source_name(s, d);
     let (a, b) = (files(&d.train), files(&d.test));
     if train.features != test.features {
         bail!(

@@ -9,6 +9,7 @@
 //! that its `metrics.json` can name its sweep point.
 
 pub mod artifacts;
+pub mod compare;
 mod data;
 mod eval;
 mod prior;

@@ -95,7 +95,10 @@ struct PipelineParams {
 
 /// The data stage's `summary.json`, as far as the report needs it.
 struct DataArt {
-    image_shape: Option<(usize, usize)>,
+    /// (channels, height, width); `[h, w]` in summary.json is one channel.
+    image_shape: Option<(usize, usize, usize)>,
+    /// `test_split` of summary.json (a held-out test split of the training source).
+    test_split: Option<Value>,
     features: Option<u64>,
     rows: BTreeMap<String, u64>,
 }
@@ -175,6 +178,13 @@ impl PointRun {
     }
     fn cfg(&self, path: &str) -> Option<&Value> {
         path.split('.').try_fold(&self.config, |v, p| v.get(p))
+    }
+    /// The point's value of a swept key.
+    fn cfg_swept(&self, key: &str) -> Option<&Value> {
+        match self.cfg("point.values") {
+            Some(Value::Object(m)) => m.get(key),
+            _ => None,
+        }
     }
     fn swept(&self) -> BTreeMap<String, Value> {
         match self.cfg("point.values") {
@@ -391,10 +401,11 @@ fn read_data(dir: &Path) -> anyhow::Result<DataArt> {
                 .map(|a| a.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default();
             match dims[..] {
-                [h, w] if h > 0 && w > 0 => Some((h as usize, w as usize)),
+                [h, w] if h > 0 && w > 0 => Some((1, h as usize, w as usize)),
+                [c, h, w] if c > 0 && h > 0 && w > 0 => Some((c as usize, h as usize, w as usize)),
                 _ => {
                     return Err(anyhow!(
-                        "{}: `image_shape` must be [h, w] or null, found {s}",
+                        "{}: `image_shape` must be [h, w], [c, h, w] or null, found {s}",
                         path.display()
                     ));
                 }
@@ -414,6 +425,7 @@ fn read_data(dir: &Path) -> anyhow::Result<DataArt> {
     };
     Ok(DataArt {
         image_shape,
+        test_split: v.get("test_split").filter(|t| t.is_object()).cloned(),
         features: v.get("features").and_then(Value::as_u64),
         rows,
     })
@@ -732,6 +744,7 @@ fn compose(
     // Test bounds.
     blocks.push(Block::Heading(1, "Test log-likelihood".into()));
     bound_figures(points, g, &mut figs, &mut blocks)?;
+    sweep_figures(points, g, &sweep_keys, &mut figs, &mut blocks)?;
 
     // Prior.
     prior_section(points, g, &mut figs, &mut blocks)?;
@@ -779,11 +792,15 @@ fn intro(
             rows("validation"),
             rows("test"),
             match (d.image_shape, d.features) {
-                (Some((h, w)), _) => format!(" of {h}×{w} pixels"),
+                (Some((1, h, w)), _) => format!(" of {h}×{w} pixels"),
+                (Some((c, h, w)), _) => format!(" of {c} channels of {h}×{w} pixels"),
                 (None, Some(f)) => format!(" of {f} features"),
                 _ => String::new(),
             }
         ));
+        if let Some(t) = &d.test_split {
+            s.push_str(&format!(". {}", test_split_sentence(t)));
+        }
     }
     let best = evaluated(points, g)
         .into_iter()
@@ -807,6 +824,57 @@ fn intro(
          across test images.",
     );
     s
+}
+
+/// How the test rows were held out (data summary.json `test_split`), e.g. "The test examples
+/// are 15% of the 1797 rows of the training source (270 rows), held out with seed …,
+/// stratified by label: 0: 27, 1: 28, …".
+fn test_split_sentence(t: &Value) -> String {
+    let u = |k: &str| t.get(k).and_then(Value::as_u64);
+    let amount = match t.get("fraction").and_then(Value::as_f64) {
+        Some(f) => format!("a fraction {f} ({} rows)", u("test_rows").unwrap_or(0)),
+        None => format!("{} rows", u("test_rows").unwrap_or(0)),
+    };
+    let mut s = format!(
+        "The test examples are {amount} held out of the {} rows of the training source (seed {} from pipeline seed {})",
+        u("source_rows").unwrap_or(0),
+        u("seed").unwrap_or(0),
+        u("pipeline_seed").unwrap_or(0),
+    );
+    let stratified = t.get("stratified").and_then(Value::as_bool) == Some(true);
+    let counts: Vec<String> = t
+        .get("test_label_counts")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if stratified {
+        s.push_str(", stratified by label");
+    } else {
+        s.push_str(", not stratified");
+    }
+    if !counts.is_empty() {
+        s.push_str(&format!(" (test rows per label: {})", counts.join(", ")));
+    }
+    s
+}
+
+/// Lays the channels of each `[c, h, w]` image side by side (one `h × c·w` grey image).
+fn side_by_side(image: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    if c <= 1 || image.len() != c * h * w {
+        return image.to_vec();
+    }
+    let mut out = Vec::with_capacity(image.len());
+    for row in 0..h {
+        for ch in 0..c {
+            let start = ch * h * w + row * w;
+            out.extend_from_slice(&image[start..start + w]);
+        }
+    }
+    out
 }
 
 /// Formats a number with `d` decimals, or an em dash when absent or not finite.
@@ -1316,6 +1384,143 @@ fn run_variant(p: &PointRun, v: &EvalVariant) -> String {
     }
 }
 
+/// Most series of a test-NLL-against-parameter figure (one per variant and combination of the
+/// other swept keys).
+const MAX_SWEEP_SERIES: usize = 8;
+
+/// For each swept key, the test NLL against that key's values: a line chart when the values
+/// are numbers (one series per variant and combination of the other swept keys), else a dot
+/// chart per value.
+fn sweep_figures(
+    points: &[PointRun],
+    g: &Gathered,
+    sweep_keys: &BTreeSet<String>,
+    figs: &mut Figures<'_, '_>,
+    blocks: &mut Vec<Block>,
+) -> Result<(), StageError> {
+    let all: Vec<(&PointRun, &EvalVariant, f64, Option<f64>)> = evaluated(points, g)
+        .into_iter()
+        .filter_map(|(p, v)| {
+            get_f(v.metrics.as_ref(), "test_nll")
+                .filter(|n| n.is_finite())
+                .map(|n| (p, v, n, get_f(v.metrics.as_ref(), "test_nll_stderr")))
+        })
+        .collect();
+    for key in sweep_keys {
+        let values: Vec<Option<&Value>> = all.iter().map(|(p, ..)| p.cfg_swept(key)).collect();
+        let distinct: BTreeSet<String> = values.iter().flatten().map(|v| v.to_string()).collect();
+        if distinct.len() < 2 {
+            continue;
+        }
+        let numeric = values.iter().all(|v| v.is_some_and(Value::is_number));
+        let stem = format!("test_nll_vs_{}", file_part(key));
+        if numeric {
+            // Series: variant × the other swept keys' values.
+            let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+            for ((p, v, n, _), x) in all.iter().zip(&values) {
+                let others: Vec<String> = p
+                    .swept()
+                    .into_iter()
+                    .filter(|(k, _)| k != key)
+                    .map(|(k, x)| {
+                        format!("{}={}", k.rsplit('.').next().unwrap_or(&k), cell_text(&x))
+                    })
+                    .collect();
+                let mut name = v.label.clone();
+                if !others.is_empty() {
+                    name = format!("{} — {name}", others.join(" "));
+                }
+                let x = x.and_then(Value::as_f64).unwrap_or(f64::NAN);
+                series.entry(name).or_default().push((x, *n));
+            }
+            let total = series.len();
+            let xs: Vec<f64> = values.iter().flatten().filter_map(|v| v.as_f64()).collect();
+            let (lo, hi) = xs
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                    (a.min(*x), b.max(*x))
+                });
+            let log_x = lo > 0.0 && hi / lo >= 10.0;
+            let series: Vec<Series> = series
+                .into_iter()
+                .take(MAX_SWEEP_SERIES)
+                .map(|(name, mut pts)| {
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Series {
+                        name,
+                        points: pts,
+                        dashed: false,
+                        color: None,
+                    }
+                })
+                .collect();
+            let shown = if series.len() < total {
+                format!(
+                    " Only the first {} of {total} series are shown.",
+                    series.len()
+                )
+            } else {
+                String::new()
+            };
+            let chart = LineChart {
+                title: format!("Test NLL against {key}"),
+                x_label: format!("{key}{}", if log_x { " (log scale)" } else { "" }),
+                y_label: "test NLL (nats, lower is better)".into(),
+                log_x,
+                series,
+            };
+            figs.push(
+                blocks,
+                &stem,
+                format!("Test NLL against the swept parameter {key}, one line per prior and combination of the other swept parameters.{shown}"),
+                vaepipe_report::line_chart(&chart),
+            )?;
+        } else {
+            let mut items: Vec<(String, f64, Option<f64>)> = all
+                .iter()
+                .zip(&values)
+                .map(|((p, v, n, se), x)| {
+                    let x = x.map_or("—".to_string(), cell_text);
+                    let rest: Vec<String> = p
+                        .swept()
+                        .into_iter()
+                        .filter(|(k, _)| k != key)
+                        .map(|(k, x)| {
+                            format!("{}={}", k.rsplit('.').next().unwrap_or(&k), cell_text(&x))
+                        })
+                        .collect();
+                    let mut name = format!("{key}={x}");
+                    if !rest.is_empty() {
+                        name.push_str(&format!(" ({})", rest.join(" ")));
+                    }
+                    (format!("{name} — {}", v.label), *n, *se)
+                })
+                .collect();
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            let chart = DotChart {
+                title: format!("Test NLL by {key}"),
+                value_label: "test NLL (nats, lower is better)".into(),
+                items,
+            };
+            figs.push(
+                blocks,
+                &stem,
+                format!("Test NLL for each value of the swept parameter {key}, with ± one standard error across test images."),
+                vaepipe_report::dot_chart(&chart),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A swept value as text (strings without quotes).
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn bound_figures(
     points: &[PointRun],
     g: &Gathered,
@@ -1759,11 +1964,15 @@ fn image_sections(
         .and_then(|d| d.image_shape);
     match shape {
         None => blocks.push(Block::Paragraph("The data have no image shape (data summary.json: image_shape is null), so samples and reconstructions are not drawn as images.".into())),
-        Some((h, w)) => {
+        Some((c, h, w0)) => {
+            let w = c * w0;
+            if c > 1 {
+                blocks.push(Block::Paragraph(format!("The images have {c} channels of {h}×{w0} pixels; each is drawn as its channels side by side in grey.")));
+            }
             for p in &shown {
                 let Some(e) = g.eval_of(p) else { continue };
                 for v in e.variants.iter().filter(|v| !v.samples.is_empty()) {
-                    let images: Vec<Vec<f32>> = v.samples.iter().take(MAX_SAMPLES).cloned().collect();
+                    let images: Vec<Vec<f32>> = v.samples.iter().take(MAX_SAMPLES).map(|i| side_by_side(i, c, h, w0)).collect();
                     let grid = ImageGrid { title: format!("Prior samples — {}", run_variant(p, v)), images, height: h, width: w, cols: 10, captions: None, group: 1 };
                     figs.push(
                         blocks,
@@ -1780,7 +1989,7 @@ fn image_sections(
                 let mut images = Vec::new();
                 let mut captions = Vec::new();
                 for (o, r) in v.reconstructions.iter().take(MAX_RECONSTRUCTIONS) {
-                    images.extend([o.clone(), r.clone()]);
+                    images.extend([side_by_side(o, c, h, w0), side_by_side(r, c, h, w0)]);
                     captions.extend(["original".to_string(), "reconstr.".to_string()]);
                 }
                 let grid = ImageGrid {

@@ -581,9 +581,14 @@ pub(crate) fn fit(
             seconds: pos.seconds,
             images_per_s: pos.epoch_images as f64 / epoch_seconds.max(1e-9),
         };
+        let validation_text = if row.validation_bound.is_finite() {
+            format!(" validation {:.3}", row.validation_bound)
+        } else {
+            String::new()
+        };
         ctx.log(format!(
-            "epoch {}/{}: train {:.3} validation {:.3} lr {:.2e} ({:.0} images/s)",
-            row.epoch, s.epochs, row.train_bound, row.validation_bound, lr, row.images_per_s
+            "epoch {}/{}: train {:.3}{validation_text} lr {:.2e} ({:.0} images/s)",
+            row.epoch, s.epochs, row.train_bound, lr, row.images_per_s
         ));
         pos.history.push(row);
         if validation.rows == 0 {

@@ -754,6 +754,11 @@ fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
             format!("prior_density_p{p}"),
         ]);
     }
+    // One figure of the test NLL against each swept key.
+    expected.extend([
+        "test_nll_vs_train_k".to_string(),
+        "test_nll_vs_train_objective".to_string(),
+    ]);
     assert_eq!(stems, expected);
 
     let md = index_md(&dir);

@@ -48,13 +48,41 @@ pub enum Command {
     Bench(crate::commands::bench::BenchArgs),
     /// Submit a sweep to a batch cluster (SLURM array jobs sharing this store).
     Submit(crate::commands::submit::SubmitArgs),
+    /// Compare the points of specs from the store only (nothing runs): differing parameters,
+    /// test NLL ± se, ELBO, active units, epochs, training time; or two points with --diff.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The pipeline specs whose points are compared (all their sweep points).
+    #[arg(required = true)]
+    pub specs: Vec<PathBuf>,
+    /// Override a key of every spec, e.g. --set train.k=50 (validated like the file). Relative
+    /// paths given with --set are resolved against the working directory.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Sort by a metric (test_nll, elbo, active_units, epochs, train_seconds, …) or a
+    /// parameter (dotted key such as train.k, or its last part when unambiguous).
+    #[arg(long, value_name = "KEY")]
+    pub sort: Option<String>,
+    /// Two points side by side (each an id, a label, an index or PIPELINE:INDEX).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub diff: Option<Vec<String>>,
+    /// Table width in characters.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub width: usize,
+    /// Print machine-readable JSON on stdout (docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct SpecArgs {
     /// The pipeline spec (TOML).
     pub spec: PathBuf,
-    /// Override a key of the spec, e.g. --set train.k=50 (validated like the file).
+    /// Override a key of the spec, e.g. --set train.k=50 (validated like the file). Relative
+    /// paths given with --set are resolved against the working directory.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Print machine-readable JSON on stdout.
@@ -115,6 +143,7 @@ pub struct StatusArgs {
 pub struct ReportArgs {
     /// The pipeline spec, or a report entry of the store (`.vaepipe/store/report/<key>`).
     pub target: PathBuf,
+    /// Override a key of the spec (relative paths: against the working directory).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
     /// Where reports are published [default: reports].

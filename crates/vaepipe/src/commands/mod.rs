@@ -19,7 +19,8 @@ use vaepipe_engine::{
 use vaepipe_spec::Spec;
 
 use crate::cli::{
-    Cli, Color, Command, GcArgs, PlanArgs, ReportArgs, RunArgs, Selection, SpecArgs, StatusArgs,
+    Cli, Color, Command, CompareArgs, GcArgs, PlanArgs, ReportArgs, RunArgs, Selection, SpecArgs,
+    StatusArgs,
 };
 use crate::progress::Display;
 
@@ -54,6 +55,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gc(a) => gc(&g, a),
         Command::Bench(a) => bench::run(a),
         Command::Submit(a) => submit::run(&g, a),
+        Command::Compare(a) => compare(&g, a),
     }
 }
 
@@ -386,7 +388,13 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         only_stages: None,
     };
     let cancel = signals();
-    let display = Display::new(&p, g.color && std::io::stderr().is_terminal(), a.spec.json);
+    // With --json, stdout carries the JSON summary; progress goes to stderr as plain lines
+    // (as when stderr is not a terminal), so a batch log of a --json run shows what happens.
+    let display = Display::new(
+        &p,
+        g.color && std::io::stderr().is_terminal() && !a.spec.json,
+        false,
+    );
     let report = vaepipe_engine::execute(
         &registry, &store, &p, &decisions, &options, &display, &cancel,
     )?;
@@ -677,6 +685,56 @@ fn status(g: &Global, a: StatusArgs) -> anyhow::Result<ExitCode> {
         if let Some(q) = &queue {
             q.print();
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vaepipe compare`: reads the store only; the logic is in `vaepipe_stages::compare`.
+fn compare(g: &Global, a: CompareArgs) -> anyhow::Result<ExitCode> {
+    use vaepipe_stages::compare as cmp;
+    let mut specs = Vec::new();
+    for path in &a.specs {
+        let args = SpecArgs {
+            spec: path.clone(),
+            overrides: a.overrides.clone(),
+            json: a.json,
+        };
+        match load_spec(g, &args) {
+            Ok(s) => specs.push(cmp::SpecPoints {
+                pipeline: s.name().to_string(),
+                points: points_of(&s),
+            }),
+            Err(code) => return Ok(code),
+        }
+    }
+    let registry = vaepipe_stages::registry();
+    let store = open_existing_store(g)?;
+    let mut c = cmp::compare(&registry, &store, specs)?;
+    if let Some(key) = &a.sort
+        && let Err(e) = cmp::sort(&mut c, key)
+    {
+        return usage_error(e);
+    }
+    if let Some(pair) = &a.diff {
+        let d = match cmp::diff(&c, &pair[0], &pair[1]) {
+            Ok(d) => d,
+            Err(e) => return usage_error(e),
+        };
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            print!("{}", cmp::render_diff(&d, a.width));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.json {
+        let names: Vec<String> = a.specs.iter().map(|p| p.display().to_string()).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&cmp::json_document(&c, &names))?
+        );
+    } else {
+        print!("{}", cmp::render_table(&c, a.width));
     }
     Ok(ExitCode::SUCCESS)
 }

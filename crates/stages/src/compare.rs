@@ -1,0 +1,625 @@
+//! `vaepipe compare`: one table of every sweep point of one or more specs, read from the store
+//! only (nothing is run): the parameters that differ between points, then each evaluated
+//! variant's test NLL ± standard error, ELBO, active units, epochs and training seconds; and a
+//! side-by-side view of two points (`--diff`). The CLI parses and prints; everything else is
+//! here. The JSON forms are a contract (docs/cli.md).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use vaepipe_engine::{Plan, Point, Registry, Store, plan};
+
+/// One spec's points, as [`crate::points_of`] gives them.
+pub struct SpecPoints {
+    /// The pipeline name (`pipeline.name`).
+    pub pipeline: String,
+    pub points: Vec<Point>,
+}
+
+/// The metrics of one evaluated variant (eval `metrics.json` plus the train stage's
+/// `train.json`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Metrics {
+    pub test_nll: Option<f64>,
+    pub test_nll_stderr: Option<f64>,
+    pub elbo: Option<f64>,
+    pub active_units: Option<f64>,
+    pub eval_k: Option<f64>,
+    pub images: Option<f64>,
+    /// Training epochs run (`train.json` `epochs_run`).
+    pub epochs: Option<f64>,
+    /// Training time in seconds (`train.json` `seconds`).
+    pub train_seconds: Option<f64>,
+}
+
+/// One row: a point and one of its evaluated variants (or the point alone when its
+/// evaluation is not in the store).
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub pipeline: String,
+    pub index: usize,
+    pub id: String,
+    pub label: String,
+    /// The eval variant (`standard`, `refit`, `finetuned`); null when not evaluated.
+    pub variant: Option<String>,
+    /// The eval instance's state: `done`, `missing`, `failed`, `running` or `interrupted`.
+    pub state: String,
+    /// Every parameter of the point, flattened to dotted keys (file references as paths).
+    #[serde(skip)]
+    pub all_params: BTreeMap<String, Value>,
+    /// The parameters that differ between the compared points.
+    pub params: BTreeMap<String, Value>,
+    /// Null when the point has not been evaluated.
+    pub metrics: Option<Metrics>,
+    /// The eval stage's output directory of this point.
+    pub eval_dir: Option<String>,
+}
+
+/// The comparison of every point of the given specs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The parameter keys that differ between points, in key order.
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+/// Metric names accepted by `--sort` (besides parameter keys).
+pub const METRICS: &[&str] = &[
+    "test_nll",
+    "test_nll_stderr",
+    "elbo",
+    "active_units",
+    "epochs",
+    "train_seconds",
+    "eval_k",
+    "images",
+];
+
+/// Builds the comparison from the store alone.
+pub fn compare(
+    registry: &Registry,
+    store: &Store,
+    specs: Vec<SpecPoints>,
+) -> anyhow::Result<Comparison> {
+    let mut rows = Vec::new();
+    for s in specs {
+        let p = plan(registry, store, &s.pipeline, s.points, false)?;
+        rows.extend(rows_of(store, &p)?);
+    }
+    let columns = differing(&rows);
+    for r in &mut rows {
+        r.params = columns
+            .iter()
+            .map(|c| {
+                (
+                    c.clone(),
+                    r.all_params.get(c).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+    }
+    Ok(Comparison { columns, rows })
+}
+
+fn state(store: &Store, stage: &str, key: &str) -> anyhow::Result<&'static str> {
+    Ok(if store.verify(stage, key)?.is_none() {
+        "done"
+    } else if store.is_locked(stage, key) {
+        "running"
+    } else if store.failure(stage, key).is_some() {
+        "failed"
+    } else if store.work_dir(stage, key).exists() {
+        "interrupted"
+    } else {
+        "missing"
+    })
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn rows_of(store: &Store, p: &Plan) -> anyhow::Result<Vec<Row>> {
+    let instance_of = |stage: &str, point: usize| {
+        p.instances
+            .iter()
+            .find(|i| i.stage == stage && i.points.contains(&point))
+    };
+    let mut rows = Vec::new();
+    for (pi, point) in p.points.iter().enumerate() {
+        let mut all_params = BTreeMap::new();
+        let mut config = point.config.clone();
+        if let Some(m) = config.as_object_mut() {
+            m.remove("point");
+        }
+        flatten("", &config, &mut all_params);
+        let train = match instance_of("train", pi) {
+            Some(t) if state(store, t.stage, &t.key)? == "done" => {
+                crate::read_json::<Value>(&store.output_dir(t.stage, &t.key).join("train.json"))
+                    .ok()
+            }
+            _ => None,
+        };
+        let base = Row {
+            pipeline: p.pipeline.clone(),
+            index: point.index,
+            id: point.id.clone(),
+            label: point.label.clone(),
+            variant: None,
+            state: "missing".into(),
+            all_params,
+            params: BTreeMap::new(),
+            metrics: None,
+            eval_dir: None,
+        };
+        let Some(eval) = instance_of("eval", pi) else {
+            rows.push(base);
+            continue;
+        };
+        let dir = store.output_dir(eval.stage, &eval.key);
+        let st = state(store, eval.stage, &eval.key)?;
+        let base = Row {
+            state: st.into(),
+            eval_dir: Some(dir.display().to_string()),
+            ..base
+        };
+        if st != "done" {
+            rows.push(base);
+            continue;
+        }
+        let variants: Vec<Value> = crate::read_json(&dir.join("variants.json"))?;
+        for v in variants {
+            let Some(name) = v.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let sub = v
+                .get("directory")
+                .and_then(Value::as_str)
+                .filter(|d| !(d.is_empty() || d.contains(['/', '\\']) || *d == "." || *d == ".."))
+                .unwrap_or(name);
+            let m: Value = crate::read_json(&dir.join(sub).join("metrics.json"))?;
+            let metrics = Metrics {
+                test_nll: num(&m, "test_nll"),
+                test_nll_stderr: num(&m, "test_nll_stderr"),
+                elbo: num(&m, "elbo"),
+                active_units: num(&m, "active_units"),
+                eval_k: num(&m, "eval_k"),
+                images: num(&m, "images"),
+                epochs: train.as_ref().and_then(|t| num(t, "epochs_run")),
+                train_seconds: train.as_ref().and_then(|t| num(t, "seconds")),
+            };
+            rows.push(Row {
+                variant: Some(name.to_string()),
+                metrics: Some(metrics),
+                ..base.clone()
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Flattens a JSON tree into dotted keys; `{"$file": path}` becomes the path.
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key("$file") => {
+            out.insert(prefix.to_string(), m["$file"].clone());
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+/// Keys whose values are not the same on every row (a key absent on some rows differs).
+fn differing(rows: &[Row]) -> Vec<String> {
+    let keys: BTreeSet<&String> = rows.iter().flat_map(|r| r.all_params.keys()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            let mut values = rows.iter().map(|r| r.all_params.get(*k));
+            let first = values.next().flatten();
+            values.any(|v| v != first)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The value `key` sorts by: a metric or a parameter (dotted key, or its last part when that
+/// names one column).
+fn sort_value<'a>(c: &Comparison, r: &'a Row, key: &str) -> Option<std::borrow::Cow<'a, Value>> {
+    if let Some(m) = &r.metrics
+        && METRICS.contains(&key)
+    {
+        let v = serde_json::to_value(m).ok()?;
+        return v.get(key).cloned().map(std::borrow::Cow::Owned);
+    }
+    let full = resolve_key(c, key)?;
+    r.all_params.get(&full).map(std::borrow::Cow::Borrowed)
+}
+
+fn resolve_key(c: &Comparison, key: &str) -> Option<String> {
+    if c.rows.iter().any(|r| r.all_params.contains_key(key)) {
+        return Some(key.to_string());
+    }
+    let mut hits = c.columns.iter().filter(|k| short_name(k) == key);
+    match (hits.next(), hits.next()) {
+        (Some(k), None) => Some(k.clone()),
+        _ => None,
+    }
+}
+
+/// Sorts the rows by a metric or a parameter (missing values last; ties keep spec order).
+/// Fails on a key that is neither.
+pub fn sort(c: &mut Comparison, key: &str) -> Result<(), String> {
+    if !METRICS.contains(&key) && resolve_key(c, key).is_none() {
+        return Err(format!(
+            "--sort {key}: not a metric ({}) nor a parameter of the compared points (e.g. {})",
+            METRICS.join(", "),
+            c.columns.first().map_or("train.k", String::as_str)
+        ));
+    }
+    let mut keyed: Vec<(Option<Value>, Row)> = c
+        .rows
+        .drain(..)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|r| (None, r))
+        .collect();
+    let snapshot = Comparison {
+        columns: c.columns.clone(),
+        rows: keyed.iter().map(|(_, r)| r.clone()).collect(),
+    };
+    for (k, r) in &mut keyed {
+        *k = sort_value(&snapshot, r, key)
+            .map(|v| v.into_owned())
+            .filter(|v| !v.is_null());
+    }
+    keyed.sort_by(|a, b| match (&a.0, &b.0) {
+        (Some(x), Some(y)) => compare_values(x, y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    });
+    c.rows = keyed.into_iter().map(|(_, r)| r).collect();
+    Ok(())
+}
+
+fn compare_values(a: &Value, b: &Value) -> Ordering {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        _ => cell(a).cmp(&cell(b)),
+    }
+}
+
+/// The JSON form (docs/cli.md): `{"columns", "rows": [{"pipeline", "index", "id", "label",
+/// "variant", "state", "params", "metrics", "eval_dir"}]}`.
+pub fn to_json(c: &Comparison) -> Value {
+    serde_json::to_value(c).unwrap_or(Value::Null)
+}
+
+/// The last part of a dotted key (`train.k` → `k`).
+fn short_name(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+/// A parameter value as table text.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::String(s) => match s.rsplit('/').next() {
+            // File paths: the file name is what tells points apart in a table.
+            Some(f) if s.contains('/') => f.to_string(),
+            _ => s.clone(),
+        },
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn fmt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.decimals$}"),
+        _ => "—".into(),
+    }
+}
+
+fn shorten(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else if width <= 1 {
+        "…".chars().take(width).collect()
+    } else {
+        let mut t: String = s.chars().take(width - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The table as text, at most `width` columns wide when possible (parameter columns are
+/// shortened first, down to 4 characters each).
+pub fn render_table(c: &Comparison, width: usize) -> String {
+    let multi_pipeline = c
+        .rows
+        .iter()
+        .map(|r| r.pipeline.as_str())
+        .collect::<BTreeSet<_>>()
+        .len()
+        > 1;
+    // Headers: the short name when it is unambiguous among the columns.
+    let headers: Vec<String> = c
+        .columns
+        .iter()
+        .filter(|k| !(multi_pipeline && k.as_str() == "pipeline.name"))
+        .map(|k| {
+            let s = short_name(k);
+            if c.columns.iter().filter(|o| short_name(o) == s).count() > 1 {
+                k.clone()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect();
+    let param_keys: Vec<&String> = c
+        .columns
+        .iter()
+        .filter(|k| !(multi_pipeline && k.as_str() == "pipeline.name"))
+        .collect();
+    let mut head: Vec<String> = vec!["#".into()];
+    if multi_pipeline {
+        head.insert(0, "pipeline".into());
+    }
+    head.extend(headers.iter().cloned());
+    head.push("variant".into());
+    let fixed_from = head.len() - 1;
+    head.extend(
+        ["test NLL ± se", "ELBO", "AU", "epochs", "train s"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut body: Vec<Vec<String>> = Vec::new();
+    for r in &c.rows {
+        let mut line = vec![r.index.to_string()];
+        if multi_pipeline {
+            line.insert(0, r.pipeline.clone());
+        }
+        for k in &param_keys {
+            line.push(cell(r.all_params.get(*k).unwrap_or(&Value::Null)));
+        }
+        line.push(r.variant.clone().unwrap_or_else(|| "—".into()));
+        match &r.metrics {
+            Some(m) => {
+                let nll = match (m.test_nll, m.test_nll_stderr) {
+                    (Some(n), Some(s)) if n.is_finite() && s.is_finite() => {
+                        format!("{n:.2} ± {s:.2}")
+                    }
+                    (n, _) => fmt(n, 2),
+                };
+                line.extend([
+                    nll,
+                    fmt(m.elbo, 2),
+                    fmt(m.active_units, 0),
+                    fmt(m.epochs, 0),
+                    fmt(m.train_seconds, 1),
+                ]);
+            }
+            None => {
+                line.push(format!("({})", r.state));
+                line.extend(std::iter::repeat_n("—".to_string(), 4));
+            }
+        }
+        body.push(line);
+    }
+    let ncol = head.len();
+    let mut widths: Vec<usize> = (0..ncol)
+        .map(|i| {
+            body.iter()
+                .map(|l| l[i].chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(1)
+        })
+        .collect();
+    // Shrink the widest shrinkable column (parameters and pipeline) until it fits.
+    let first_param = 0;
+    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len().saturating_sub(1));
+    while total(&widths) > width {
+        let Some((i, _)) = widths[first_param..fixed_from]
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w > 4)
+            .max_by_key(|(_, w)| **w)
+        else {
+            break;
+        };
+        widths[first_param + i] -= 1;
+    }
+    let numeric = |i: usize| i > fixed_from;
+    let mut out = String::new();
+    for line in std::iter::once(&head).chain(body.iter()) {
+        let cells: Vec<String> = line
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = shorten(s, widths[i]);
+                if numeric(i) {
+                    format!("{s:>w$}", w = widths[i])
+                } else {
+                    format!("{s:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    let missing = c.rows.iter().filter(|r| r.metrics.is_none()).count();
+    let points: BTreeSet<(&str, usize)> = c
+        .rows
+        .iter()
+        .map(|r| (r.pipeline.as_str(), r.index))
+        .collect();
+    out.push_str(&format!(
+        "{} point{}, {} not evaluated yet",
+        points.len(),
+        if points.len() == 1 { "" } else { "s" },
+        missing
+    ));
+    if !c.columns.is_empty() {
+        out.push_str(&format!("; columns differ: {}", c.columns.join(", ")));
+    }
+    out.push('\n');
+    out
+}
+
+/// Finds a row's point by id, label or `pipeline:index`/index; the first variant's row.
+fn find_point<'a>(c: &'a Comparison, what: &str) -> Result<Vec<&'a Row>, String> {
+    let matches = |r: &Row| {
+        r.id == what
+            || r.label == what
+            || what.parse::<usize>().is_ok_and(|i| i == r.index)
+            || format!("{}:{}", r.pipeline, r.index) == what
+    };
+    let points: BTreeSet<(&str, usize)> = c
+        .rows
+        .iter()
+        .filter(|r| matches(r))
+        .map(|r| (r.pipeline.as_str(), r.index))
+        .collect();
+    match points.len() {
+        0 => Err(format!(
+            "no point `{what}` among the compared specs (give an id such as {}, a label, or an index)",
+            c.rows.first().map_or("p-…", |r| r.id.as_str())
+        )),
+        1 => Ok(c.rows.iter().filter(|r| matches(r)).collect()),
+        n => Err(format!(
+            "`{what}` names {n} points (in several specs?); use its id or PIPELINE:INDEX"
+        )),
+    }
+}
+
+/// Two points side by side: every parameter (those that differ first) and every variant's
+/// metrics. JSON: `{"a": {pipeline, index, id, label, state}, "b": …, "params": [{"key", "a",
+/// "b", "differs"}], "metrics": [{"variant", "key", "a", "b"}]}`.
+pub fn diff(c: &Comparison, a: &str, b: &str) -> Result<Value, String> {
+    let ra = find_point(c, a)?;
+    let rb = find_point(c, b)?;
+    let (pa, pb) = (&ra[0].all_params, &rb[0].all_params);
+    let keys: BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
+    let mut params: Vec<Value> = keys
+        .into_iter()
+        .map(|k| {
+            let (x, y) = (pa.get(k), pb.get(k));
+            json!({"key": k, "a": x, "b": y, "differs": x != y})
+        })
+        .collect();
+    params.sort_by_key(|p| !p["differs"].as_bool().unwrap_or(false));
+    let variants: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for r in ra.iter().chain(rb.iter()) {
+            if let Some(n) = &r.variant
+                && !v.contains(n)
+            {
+                v.push(n.clone());
+            }
+        }
+        v
+    };
+    let metric_of = |rows: &[&Row], variant: &str, key: &str| -> Value {
+        rows.iter()
+            .find(|r| r.variant.as_deref() == Some(variant))
+            .and_then(|r| r.metrics.as_ref())
+            .and_then(|m| serde_json::to_value(m).ok())
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let mut metrics = Vec::new();
+    for v in &variants {
+        for k in METRICS {
+            metrics.push(json!({"variant": v, "key": k, "a": metric_of(&ra, v, k), "b": metric_of(&rb, v, k)}));
+        }
+    }
+    let who = |r: &Row| json!({"pipeline": r.pipeline, "index": r.index, "id": r.id, "label": r.label, "state": r.state});
+    Ok(json!({"a": who(ra[0]), "b": who(rb[0]), "params": params, "metrics": metrics}))
+}
+
+/// The text form of [`diff`]'s result.
+pub fn render_diff(d: &Value, width: usize) -> String {
+    let name = |w: &Value| {
+        format!(
+            "{} #{} {} ({})",
+            w["pipeline"].as_str().unwrap_or(""),
+            w["index"],
+            w["label"].as_str().unwrap_or(""),
+            w["id"].as_str().unwrap_or("")
+        )
+    };
+    let col = (width.saturating_sub(4)) / 3;
+    let mut out = format!("A = {}\nB = {}\n\n", name(&d["a"]), name(&d["b"]));
+    let line = |out: &mut String, mark: &str, k: &str, a: &str, b: &str| {
+        out.push_str(&format!(
+            "{mark} {:<col$} {:<col$} {}\n",
+            shorten(k, col),
+            shorten(a, col),
+            shorten(b, col)
+        ));
+    };
+    line(&mut out, " ", "parameter", "A", "B");
+    let show = |v: &Value| match v {
+        Value::Null => "—".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for p in d["params"].as_array().into_iter().flatten() {
+        let mark = if p["differs"].as_bool() == Some(true) {
+            "*"
+        } else {
+            " "
+        };
+        line(
+            &mut out,
+            mark,
+            p["key"].as_str().unwrap_or(""),
+            &show(&p["a"]),
+            &show(&p["b"]),
+        );
+    }
+    out.push('\n');
+    line(&mut out, " ", "metric (variant)", "A", "B");
+    for m in d["metrics"].as_array().into_iter().flatten() {
+        let f = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.4}"));
+        let (a, b) = (f(&m["a"]), f(&m["b"]));
+        let mark = if a != b { "*" } else { " " };
+        line(
+            &mut out,
+            mark,
+            &format!(
+                "{} ({})",
+                m["key"].as_str().unwrap_or(""),
+                m["variant"].as_str().unwrap_or("")
+            ),
+            &a,
+            &b,
+        );
+    }
+    out
+}
+
+/// Helper for the JSON of `--json` without `--diff`, with the spec files compared.
+pub fn json_document(c: &Comparison, specs: &[String]) -> Value {
+    let mut m = Map::new();
+    m.insert("specs".into(), json!(specs));
+    if let Value::Object(rest) = to_json(c) {
+        m.extend(rest);
+    }
+    Value::Object(m)
+}
