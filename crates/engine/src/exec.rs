@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::EngineError;
+use crate::lock::{LockEvent, LockOptions};
 use crate::plan::{Action, Decision, Plan, key_of};
 use crate::stage::{Context, Input, Missing, PointRef, Registry, StageError};
 use crate::store::{FailureRecord, InputPoints, Manifest, Store, hostname};
@@ -33,6 +34,9 @@ pub struct RunOptions {
     /// If set, only instances of these stages are computed; others that are not up to date
     /// are reported as skipped (e.g. re-rendering a report without recomputing anything).
     pub only_stages: Option<Vec<String>>,
+    /// Who we are in lock records and manifests (`placement`), and how to judge the holders of
+    /// busy locks (`check`, beyond the engine's pid rule); see crate::lock.
+    pub lock: LockOptions,
 }
 
 /// What happened to one instance.
@@ -411,18 +415,28 @@ fn run_instance(
     report.dir = store.output_dir(inst.stage, &key);
     report.log = store.log_path(inst.stage, &key);
 
-    let lock = store.lock(
+    let mut took_over = None;
+    let lock = store.lock_with(
         inst.stage,
         &key,
-        |holder| {
-            events.event(&Event::Waiting {
+        &options.lock,
+        |e| match e {
+            LockEvent::Waiting { holder } => events.event(&Event::Waiting {
                 instance: i,
                 holder: holder.to_string(),
-            })
+            }),
+            LockEvent::TakenOver { holder, reason } => {
+                let line = format!("took over the lock of {} ({reason})", holder.describe());
+                events.event(&Event::Log {
+                    instance: i,
+                    line: line.clone(),
+                });
+                took_over = Some(line);
+            }
         },
         || cancel.load(Ordering::SeqCst),
     );
-    let _lock = match lock {
+    let lock = match lock {
         Ok(Some(l)) => l,
         // Stopped while another process holds the instance: nothing of ours to keep.
         Ok(None) => {
@@ -479,15 +493,47 @@ fn run_instance(
     let started = now_rfc3339();
     if let Some(f) = log.as_mut() {
         let what = if resumed { "resuming" } else { "starting" };
+        let place: String = options
+            .lock
+            .placement
+            .iter()
+            .map(|(k, v)| format!(", {k} {}", v.as_str().map_or(v.to_string(), str::to_string)))
+            .collect();
         let _ = writeln!(
             f,
-            "== {what} {} {} at {started} on {} (pid {}): {}",
+            "== {what} {} {} at {started} on {} (pid {}{place}): {}",
             inst.stage,
             key,
             hostname(),
             std::process::id(),
             decision.reason
         );
+        let _ = writeln!(
+            f,
+            "{}",
+            attempt_line(&Attempt {
+                started: started.clone(),
+                resumed,
+                host: hostname(),
+                pid: std::process::id(),
+                placement: options.lock.placement.clone(),
+                previous: lock.previous().map(|p| PreviousAttempt {
+                    holder: p.holder.clone(),
+                    how: p.how.clone(),
+                }),
+            })
+        );
+        if let Some(p) = lock.previous() {
+            let _ = writeln!(
+                f,
+                "== the previous holder, {}, {}",
+                p.holder.describe(),
+                p.how
+            );
+        }
+        if let Some(line) = &took_over {
+            let _ = writeln!(f, "== {line}");
+        }
     }
     let ctx = Context {
         stage: inst.stage,
@@ -543,7 +589,18 @@ fn run_instance(
                     })
                     .collect(),
                 missing: missing.clone(),
+                placement: options.lock.placement.clone(),
             };
+            if !lock.still_held() {
+                let msg = "another process took this instance's lock over (it judged this one \
+                    gone); not committing over its work"
+                    .to_string();
+                record(store, inst.stage, &key, &msg, &log_path);
+                return finish(InstanceReport {
+                    outcome: Outcome::Failed(msg),
+                    ..report
+                });
+            }
             match store.commit(&work, manifest) {
                 Ok(m) => {
                     report.files = m.files.into_iter().map(|f| f.path).collect();
@@ -706,4 +763,54 @@ pub fn rerun_entry(
             )))
         }
     }
+}
+
+/// One attempt at computing an instance, as recorded in the instance's log (a line
+/// `== attempt {json}` after the human-readable header): where it ran and, if the holder before
+/// it did not release the lock, who that was. `vaepipe status` reads these to say where a point
+/// ran, failed and resumed.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Attempt {
+    pub started: String,
+    /// It continued the work directory of an earlier attempt.
+    pub resumed: bool,
+    pub host: String,
+    pub pid: u32,
+    #[serde(flatten)]
+    pub placement: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousAttempt>,
+}
+
+/// The holder before an attempt, when it did not release the lock (it died, or was taken over).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PreviousAttempt {
+    pub holder: crate::lock::LockHolder,
+    pub how: String,
+}
+
+const ATTEMPT_PREFIX: &str = "== attempt ";
+
+fn attempt_line(a: &Attempt) -> String {
+    format!(
+        "{ATTEMPT_PREFIX}{}",
+        serde_json::to_string(a).unwrap_or_default()
+    )
+}
+
+/// The attempts recorded in an instance's log, oldest first, each with the log lines that
+/// followed it (until the next attempt).
+pub fn attempts(store: &Store, stage: &str, key: &str) -> Vec<(Attempt, Vec<String>)> {
+    let text = std::fs::read_to_string(store.log_path(stage, key)).unwrap_or_default();
+    let mut out: Vec<(Attempt, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(json) = line.strip_prefix(ATTEMPT_PREFIX)
+            && let Ok(a) = serde_json::from_str::<Attempt>(json)
+        {
+            out.push((a, Vec::new()));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push(line.to_string());
+        }
+    }
+    out
 }

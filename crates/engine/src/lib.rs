@@ -15,17 +15,21 @@
 //!   Work happens in `work/`, and only a rename publishes it, so an interrupted stage never
 //!   looks complete.
 //! - One process computes an instance at a time (a lock file per key); others wait, then reuse.
+//!   A lock names its holder; only a holder that is provably gone is taken over (crate::lock).
 
 pub mod exec;
 pub mod hash;
+pub mod lock;
 pub mod plan;
 pub mod stage;
 pub mod store;
 pub mod time;
 
 pub use exec::{
-    Event, Events, InstanceReport, NoEvents, Outcome, RunOptions, RunReport, execute, rerun_entry,
+    Attempt, Event, Events, InstanceReport, NoEvents, Outcome, PreviousAttempt, RunOptions,
+    RunReport, attempts, execute, rerun_entry,
 };
+pub use lock::{HolderCheck, Liveness, LockHolder, LockOptions};
 pub use plan::{Action, Decision, Instance, Plan, Point, explain, pick, plan};
 pub use stage::{Context, Input, Missing, PointRef, Registry, Scope, Stage, StageError};
 pub use store::{Manifest, Store};

@@ -5,7 +5,9 @@
 //! ```text
 //! <root>/store/<stage>/<key>/manifest.json + outputs   complete iff the manifest verifies
 //! <root>/work/<stage>/<key>/                           in progress (or interrupted: resumable)
-//! <root>/locks/<stage>-<key>.lock                      held while an instance is computed
+//! <root>/locks/<stage>-<key>.lock                      held while an instance is computed;
+//!                                                      names its holder (crate::lock)
+//! <root>/locks/<stage>-<key>.guard                     held for moments around lock records
 //! <root>/logs/<stage>/<key>.log                        every attempt's log, appended
 //! <root>/failed/<stage>/<key>.json                     the last failure, until a success
 //! <root>/slots/<pipeline>/<point>/<stage>.json         the key last run for this slot
@@ -20,6 +22,8 @@ use serde_json::Value;
 
 use crate::EngineError;
 use crate::hash::{FileHashCache, hash_file};
+pub use crate::lock::InstanceLock;
+use crate::lock::{LockEvent, LockHolder, LockOptions};
 
 /// One output file as recorded in a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,6 +62,11 @@ pub struct Manifest {
     /// Inputs that had no output when this was computed (stages that accept that).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<crate::stage::Missing>,
+    /// Where it was computed besides `host`, as the caller described it (top-level keys; under
+    /// SLURM `slurm_node`, `slurm_job_id`, `slurm_array_job_id`, `slurm_array_task_id`,
+    /// `slurm_restart_count`); empty for a plain local run.
+    #[serde(flatten)]
+    pub placement: std::collections::BTreeMap<String, Value>,
 }
 
 /// The points one input served, as recorded in a manifest.
@@ -226,9 +235,10 @@ impl Store {
         Ok(None)
     }
 
-    /// Takes the lock of one instance, waiting for another process that holds it.
-    /// `on_wait` is called once if the lock is busy, with what the holder wrote. While waiting,
-    /// `cancelled` is polled; `Ok(None)` means it returned true before the lock was free.
+    /// Takes the lock of one instance, waiting for another process that holds it, with no
+    /// placement and only the engine's pid rule for stale holders ([`Store::lock_with`]).
+    /// `on_wait` is called once if the lock is busy, with a description of the holder. While
+    /// waiting, `cancelled` is polled; `Ok(None)` means it returned true before the lock was free.
     pub fn lock(
         &self,
         stage: &str,
@@ -236,41 +246,49 @@ impl Store {
         on_wait: impl FnOnce(&str),
         cancelled: impl Fn() -> bool,
     ) -> Result<Option<InstanceLock>, EngineError> {
-        let path = self.lock_path(stage, key);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| EngineError::io(&path, e))?;
         let mut on_wait = Some(on_wait);
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(fs::TryLockError::WouldBlock) => {
-                    if let Some(f) = on_wait.take() {
-                        let holder = fs::read_to_string(&path).unwrap_or_default();
-                        f(holder.trim());
-                    }
-                    if cancelled() {
-                        return Ok(None);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+        self.lock_with(
+            stage,
+            key,
+            &LockOptions::default(),
+            |e| {
+                if let LockEvent::Waiting { holder } = e
+                    && let Some(f) = on_wait.take()
+                {
+                    f(holder)
                 }
-                Err(fs::TryLockError::Error(e)) => return Err(EngineError::io(&path, e)),
-            }
+            },
+            cancelled,
+        )
+    }
+
+    /// Takes the lock of one instance (crate::lock): records who we are (`opts.placement`),
+    /// waits while another live process holds it (`on_event` hears whom for, again whenever the
+    /// holder changes), and takes it over from a holder that is provably gone.
+    pub fn lock_with(
+        &self,
+        stage: &str,
+        key: &str,
+        opts: &LockOptions,
+        on_event: impl FnMut(LockEvent),
+        cancelled: impl Fn() -> bool,
+    ) -> Result<Option<InstanceLock>, EngineError> {
+        crate::lock::acquire(
+            &self.lock_path(stage, key),
+            &self.root.join("locks").join(format!("{stage}-{key}.guard")),
+            &self.root.join("tmp"),
+            opts,
+            on_event,
+            cancelled,
+        )
+    }
+
+    /// Who holds the instance's lock right now, if anyone does and says so.
+    pub fn lock_holder(&self, stage: &str, key: &str) -> Option<LockHolder> {
+        if !self.is_locked(stage, key) {
+            return None;
         }
-        let mut f = &file;
-        let _ = file.set_len(0);
-        let _ = writeln!(
-            f,
-            "pid {} on {} since {}",
-            std::process::id(),
-            hostname(),
-            crate::time::now_rfc3339()
-        );
-        Ok(Some(InstanceLock { _file: file }))
+        LockHolder::parse(&fs::read_to_string(self.lock_path(stage, key)).ok()?)
     }
 
     /// True if another process holds the instance's lock right now.
@@ -304,7 +322,7 @@ impl Store {
             file.lock_shared()
         }
         .map_err(|e| EngineError::io(&path, e))?;
-        Ok(InstanceLock { _file: file })
+        Ok(InstanceLock::plain(file))
     }
 
     /// Publishes a finished work directory: lists and hashes its files, writes the manifest,
@@ -472,7 +490,10 @@ impl Store {
             }
         }
         for file in read_dir_names(&self.root.join("locks"))? {
-            let Some((stage, key)) = file.strip_suffix(".lock").and_then(|f| f.split_once('-'))
+            let Some((stage, key)) = file
+                .strip_suffix(".lock")
+                .or_else(|| file.strip_suffix(".guard"))
+                .and_then(|f| f.split_once('-'))
             else {
                 continue;
             };
@@ -492,11 +513,6 @@ impl Store {
     pub fn save_caches(&self) {
         self.hashes.save();
     }
-}
-
-/// Held while an instance is computed; released on drop (and by the OS if the process dies).
-pub struct InstanceLock {
-    _file: File,
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>, EngineError> {
