@@ -16,6 +16,7 @@
 //! latest(store, pipeline, point ids) + query(squeue, job name) + point_state(..) ──▶ status
 //! ```
 
+pub mod holder;
 pub mod queue;
 pub mod quote;
 pub mod script;
@@ -24,6 +25,7 @@ pub mod submission;
 
 use std::path::PathBuf;
 
+pub use holder::{QueueCheck, placement_from_env};
 pub use queue::{JobState, QueueEntry, query};
 pub use quote::{shell_quote, shell_quote_str};
 pub use script::{JobKind, Resources};

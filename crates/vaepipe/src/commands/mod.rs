@@ -386,6 +386,7 @@ fn run(g: &Global, a: RunArgs) -> anyhow::Result<ExitCode> {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         git_revision: spec.path.parent().and_then(git_revision),
         only_stages: None,
+        lock: submit::lock_options(),
     };
     let cancel = signals();
     // With --json, stdout carries the JSON summary; progress goes to stderr as plain lines
@@ -808,6 +809,7 @@ fn report(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         git_revision: spec.path.parent().and_then(git_revision),
         only_stages: Some(vec!["report".to_string()]),
+        lock: submit::lock_options(),
         ..Default::default()
     };
     let cancel = AtomicBool::new(false);

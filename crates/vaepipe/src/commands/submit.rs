@@ -251,6 +251,9 @@ pub struct PointRow {
     pub log: Option<PathBuf>,
     /// The SLURM log of the point's array task.
     pub slurm_log: Option<PathBuf>,
+    /// Runs of this submission's task that were lost and continued elsewhere, e.g. "requeued
+    /// after node n1 failed, resumed train on n2 at epoch 7" ([`node_history`]).
+    pub history: Vec<String>,
 }
 
 /// Builds the queue view of `plan` (all points) if the store holds a submission of it.
@@ -328,6 +331,12 @@ pub fn queue_view(
         if let (PointState::Failed, Some((what, _))) = (state, &failure) {
             detail.push(what.clone());
         }
+        let history = node_history(
+            store,
+            plan.instances.iter().filter(own),
+            array_id.as_deref(),
+        );
+        detail.extend(history.iter().cloned());
         // Stopped without a stage failure (cancelled, timed out, checkpointed): what the next
         // attempt does.
         let stopped = matches!(state, PointState::Cancelled | PointState::Interrupted)
@@ -353,6 +362,7 @@ pub fn queue_view(
             log: failure.map(|f| f.1),
             slurm_log: submission.task_log(task_index),
             task,
+            history,
         });
     }
     Ok(Some(QueueView {
@@ -393,6 +403,7 @@ impl QueueView {
                 json!({
                     "index": p.index, "task": p.task_index, "id": p.id, "label": p.label, "state": p.state.name(), "detail": p.detail,
                     "queue": p.task.as_ref().map(queue_json), "log": p.log, "slurm_log": p.slurm_log,
+                    "history": p.history,
                 })
             })
             .collect();
@@ -471,4 +482,76 @@ fn queue_json(q: &QueueEntry) -> Value {
         "job": q.display_id(), "job_id": q.job_id, "state": q.raw_state, "reason": q.reason,
         "restarts": q.restarts, "exit_code": q.exit_code, "signal": q.signal,
     })
+}
+
+/// What the instances' attempt records (vaepipe_engine::attempts) say about runs of the array
+/// job `array` that were lost: for each attempt that found the lock of a run on another node
+/// unreleased (that run died with its node, or was killed) or took it over, where it went on
+/// and from which epoch, e.g. "requeued after node n1 failed (its run there ended without
+/// releasing its lock), resumed train on n2 at epoch 7".
+pub fn node_history<'a>(
+    store: &Store,
+    instances: impl Iterator<Item = &'a vaepipe_engine::Instance>,
+    array: Option<&str>,
+) -> Vec<String> {
+    let text = |p: &std::collections::BTreeMap<String, Value>, k: &str| {
+        p.get(k)
+            .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+    };
+    let mut out = Vec::new();
+    for inst in instances {
+        for (a, lines) in vaepipe_engine::attempts(store, inst.stage, &inst.key) {
+            let Some(prev) = &a.previous else { continue };
+            let ours = text(&a.placement, "slurm_array_job_id");
+            if array.is_some() && ours.as_deref() != array {
+                continue;
+            }
+            let (Some(was), Some(now)) = (
+                text(&prev.holder.placement, "slurm_node"),
+                text(&a.placement, "slurm_node"),
+            ) else {
+                continue;
+            };
+            let restart = |p: &std::collections::BTreeMap<String, Value>| {
+                p.get("slurm_restart_count").and_then(Value::as_u64)
+            };
+            let requeued = restart(&a.placement) > restart(&prev.holder.placement);
+            let cause = match prev.how.strip_prefix("taken over: ") {
+                Some(reason) => format!("its run on node {was} was found gone ({reason})"),
+                None if was != now => {
+                    format!("node {was} failed (its run there ended without releasing its lock)")
+                }
+                None => format!("its run on node {was} was killed"),
+            };
+            let epoch = lines
+                .iter()
+                .find_map(|l| l.split("resuming from the checkpoint at epoch ").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .map(|e| format!(" at epoch {e}"))
+                .unwrap_or_default();
+            let what = if a.resumed {
+                format!("resumed {} on {now}{epoch}", inst.stage)
+            } else {
+                format!("restarted {} on {now}", inst.stage)
+            };
+            let how = if requeued { "requeued" } else { "taken over" };
+            out.push(format!("{how} after {cause}, {what}"));
+        }
+    }
+    out
+}
+
+/// How `vaepipe run` takes instance locks: under SLURM it records its job, array task, restart
+/// count and node (also in manifests), and a lock held by a SLURM job that has left the queue,
+/// ended or been requeued since is taken over (docs/slurm.md, "Locks").
+pub fn lock_options() -> vaepipe_engine::LockOptions {
+    let placement = vaepipe_slurm::placement_from_env();
+    vaepipe_engine::LockOptions {
+        check: Some(std::sync::Arc::new(vaepipe_slurm::QueueCheck {
+            squeue: Tools::default().squeue,
+            me: placement.clone(),
+        })),
+        placement,
+        ..Default::default()
+    }
 }
