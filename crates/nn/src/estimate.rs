@@ -307,6 +307,7 @@ impl Evaluator {
             .map_init(
                 || Work::new(self),
                 |ws, i| {
+                    let _ftz = kernels::DenormalsAreZero::new();
                     let image = Image {
                         x: &x[i * dd..(i + 1) * dd],
                         mean: &post.mean[i * d..(i + 1) * d],

@@ -400,9 +400,17 @@ impl Engine {
         }
         let (v0, v1) = self.values.split_at_mut(starts[1]);
         let (w0, w1) = self.lanes.split_at_mut(1);
+        // Flush-to-zero inside the lanes: underflowing IWAE weights otherwise make whole rows
+        // subnormal (kernels::DenormalsAreZero).
         let (r0, r1) = rayon::join(
-            || run_lane(&ctx, &mut w0[0], 0, v0),
-            || run_lane(&ctx, &mut w1[0], starts[1], v1),
+            || {
+                let _ftz = kernels::DenormalsAreZero::new();
+                run_lane(&ctx, &mut w0[0], 0, v0)
+            },
+            || {
+                let _ftz = kernels::DenormalsAreZero::new();
+                run_lane(&ctx, &mut w1[0], starts[1], v1)
+            },
         );
         r0?;
         r1?;

@@ -1,14 +1,19 @@
 //! `f32` kernels shared by the evaluation path (crate::estimate) and the fast training path
-//! (crate::fast):
+//! (crate::fast), and the one place that chooses the instruction set they run with ([`Isa`]):
 //!
 //! * [`math`]: branch-free approximations of exp, log1p, softplus and tanh, written so that the
 //!   compiler vectorizes the loops that call them (accurate to a few units in the last place);
 //! * row kernels built on them (bias + activation, Bernoulli and Gaussian log-likelihoods and
-//!   their gradients, activation derivatives, a blocked log-sum-exp), each instantiated twice —
-//!   generic and with AVX2+FMA enabled — and chosen at run time ([`dispatched!`]); both
-//!   instantiations compute identical values (no fused multiply-adds are introduced: `mul_add`
-//!   is `fmaf` where FMA is not enabled);
-//! * [`gemm`]: a register-blocked 6 × 16 AVX2+FMA matrix kernel with packed right operands.
+//!   their gradients, activation derivatives, a blocked log-sum-exp), each instantiated three
+//!   times — generic, AVX2+FMA and AVX-512 — and chosen at run time ([`dispatched!`]); every
+//!   instantiation computes identical values (no fused multiply-adds are introduced: `mul_add`
+//!   is `fmaf` where FMA is not enabled, and the wider vectors only change how many lanes run
+//!   at once);
+//! * [`gemm`]: register-blocked matrix kernels on packed right operands — 12 × 32 with AVX-512,
+//!   6 × 16 with AVX2+FMA — whose every output is one sequential sum over the depth, so both
+//!   give bit-identical products;
+//! * [`DenormalsAreZero`]: flush-to-zero / denormals-are-zero for the duration of a kernel
+//!   region (subnormal floats cost ~100 cycles per operation on Intel cores).
 //!
 //! Nothing here allocates per call except where a scratch buffer is passed in.
 
@@ -341,22 +346,176 @@ fn lse_block_impl(tile: &mut [f32], consts: &[f32], maxes: &mut [f64], sums: &mu
     }
 }
 
-/// Whether the CPU has AVX2 and FMA (cached by the standard library).
-pub(crate) fn avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+/// The instruction sets the kernels are compiled for, best last. [`Isa::active`] is the one
+/// they run with: the best the CPU has, unless `VAEPIPE_ISA` (`generic`, `avx2` or `avx512`,
+/// read once per process) asks for a lower one — for comparing kernels in one process and for
+/// testing the paths a machine would otherwise never take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust (the compiler's baseline target: SSE2 on x86-64).
+    Generic,
+    /// 256-bit AVX2 with FMA.
+    Avx2,
+    /// 512-bit AVX-512 (F, BW, DQ, VL) with FMA.
+    Avx512,
+}
+
+impl Isa {
+    /// Every instruction set, worst first.
+    pub const ALL: [Isa; 3] = [Isa::Generic, Isa::Avx2, Isa::Avx512];
+
+    /// The name used in `VAEPIPE_ISA`, in `vaepipe bench` JSON and in test output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
+
+    /// Parses [`Isa::name`].
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// The best instruction set this CPU supports (cached by the standard library).
+    pub fn detected() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512dq")
+                && has!("avx512vl")
+                && has!("avx2")
+                && has!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if has!("avx2") && has!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Generic
+    }
+
+    /// The instruction set the kernels run with: [`Isa::detected`], capped by `VAEPIPE_ISA`.
+    /// An unknown `VAEPIPE_ISA` value is ignored (with a warning on stderr).
+    pub fn active() -> Isa {
+        static ACTIVE: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ACTIVE.get_or_init(|| {
+            let best = Isa::detected();
+            match std::env::var("VAEPIPE_ISA") {
+                Ok(v) if !v.is_empty() => match Isa::from_name(&v) {
+                    Some(cap) => cap.min(best),
+                    None => {
+                        eprintln!(
+                            "warning: VAEPIPE_ISA={v:?} is not one of generic, avx2, avx512; \
+                             using {}",
+                            best.name()
+                        );
+                        best
+                    }
+                },
+                _ => best,
+            }
+        })
+    }
+
+    /// Every instruction set this CPU can run, worst first (for tests and benchmarks).
+    pub fn supported() -> Vec<Isa> {
+        let best = Isa::detected();
+        Isa::ALL.into_iter().filter(|&i| i <= best).collect()
+    }
+}
+
+/// Whether the active kernels use AVX2+FMA or better.
+pub(crate) fn avx2_fma() -> bool {
+    Isa::active() >= Isa::Avx2
+}
+
+/// Flush-to-zero and denormals-are-zero (MXCSR bits 15 and 6) on this thread while the value
+/// lives; the previous mode is restored on drop.
+///
+/// Why: an IWAE step at large k scales whole rows by normalized weights w̃ that underflow, and
+/// every product and exponential of a subnormal float then takes a microcode assist (~100
+/// cycles on Intel cores; AMD's Zen handles most of them at full speed). XLA flushes them by
+/// default, and so does this crate inside its kernels. The numerical effect is that values
+/// below 2⁻¹²⁶ ≈ 1.2·10⁻³⁸ (f32) or 2.2·10⁻³⁰⁸ (f64) become zero: far below the f32 tolerance
+/// of any result (crates/nn/tests/fast_path.rs checks the fast path against the tape with
+/// underflowing weights).
+pub struct DenormalsAreZero {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+
+impl DenormalsAreZero {
+    /// Sets FTZ and DAZ on the current thread until the guard is dropped.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> DenormalsAreZero {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let saved = read_mxcsr();
+            if !keep_denormals() {
+                write_mxcsr(saved | FTZ_DAZ);
+            }
+            DenormalsAreZero { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        DenormalsAreZero {}
+    }
+
+    /// Whether FTZ and DAZ are both set on the current thread (for tests).
+    pub fn active() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            read_mxcsr() & FTZ_DAZ == FTZ_DAZ
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         false
     }
 }
 
-/// Defines `pub(crate) fn $name` calling `$imp` compiled with AVX2+FMA when the CPU has them,
-/// else the generic instantiation.
+impl Drop for DenormalsAreZero {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        write_mxcsr(self.saved);
+    }
+}
+
+/// `VAEPIPE_DENORMALS=keep` (read once) leaves the floating-point mode alone: a diagnostic
+/// switch for measuring what subnormals cost on a CPU (docs/performance.md), not a setting.
+fn keep_denormals() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| std::env::var("VAEPIPE_DENORMALS").is_ok_and(|v| v == "keep"))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn read_mxcsr() -> u32 {
+    let mut v: u32 = 0;
+    // SAFETY: stmxcsr stores the 32-bit MXCSR register to the given, valid address.
+    unsafe {
+        std::arch::asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack, preserves_flags));
+    }
+    v
+}
+
+#[cfg(target_arch = "x86_64")]
+fn write_mxcsr(v: u32) {
+    // SAFETY: ldmxcsr loads MXCSR from a valid address; `v` comes from stmxcsr with only the
+    // FTZ/DAZ bits changed (both defined on every x86-64 CPU), so no reserved bit is set.
+    unsafe {
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, readonly, preserves_flags));
+    }
+}
+
+/// Defines `pub(crate) fn $name` calling `$imp` compiled for the active [`Isa`]: with
+/// AVX-512, with AVX2+FMA, or generic.
 macro_rules! dispatched {
-    ($(fn $name:ident / $avx:ident => $imp:ident ($($arg:ident : $ty:ty),*);)*) => {$(
+    ($(fn $name:ident / $avx:ident, $avx512:ident => $imp:ident ($($arg:ident : $ty:ty),*);)*) => {$(
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
@@ -364,12 +523,21 @@ macro_rules! dispatched {
             $imp($($arg),*)
         }
 
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        fn $avx512($($arg: $ty),*) {
+            $imp($($arg),*)
+        }
+
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
-            if avx2_fma() {
-                // SAFETY: the CPU supports the features `$avx` is compiled for.
-                return unsafe { $avx($($arg),*) };
+            match Isa::active() {
+                // SAFETY: the CPU supports the features each instantiation is compiled for.
+                Isa::Avx512 => return unsafe { $avx512($($arg),*) },
+                Isa::Avx2 => return unsafe { $avx($($arg),*) },
+                Isa::Generic => {}
             }
             $imp($($arg),*)
         }
@@ -377,26 +545,26 @@ macro_rules! dispatched {
 }
 
 dispatched! {
-    fn bias_activation / bias_activation_avx2 => bias_activation_impl(
+    fn bias_activation / bias_activation_avx2, bias_activation_avx512 => bias_activation_impl(
         buf: &mut [f32], bias: &[f32], act: Activation);
-    fn activation_rows / activation_rows_avx2 => activation_rows_impl(
+    fn activation_rows / activation_rows_avx2, activation_rows_avx512 => activation_rows_impl(
         buf: &mut [f32], ld: usize, rows: usize, bias: &[f32], act: Activation);
-    fn activation_grad / activation_grad_avx2 => activation_grad_impl(
+    fn activation_grad / activation_grad_avx2, activation_grad_avx512 => activation_grad_impl(
         d: &mut [f32], ldd: usize, y: &[f32], ldy: usize, rows: usize, w: usize,
         act: Activation, scale: Option<&[f32]>);
-    fn scale_rows / scale_rows_avx2 => scale_rows_impl(
+    fn scale_rows / scale_rows_avx2, scale_rows_avx512 => scale_rows_impl(
         h: &mut [f32], ld: usize, rows: usize, w: usize, c: &[f32]);
-    fn bernoulli_rows / bernoulli_rows_avx2 => bernoulli_rows_impl(
+    fn bernoulli_rows / bernoulli_rows_avx2, bernoulli_rows_avx512 => bernoulli_rows_impl(
         logits: &mut [f32], bias: &[f32], x: &[f32], out: &mut [f64]);
-    fn bernoulli_grad_rows / bernoulli_grad_rows_avx2 => bernoulli_grad_rows_impl(
+    fn bernoulli_grad_rows / bernoulli_grad_rows_avx2, bernoulli_grad_rows_avx512 => bernoulli_grad_rows_impl(
         logits: &mut [f32], bias: &[f32], x: &[f32], k: usize, ll: &mut [f64],
         tmp: &mut [f32]);
-    fn lse_block / lse_block_avx2 => lse_block_impl(
+    fn lse_block / lse_block_avx2, lse_block_avx512 => lse_block_impl(
         tile: &mut [f32], consts: &[f32], maxes: &mut [f64], sums: &mut [f64]);
-    fn gaussian_rows / gaussian_rows_avx2 => gaussian_rows_impl(
+    fn gaussian_rows / gaussian_rows_avx2, gaussian_rows_avx512 => gaussian_rows_impl(
         out: &mut [f32], bias: &[f32], x: &[f32], coef: &[f32], constant: f64,
         ll: &mut [f64]);
-    fn gaussian_grad_rows / gaussian_grad_rows_avx2 => gaussian_grad_rows_impl(
+    fn gaussian_grad_rows / gaussian_grad_rows_avx2, gaussian_grad_rows_avx512 => gaussian_grad_rows_impl(
         out: &mut [f32], bias: &[f32], x: &[f32], k: usize, coef: &[f32], constant: f64,
         ll: &mut [f64], tmp: &mut [f32]);
 }
@@ -511,7 +679,17 @@ pub(crate) mod gemm {
 
         /// `dst (m × n) = a (m × k) · B`, row-major (the evaluator's product).
         pub(crate) fn multiply(&self, dst: &mut [f32], a: &[f32], m: usize) {
-            gemm(
+            self.multiply_with(super::Isa::active(), dst, a, m);
+        }
+
+        /// [`Panels::multiply`] with the kernel of `isa` (benchmarks and tests).
+        pub(crate) fn multiply_with(&self, isa: super::Isa, dst: &mut [f32], a: &[f32], m: usize) {
+            assert!(
+                m == 0 || (dst.len() >= m * self.n && a.len() >= m * self.k),
+                "Panels::multiply: operands too small"
+            );
+            gemm_with(
+                isa,
                 m,
                 self.n,
                 self.k,
@@ -544,7 +722,8 @@ pub(crate) mod gemm {
         Rows(&'a [f32], usize),
     }
 
-    /// `C (m × n, row stride ldc) = A · B`, or `C += A · B` with `acc`. Single-threaded.
+    /// `C (m × n, row stride ldc) = A · B`, or `C += A · B` with `acc`. Single-threaded, with
+    /// the kernel of the active [`Isa`](super::Isa).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gemm(
         m: usize,
@@ -557,10 +736,32 @@ pub(crate) mod gemm {
         acc: bool,
         scratch: &mut Vec<f32>,
     ) {
+        gemm_with(super::Isa::active(), m, n, k, a, b, c, ldc, acc, scratch);
+    }
+
+    /// [`gemm`] with the kernel of `isa` (which the CPU must support; checked). The AVX-512 and
+    /// AVX2 kernels give bit-identical results.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gemm_with(
+        isa: super::Isa,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Lhs<'_>,
+        b: Rhs<'_>,
+        c: &mut [f32],
+        ldc: usize,
+        acc: bool,
+        scratch: &mut Vec<f32>,
+    ) {
+        assert!(
+            isa <= super::Isa::detected(),
+            "gemm: {isa:?} is not supported here"
+        );
         if m == 0 || n == 0 {
             return;
         }
-        // These checks guard the raw-pointer kernel below.
+        // These checks guard the raw-pointer kernels below.
         assert!(
             ldc >= n && c.len() >= (m - 1) * ldc + n,
             "gemm: C too small"
@@ -582,10 +783,17 @@ pub(crate) mod gemm {
             Rhs::Rows(d, ld) => assert!(ld >= n && d.len() >= (k - 1) * ld + n, "gemm: B"),
         }
         #[cfg(target_arch = "x86_64")]
-        if super::avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA; the operand sizes were checked above.
-            unsafe { gemm_avx2(m, n, k, a, b, c.as_mut_ptr(), ldc, acc, scratch) };
-            return;
+        match isa {
+            // SAFETY: the CPU has the features (asserted above); the operand sizes were checked.
+            super::Isa::Avx512 => {
+                unsafe { gemm_avx512(m, n, k, a, b, c.as_mut_ptr(), ldc, acc, scratch) };
+                return;
+            }
+            super::Isa::Avx2 => {
+                unsafe { gemm_avx2(m, n, k, a, b, c.as_mut_ptr(), ldc, acc, scratch) };
+                return;
+            }
+            super::Isa::Generic => {}
         }
         let _ = scratch;
         gemm_portable(m, n, k, a, b, c, ldc, acc);
@@ -793,6 +1001,209 @@ pub(crate) mod gemm {
         }
     }
 
+    /// Rows per AVX-512 kernel call: 12 rows × 2 zmm accumulators = 24 of the 32 registers.
+    const MR512: usize = 12;
+
+    /// The AVX-512 loop nest: as [`gemm_avx2`], over pairs of 16-column panels (32 columns, two
+    /// zmm per row), the last partial columns masked.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_avx512(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Lhs<'_>,
+        b: Rhs<'_>,
+        c: *mut f32,
+        ldc: usize,
+        acc: bool,
+        scratch: &mut Vec<f32>,
+    ) {
+        let panels = n.div_ceil(NR);
+        let mut kb = 0;
+        while kb < k {
+            let kc = KC.min(k - kb);
+            let accumulate = acc || kb > 0;
+            let mut j = 0;
+            while j < panels {
+                let col = j * NR;
+                let cols = (2 * NR).min(n - col);
+                let two = cols > NR;
+                // Both halves' B blocks share one stride.
+                let (b0, b1, ldb) = match b {
+                    Rhs::Packed(p) => {
+                        let b0 = p.data[j * k * NR + kb * NR..].as_ptr();
+                        let b1 = if two {
+                            p.data[(j + 1) * k * NR + kb * NR..].as_ptr()
+                        } else {
+                            b0
+                        };
+                        (b0, b1, NR)
+                    }
+                    Rhs::Rows(d, ld) if cols == 2 * NR || cols == NR => {
+                        let b0 = d[kb * ld + col..].as_ptr();
+                        (b0, b0.wrapping_add(NR), ld)
+                    }
+                    Rhs::Rows(d, ld) => {
+                        // A partial block: copied to a zero-padded 2·16-wide scratch block.
+                        scratch.clear();
+                        scratch.resize(kc * 2 * NR, 0.0);
+                        for p in 0..kc {
+                            let src = &d[(kb + p) * ld + col..(kb + p) * ld + col + cols];
+                            scratch[p * 2 * NR..p * 2 * NR + cols].copy_from_slice(src);
+                        }
+                        (scratch.as_ptr(), scratch[NR..].as_ptr(), 2 * NR)
+                    }
+                };
+                // SAFETY: as in `gemm_avx2`; the second half is read only when `two`, and then
+                // a full 16-column block exists there (packed panel, in-place full panel pair,
+                // or the padded scratch block).
+                unsafe {
+                    match a {
+                        Lhs::Rows(d, ld) => {
+                            let ap = |i: usize| d.as_ptr().wrapping_add(i * ld + kb);
+                            row_blocks512::<false>(
+                                m, kc, ap, ld, b0, b1, ldb, c, ldc, col, cols, accumulate,
+                            );
+                        }
+                        Lhs::Cols(d, ld) => {
+                            let ap = |i: usize| d.as_ptr().wrapping_add(kb * ld + i);
+                            row_blocks512::<true>(
+                                m, kc, ap, ld, b0, b1, ldb, c, ldc, col, cols, accumulate,
+                            );
+                        }
+                    }
+                }
+                j += if two { 2 } else { 1 };
+            }
+            kb += kc;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn row_blocks512<const COLS: bool>(
+        m: usize,
+        kc: usize,
+        ap: impl Fn(usize) -> *const f32,
+        ld: usize,
+        b0: *const f32,
+        b1: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        col: usize,
+        cols: usize,
+        acc: bool,
+    ) {
+        macro_rules! call {
+            ($r:literal, $i:expr) => {{
+                let (a, cp) = (ap($i), c.wrapping_add($i * ldc + col));
+                // SAFETY: see `gemm_avx512`.
+                unsafe {
+                    if cols > NR {
+                        kernel512::<$r, 2, COLS>(kc, a, ld, b0, b1, ldb, cp, ldc, cols, acc)
+                    } else {
+                        kernel512::<$r, 1, COLS>(kc, a, ld, b0, b1, ldb, cp, ldc, cols, acc)
+                    }
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + MR512 <= m {
+            call!(12, i);
+            i += MR512;
+        }
+        match m - i {
+            0 => {}
+            1 => call!(1, i),
+            2 => call!(2, i),
+            3 => call!(3, i),
+            4 => call!(4, i),
+            5 => call!(5, i),
+            6 => call!(6, i),
+            7 => call!(7, i),
+            8 => call!(8, i),
+            9 => call!(9, i),
+            10 => call!(10, i),
+            _ => call!(11, i),
+        }
+    }
+
+    /// `R` rows × `16·W` columns with AVX-512: c[r][0..cols] (+)= Σ_p A(r, p) · B(p, ·), B's
+    /// first 16 columns at `b0 + p·ldb` and (W = 2) the next 16 at `b1 + p·ldb`; A as in
+    /// [`kernel`]. The same sequence of fused multiply-adds per output as the AVX2 kernel.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel512<const R: usize, const W: usize, const COLS: bool>(
+        k: usize,
+        a: *const f32,
+        ld: usize,
+        b0: *const f32,
+        b1: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        cols: usize,
+        acc: bool,
+    ) {
+        use std::arch::x86_64::*;
+        let mask = |lo: usize| -> __mmask16 {
+            let w = cols.saturating_sub(lo).min(NR);
+            if w == NR {
+                0xFFFF
+            } else {
+                ((1u32 << w) - 1) as __mmask16
+            }
+        };
+        let masks = [mask(0), mask(NR)];
+        let mut s = [[_mm512_setzero_ps(); W]; R];
+        if acc {
+            for (r, row) in s.iter_mut().enumerate() {
+                for (h, v) in row.iter_mut().enumerate() {
+                    // SAFETY: the masked lanes of row r of `c` are in bounds; the others are
+                    // not accessed.
+                    *v = unsafe { _mm512_maskz_loadu_ps(masks[h], c.add(r * ldc + h * NR)) };
+                }
+            }
+        }
+        for p in 0..k {
+            // SAFETY: p < k, so row p of the B block(s) and A(r, p) (r < R) are in bounds.
+            unsafe {
+                let bv = [
+                    _mm512_loadu_ps(b0.add(p * ldb)),
+                    if W == 2 {
+                        _mm512_loadu_ps(b1.add(p * ldb))
+                    } else {
+                        _mm512_setzero_ps()
+                    },
+                ];
+                for (r, row) in s.iter_mut().enumerate() {
+                    let src = if COLS {
+                        a.add(p * ld + r)
+                    } else {
+                        a.add(r * ld + p)
+                    };
+                    let x = _mm512_set1_ps(*src);
+                    for (h, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_fmadd_ps(x, bv[h], *v);
+                    }
+                }
+            }
+        }
+        for (r, row) in s.iter().enumerate() {
+            for (h, v) in row.iter().enumerate() {
+                // SAFETY: only the masked, in-bounds lanes of row r of `c` are written.
+                unsafe { _mm512_mask_storeu_ps(c.add(r * ldc + h * NR), masks[h], *v) };
+            }
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -956,6 +1367,9 @@ pub(crate) mod gemm {
                 (11, 300, 37),
                 (201, 130, 50),
                 (3, 600, 8),
+                (25, 40, 32),
+                (13, 270, 48),
+                (12, 7, 81),
             ] {
                 let a = rand_vec(m * k + 3, &mut seed); // row-major m × k, ld = k + 1 where used
                 let at = rand_vec(k * (m + 2), &mut seed); // k × m at ld = m + 2
@@ -978,9 +1392,13 @@ pub(crate) mod gemm {
                         Rhs::Packed(&packed_t),
                         Rhs::Rows(&b, n + 5),
                     ] {
-                        for acc in [false, true] {
+                        for (acc, isa) in [false, true].into_iter().flat_map(|a| {
+                            super::super::Isa::supported()
+                                .into_iter()
+                                .map(move |i| (a, i))
+                        }) {
                             let mut c = c0.clone();
-                            gemm(m, n, k, *lhs, rhs, &mut c, n + 1, acc, &mut Vec::new());
+                            gemm_with(isa, m, n, k, *lhs, rhs, &mut c, n + 1, acc, &mut Vec::new());
                             let mut portable = c0.clone();
                             gemm_portable(m, n, k, *lhs, rhs, &mut portable, n + 1, acc);
                             for r in 0..m {
@@ -995,13 +1413,12 @@ pub(crate) mod gemm {
                                         (got - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
                                         "({m},{k},{n}) {lhs:?} acc={acc}: {got} vs {exact}"
                                     );
-                                    if super::super::avx2_fma() {
-                                        assert_eq!(
-                                            got as f32,
-                                            portable[r * (n + 1) + j],
-                                            "SIMD and portable sums differ"
-                                        );
-                                    }
+                                    // Every kernel computes the same FMA chain per output.
+                                    assert_eq!(
+                                        got as f32,
+                                        portable[r * (n + 1) + j],
+                                        "{isa:?} and portable sums differ"
+                                    );
                                 }
                                 // The column after the row is untouched.
                                 assert_eq!(c[r * (n + 1) + n], c0[r * (n + 1) + n]);
@@ -1159,5 +1576,102 @@ mod tests {
             }
             assert!((ll[r] - want).abs() < 1e-5 * (1.0 + want.abs()));
         }
+    }
+
+    /// Every instantiation of the row kernels (generic, AVX2, AVX-512 where the CPU has them)
+    /// computes bit-identical values.
+    #[test]
+    fn every_instruction_set_gives_identical_row_kernels() {
+        let dd = 37;
+        let rows = 5;
+        let logits: Vec<f32> = grid(-30.0, 30.0, rows * dd)[..rows * dd].to_vec();
+        let bias: Vec<f32> = grid(-2.0, 2.0, dd)[..dd].to_vec();
+        let x: Vec<f32> = (0..2 * dd).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let run = |isa: Isa| {
+            let (mut l, mut ll, mut tmp) = (logits.clone(), vec![0.0f64; rows], vec![0.0f32; dd]);
+            let mut act = logits.clone();
+            let mut d = logits.clone();
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa` is supported by this CPU (Isa::supported).
+            unsafe {
+                match isa {
+                    Isa::Avx512 => {
+                        bernoulli_grad_rows_avx512(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
+                        bias_activation_avx512(&mut act, &bias, Activation::Tanh);
+                        activation_grad_avx512(
+                            &mut d,
+                            dd,
+                            &act,
+                            dd,
+                            rows,
+                            dd,
+                            Activation::Softplus,
+                            None,
+                        );
+                    }
+                    Isa::Avx2 => {
+                        bernoulli_grad_rows_avx2(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
+                        bias_activation_avx2(&mut act, &bias, Activation::Tanh);
+                        activation_grad_avx2(
+                            &mut d,
+                            dd,
+                            &act,
+                            dd,
+                            rows,
+                            dd,
+                            Activation::Softplus,
+                            None,
+                        );
+                    }
+                    Isa::Generic => {
+                        bernoulli_grad_rows_impl(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
+                        bias_activation_impl(&mut act, &bias, Activation::Tanh);
+                        activation_grad_impl(
+                            &mut d,
+                            dd,
+                            &act,
+                            dd,
+                            rows,
+                            dd,
+                            Activation::Softplus,
+                            None,
+                        );
+                    }
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (
+                bits(&l),
+                ll.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                bits(&act),
+                bits(&d),
+            )
+        };
+        let isas = Isa::supported();
+        println!("row kernels compared on: {isas:?}");
+        let reference = run(Isa::Generic);
+        for isa in isas {
+            assert!(
+                run(isa) == reference,
+                "{isa:?} differs from the generic instantiation"
+            );
+        }
+    }
+
+    /// The flush-to-zero guard flushes subnormal results and restores the previous mode.
+    #[test]
+    fn denormals_are_zero_is_scoped() {
+        let tiny = std::hint::black_box(f32::MIN_POSITIVE);
+        let half = std::hint::black_box(0.5f32);
+        assert!(!DenormalsAreZero::active());
+        assert!(tiny * half > 0.0, "subnormals are kept by default");
+        {
+            let _g = DenormalsAreZero::new();
+            assert!(DenormalsAreZero::active());
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(std::hint::black_box(tiny) * std::hint::black_box(half), 0.0);
+        }
+        assert!(!DenormalsAreZero::active());
+        assert!(std::hint::black_box(tiny) * half > 0.0);
     }
 }

@@ -59,7 +59,8 @@ pub use objective::{
 };
 pub use prior::{Mixture, Prior, PriorKind, Vamp, log_sum_exp};
 pub use real::Real;
-pub use throughput::{GemmBackend, gemm_gflops};
+pub use kernels::{DenormalsAreZero, Isa};
+pub use throughput::{GemmBackend, fma_peak_gflops, gemm_gflops};
 pub use train::{AdamHyper, StepStats, Trainer};
 
 /// A portable seeded generator for stream `stream` of run `seed` (ChaCha8; the same on every

@@ -177,7 +177,12 @@ fn fast_path_matches_the_reference_for_every_variant() {
             worst = worst.max(compare(cfg, Objective::iwae(50), tr, 7, 20 + i as u64));
         }
     }
-    println!("largest relative gradient difference to the f64 reference: {worst:.2e}");
+    println!(
+        "kernels: {} (CPU has {}); largest relative gradient difference to the f64 reference: \
+         {worst:.2e}",
+        Isa::active().name(),
+        Isa::detected().name()
+    );
 }
 
 /// The IWAE network's shapes (784-200-200-50) at k = 50, several chunks per lane.
@@ -307,5 +312,165 @@ fn fast_and_generic_trainers_agree() {
         for (p, q) in u.data.iter().zip(&v.data) {
             assert!((p - q).abs() < 1e-5, "{}: {p} vs {q}", u.name);
         }
+    }
+}
+
+/// With a wide posterior (log σ ≈ 2.5) at k = 50 most normalized weights w̃ underflow f32 —
+/// the regime where the fast path flushes subnormals to zero (kernels::DenormalsAreZero).
+/// Values and gradients still agree with the f64 reference to f32 accuracy.
+#[test]
+fn fast_path_with_underflowing_weights_matches_the_reference() {
+    let cfg = deep_cfg(Activation::Tanh, Likelihood::Bernoulli, PosteriorStd::Exp);
+    let (n, k, seed) = (7, 50, 31);
+    let mut tensors = Vae::<f32>::new(&cfg, seed).unwrap().named_tensors();
+    let bias = tensors
+        .iter_mut()
+        .find(|t| t.name == "encoder.log_std.bias")
+        .expect("the log-σ head's bias");
+    bias.data.iter_mut().for_each(|v| *v = 2.5);
+    let vae = Vae::from_named_tensors(&cfg, &tensors).unwrap();
+    // The regime is real: many normalized weights are below f32's smallest normal number.
+    let x = data_for(&cfg, n, seed + 1);
+    let eps: Vec<f32> = standard_normal_noise(&mut stream_rng(seed, 2), n * k * cfg.latent_dim);
+    let vae64 = vae.cast::<f64>().unwrap();
+    let lw = log_weights_with_noise(&vae64, &Prior::StandardNormal, &to64(&x), n, k, &to64(&eps))
+        .unwrap();
+    let tiny = lw
+        .chunks(k)
+        .flat_map(|row| {
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+            row.iter()
+                .map(move |v| (v - max).exp() / sum)
+                .collect::<Vec<_>>()
+        })
+        .filter(|&w| w > 0.0 && w < f32::MIN_POSITIVE as f64 * n as f64)
+        .count();
+    assert!(
+        tiny >= n * k / 4,
+        "only {tiny} of {} weights underflow",
+        n * k
+    );
+    // `compare` builds its own model from the seed: compare this one directly.
+    let obj = Objective::iwae(k);
+    let prior = Prior::StandardNormal;
+    let (v_fast, g_fast) =
+        objective_and_grads_with_noise(&vae, &prior, &obj, Trainable::MODEL, &x, n, &eps).unwrap();
+    let (v64, g64) = objective_and_grads_with_noise_reference(
+        &vae64,
+        &Prior::StandardNormal,
+        &obj,
+        Trainable::MODEL,
+        &to64(&x),
+        n,
+        &to64(&eps),
+    )
+    .unwrap();
+    assert!(
+        (v_fast - v64).abs() <= 1e-5 * v64.abs().max(1.0),
+        "value fast {v_fast} vs f64 reference {v64}"
+    );
+    for (gf, g6) in g_fast.iter().zip(&g64) {
+        let e = rel_diff(&gf.data, &g6.data);
+        assert!(e <= 2e-4, "{}: relative difference {e:.2e}", gf.name);
+    }
+    // Flush-to-zero is confined to the kernels: this thread's mode is unchanged.
+    assert!(!DenormalsAreZero::active());
+}
+
+/// Digest of the fast path's value and gradients on the IWAE network at k = 50 (several chunks
+/// per lane, every layer shape of the kernels).
+fn fast_path_digest() -> String {
+    let cfg = VaeConfig::burda_mnist();
+    let (n, k) = (6, 50);
+    let vae: Vae<f32> = Vae::new(&cfg, 3).unwrap();
+    let x = data_for(&cfg, n, 4);
+    let eps: Vec<f32> = standard_normal_noise(&mut stream_rng(3, 2), n * k * cfg.latent_dim);
+    let mut out = String::new();
+    for obj in [
+        Objective::iwae(k),
+        Objective {
+            estimator: Estimator::Dreg,
+            ..Objective::iwae(k)
+        },
+        Objective {
+            k,
+            ..Objective::elbo()
+        },
+    ] {
+        let (v, grads) = objective_and_grads_with_noise(
+            &vae,
+            &Prior::StandardNormal,
+            &obj,
+            Trainable::MODEL,
+            &x,
+            n,
+            &eps,
+        )
+        .unwrap();
+        let mut h: u64 = v.to_bits();
+        for g in &grads {
+            for x in &g.data {
+                h = (h ^ x.to_bits() as u64).wrapping_mul(0x0000_0100_0000_01B3);
+            }
+        }
+        out.push_str(&format!("{h:016x}"));
+    }
+    out
+}
+
+/// Every instruction set's kernels (AVX-512 and AVX2 where the CPU has them; `VAEPIPE_ISA`
+/// caps the process's choice, so each runs in a child process of this test binary) give
+/// bit-identical values and gradients on the fast path.
+#[test]
+fn fast_path_is_bit_identical_on_every_instruction_set() {
+    const CHILD: &str = "VAEPIPE_TEST_ISA_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        println!("DIGEST {} {}", Isa::active().name(), fast_path_digest());
+        return;
+    }
+    let isas: Vec<Isa> = Isa::supported()
+        .into_iter()
+        .filter(|&i| i >= Isa::Avx2)
+        .collect();
+    if isas.is_empty() {
+        println!("no AVX2 on this CPU: the fast path is not used, nothing to compare");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let mut digests = Vec::new();
+    for isa in &isas {
+        let out = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "fast_path_is_bit_identical_on_every_instruction_set",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("VAEPIPE_ISA", isa.name())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child for {isa:?} failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = text
+            .lines()
+            .find_map(|l| l.split_once("DIGEST ").map(|(_, r)| r))
+            .unwrap_or_else(|| panic!("no digest from the {isa:?} child: {text}"));
+        let (ran, digest) = line.split_once(' ').unwrap();
+        assert_eq!(ran, isa.name(), "the child ran other kernels than asked");
+        digests.push((ran.to_string(), digest.to_string()));
+    }
+    println!("fast path ran with the kernels of: {digests:?}");
+    for (name, d) in &digests[1..] {
+        assert_eq!(
+            d, &digests[0].1,
+            "{name} and {} kernels give different results",
+            digests[0].0
+        );
     }
 }

@@ -5,8 +5,9 @@
 //!   (`vaepipe_nn::Evaluator`) on the IWAE network, with the GFLOP/s achieved.
 //! * `bench train`: images per second of `Trainer::step` (each image counted once whatever k).
 //! * `bench gemm`: this machine's f32 GEMM throughput on the network's shapes through dfdx's
-//!   matmul (one rayon thread and all of them) and through vaepipe-nn's packed kernel (one
-//!   thread): the best of them is the peak the other two compare to.
+//!   matmul (one rayon thread and all of them) and through vaepipe-nn's packed kernel for each
+//!   instruction set the CPU has (one thread), plus a plain FMA loop per core: the best product
+//!   is the peak the other two compare to.
 //!
 //! Every measurement is repeated (`--repeat`) and reported as min/median/max. The networks have
 //! random initial weights (seed 1) and the data are random binary images: the work per image
@@ -20,8 +21,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::{Value, json};
 use vaepipe_nn::{
-    AdamHyper, Estimator, Evaluator, GemmBackend, Objective, ObjectiveKind, Prior, SampleOptions,
-    Trainable, Trainer, Vae, VaeConfig, gemm_gflops, standard_normal_noise, stream_rng,
+    AdamHyper, Estimator, Evaluator, GemmBackend, Isa, Objective, ObjectiveKind, Prior,
+    SampleOptions, Trainable, Trainer, Vae, VaeConfig, fma_peak_gflops, gemm_gflops,
+    standard_normal_noise, stream_rng,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -265,7 +267,8 @@ fn random_images(n: usize, d: usize) -> Vec<f32> {
 
 fn bench_eval(a: &EvalArgs) -> anyhow::Result<Value> {
     let cfg = check_net(&a.net)?;
-    let peak = measure_peaks(&cfg, 1000, 2)?.best();
+    let peaks = measure_peaks(&cfg, 1000, 2)?;
+    let peak = peaks.best();
     let vae = Vae::<f32>::new(&cfg, 1)?;
     let mut ev = Evaluator::new(&vae, &Prior::StandardNormal)?;
     if let Some(c) = a.chunk {
@@ -311,13 +314,17 @@ fn bench_eval(a: &EvalArgs) -> anyhow::Result<Value> {
         "gflops": gflops,
         "gemm_peak_gflops": peak,
         "ratio_to_peak": gflops.median / peak,
+        "isa": Isa::active().name(),
+        "fma_peak_gflops": peaks.fma_all(),
+        "ratio_to_fma_peak": peaks.fma_all().map(|f| gflops.median / f),
         "test_set_10000_seconds": 10_000.0 / ips.median,
     }))
 }
 
 fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
     let cfg = check_net(&a.net)?;
-    let peak = measure_peaks(&cfg, 1000, 2)?.best();
+    let peaks = measure_peaks(&cfg, 1000, 2)?;
+    let peak = peaks.best();
     let objective = Objective {
         kind: match a.objective {
             ObjectiveArg::Elbo => ObjectiveKind::Elbo,
@@ -397,6 +404,9 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         "gflops": gflops,
         "gemm_peak_gflops": peak,
         "ratio_to_peak": gflops.median / peak,
+        "isa": Isa::active().name(),
+        "fma_peak_gflops": peaks.fma_all(),
+        "ratio_to_fma_peak": peaks.fma_all().map(|f| gflops.median / f),
     }))
 }
 
@@ -426,8 +436,11 @@ struct ShapePeak {
     /// dfdx's matmul on one thread and on all of them.
     dfdx_one: Stats,
     dfdx_all: Stats,
-    /// The packed kernel on one thread (absent without AVX2+FMA).
+    /// The packed kernel with the active instruction set on one thread (absent without
+    /// AVX2+FMA).
     packed_one: Option<Stats>,
+    /// The packed kernel with each instruction set the CPU has, on one thread.
+    kernels_one: Vec<(Isa, Stats)>,
 }
 
 /// GEMM throughput of the network's shapes.
@@ -439,20 +452,47 @@ struct Peaks {
     all: f64,
     /// `one` × threads: the throughput of threads multiplying their own matrices.
     independent: f64,
-    /// Best median of the packed kernel on one thread.
+    /// Best median of the packed kernel (active instruction set) on one thread.
     packed_one: Option<f64>,
+    /// Best median of the packed kernel with each instruction set, on one thread.
+    kernels_one: Vec<(Isa, f64)>,
+    /// Median GFLOP/s of the FMA loop on one core, per instruction set.
+    fma_one: Vec<(Isa, Stats)>,
 }
 
 impl Peaks {
     /// The peak the eval and train benchmarks compare to: the best f32 GEMM throughput this
-    /// process reaches on the network's shapes — dfdx with all threads on one product, or
-    /// either implementation with each thread multiplying its own matrices.
+    /// process reaches on the network's shapes — dfdx with all threads on one product, or any
+    /// implementation (every instruction set's kernel) with each thread multiplying its own
+    /// matrices.
     fn best(&self) -> f64 {
         let threads = rayon::current_num_threads() as f64;
-        self.all
-            .max(self.independent)
+        self.kernels_one
+            .iter()
+            .map(|&(_, g)| g * threads)
+            .fold(self.all.max(self.independent), f64::max)
             .max(self.packed_one.unwrap_or(0.0) * threads)
     }
+
+    /// The FMA-loop ceiling of all threads: the best instruction set's per-core figure ×
+    /// threads (`None` without AVX2+FMA).
+    fn fma_all(&self) -> Option<f64> {
+        let threads = rayon::current_num_threads() as f64;
+        self.fma_one
+            .iter()
+            .map(|(_, s)| s.median * threads)
+            .reduce(f64::max)
+    }
+}
+
+/// The instruction sets with a packed kernel on this CPU, best first.
+fn kernel_isas() -> Vec<Isa> {
+    let mut v: Vec<Isa> = Isa::supported()
+        .into_iter()
+        .filter(|&i| GemmBackend::Kernel(i).available())
+        .collect();
+    v.reverse();
+    v
 }
 
 fn measure_peaks(cfg: &VaeConfig, rows: usize, repeat: usize) -> anyhow::Result<Peaks> {
@@ -466,6 +506,11 @@ fn measure_peaks(cfg: &VaeConfig, rows: usize, repeat: usize) -> anyhow::Result<
         all: 0.0,
         independent: 0.0,
         packed_one: None,
+        kernels_one: Vec::new(),
+        fma_one: kernel_isas()
+            .into_iter()
+            .filter_map(|i| fma_peak_gflops(i, repeat, 0.2).map(|v| (i, Stats::of(&v))))
+            .collect(),
     };
     let unavailable = || anyhow::anyhow!("dfdx's matmul could not be measured");
     for (m, k, n) in shapes(cfg, rows) {
@@ -473,17 +518,32 @@ fn measure_peaks(cfg: &VaeConfig, rows: usize, repeat: usize) -> anyhow::Result<
             .install(|| time_matmul(GemmBackend::Dfdx, m, k, n, repeat))
             .ok_or_else(unavailable)?;
         let dfdx_all = time_matmul(GemmBackend::Dfdx, m, k, n, repeat).ok_or_else(unavailable)?;
-        let packed_one = time_matmul(GemmBackend::Packed, m, k, n, repeat);
+        let kernels_one: Vec<(Isa, Stats)> = kernel_isas()
+            .into_iter()
+            .filter_map(|i| time_matmul(GemmBackend::Kernel(i), m, k, n, repeat).map(|s| (i, s)))
+            .collect();
+        // The active kernel is one of those measured (the same code path).
+        let packed_one = kernels_one
+            .iter()
+            .find(|(i, _)| *i == Isa::active())
+            .map(|(_, s)| *s);
         out.one = out.one.max(dfdx_one.median);
         out.all = out.all.max(dfdx_all.median);
         if let Some(p) = packed_one {
             out.packed_one = Some(out.packed_one.unwrap_or(0.0).max(p.median));
+        }
+        for &(i, s) in &kernels_one {
+            match out.kernels_one.iter_mut().find(|(j, _)| *j == i) {
+                Some((_, g)) => *g = g.max(s.median),
+                None => out.kernels_one.push((i, s.median)),
+            }
         }
         out.shapes.push(ShapePeak {
             mkn: (m, k, n),
             dfdx_one,
             dfdx_all,
             packed_one,
+            kernels_one,
         });
     }
     out.independent = out.one * rayon::current_num_threads() as f64;
@@ -498,29 +558,59 @@ fn bench_gemm(a: &GemmArgs) -> anyhow::Result<Value> {
         .iter()
         .map(|s| {
             let (m, k, n) = s.mkn;
+            let kernels: serde_json::Map<String, Value> = s
+                .kernels_one
+                .iter()
+                .map(|(i, st)| (i.name().to_string(), json!(st)))
+                .collect();
             json!({
                 "m": m, "k": k, "n": n,
                 "gflop": 2.0 * (m * k * n) as f64 / 1e9,
                 "gflops_1_thread": s.dfdx_one,
                 "gflops_all_threads": s.dfdx_all,
                 "gflops_packed_1_thread": s.packed_one,
+                "gflops_kernels_1_thread": kernels,
             })
         })
         .collect();
     let threads = rayon::current_num_threads();
+    let kernels: Vec<Value> = peaks
+        .kernels_one
+        .iter()
+        .map(|&(i, g)| {
+            json!({
+                "isa": i.name(),
+                "backend": GemmBackend::Kernel(i).describe(),
+                "peak_gflops_1_thread": g,
+                "peak_gflops_independent": g * threads as f64,
+            })
+        })
+        .collect();
+    let fma: serde_json::Map<String, Value> = peaks
+        .fma_one
+        .iter()
+        .map(|(i, st)| (i.name().to_string(), json!(st)))
+        .collect();
+    let best = peaks.best();
     Ok(json!({
         "bench": "gemm",
         "backend": GemmBackend::Dfdx.describe(),
         "packed_backend": GemmBackend::Packed.available().then(|| GemmBackend::Packed.describe()),
+        "isa": Isa::active().name(),
+        "isa_detected": Isa::detected().name(),
         "threads": threads,
         "repeat": a.net.repeat,
         "shapes": rows,
+        "kernels": kernels,
         "peak_gflops_1_thread": peaks.one,
         "peak_gflops": peaks.all,
         "peak_gflops_independent": peaks.independent,
         "peak_gflops_packed_1_thread": peaks.packed_one,
         "peak_gflops_packed_independent": peaks.packed_one.map(|p| p * threads as f64),
-        "peak_gflops_best": peaks.best(),
+        "peak_gflops_best": best,
+        "fma_peak_gflops_per_core": fma,
+        "fma_peak_gflops": peaks.fma_all(),
+        "ratio_best_to_fma_peak": peaks.fma_all().map(|f| best / f),
     }))
 }
 
@@ -570,13 +660,31 @@ fn print_human(v: &Value) {
                 v["peak_gflops"].as_f64().unwrap_or(f64::NAN),
                 v["peak_gflops_independent"].as_f64().unwrap_or(f64::NAN)
             );
+            for k in v["kernels"].as_array().into_iter().flatten() {
+                println!(
+                    "{} ({}): {:.1} GFLOP/s on 1 thread",
+                    k["backend"].as_str().unwrap_or("?"),
+                    k["isa"].as_str().unwrap_or("?"),
+                    k["peak_gflops_1_thread"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+            for (isa, st) in v["fma_peak_gflops_per_core"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "FMA loop ({isa}): {:.1} GFLOP/s per core",
+                    st["median"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
             println!(
-                "packed kernel: {:.1} GFLOP/s on 1 thread; best peak (what train and eval \
-                 compare to): {:.1}",
-                v["peak_gflops_packed_1_thread"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN),
-                v["peak_gflops_best"].as_f64().unwrap_or(f64::NAN)
+                "best peak (what train and eval compare to): {:.1} GFLOP/s with the {} kernels, \
+                 {:.0} % of the FMA ceiling of {:.1}",
+                v["peak_gflops_best"].as_f64().unwrap_or(f64::NAN),
+                v["isa"].as_str().unwrap_or("?"),
+                100.0 * v["ratio_best_to_fma_peak"].as_f64().unwrap_or(f64::NAN),
+                v["fma_peak_gflops"].as_f64().unwrap_or(f64::NAN)
             );
         }
         Some(what) => {
