@@ -31,17 +31,19 @@ netns_of() { printf 'vpslurm-%s' "$1"; }
 
 # net_up STATE NODES SUBNET: create (or keep) the bridge and one namespace per node
 net_up() {
-  local state=$1 nodes=$2 subnet=$3 rec=$1/run/net i ns
+  local state=$1 nodes=$2 subnet=$3 rec=$1/run/net i ns addrs
   touch "$rec"
   if ! ip link show "$NET_BRIDGE" >/dev/null 2>&1; then
     ip link add "$NET_BRIDGE" type bridge || return 1
     echo "bridge $NET_BRIDGE" >> "$rec"
   fi
-  ip addr show dev "$NET_BRIDGE" | grep -q "inet $subnet.1/" || ip addr add "$subnet.1/24" dev "$NET_BRIDGE" || return 1
+  # (output captured first: with pipefail, `ip … | grep -q` fails when grep exits early)
+  addrs=$(ip addr show dev "$NET_BRIDGE") || return 1
+  grep -qF "inet $subnet.1/" <<<"$addrs" || ip addr add "$subnet.1/24" dev "$NET_BRIDGE" || return 1
   ip link set "$NET_BRIDGE" up || return 1
   for i in $(seq "$nodes"); do
     ns=$(netns_of "n$i")
-    if ! ip netns list | grep -qw "$ns"; then
+    if [ ! -e "/run/netns/$ns" ]; then
       ip netns add "$ns" || return 1
       echo "netns $ns" >> "$rec"
     fi
@@ -51,7 +53,8 @@ net_up() {
     fi
     ip link set "$ns" up || return 1
     ip -n "$ns" link set lo up || return 1
-    ip -n "$ns" addr show dev eth0 | grep -q "inet $subnet.$((10 + i))/" \
+    addrs=$(ip -n "$ns" addr show dev eth0) || return 1
+    grep -qF "inet $subnet.$((10 + i))/" <<<"$addrs" \
       || ip -n "$ns" addr add "$subnet.$((10 + i))/24" dev eth0 || return 1
     ip -n "$ns" link set eth0 up || return 1
   done
