@@ -12,6 +12,9 @@
 //!    (NODE_FAIL with `--requeue`), which resumes from its last checkpoint on the other node;
 //!    the final weights equal an uninterrupted run's, no epoch is repeated, and `vaepipe
 //!    status` says "requeued after node … failed …, resumed train on … at epoch …".
+//! 3. stale locks: a lock still held (as a file server keeps a lost node's lock) whose record
+//!    names a SLURM job on another host is waited for while that job runs — the task's log says
+//!    whom it waits for — and taken over as soon as the job has ended; status says so.
 
 mod common;
 
@@ -504,4 +507,154 @@ fn a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit(
         "node {lost} lost mid-training, resumed on {other} at epoch {resumed_at}: {recovered_s:.1} s from the kill to the end, {:.1} s in all",
         t0.elapsed().as_secs_f64()
     );
+}
+
+// ---------------------------------------------------------------- 3. a stale lock
+
+#[test]
+fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_once_it_ended() {
+    if !cluster_available(
+        "a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_once_it_ended",
+    ) {
+        return;
+    }
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let tmp = scratch("vaepipe-multinode-stale");
+    let cwd = tmp.path();
+    let spec = spec(
+        cwd,
+        "stale-lock",
+        300,
+        "latent = 4\nencoder = [32]\ndecoder = [32]",
+        "objective = \"elbo\"\nepochs = 1",
+        "",
+    );
+    let store = cwd.join("store");
+    let s = vaepipe_engine::Store::open(&store).unwrap();
+    let key = {
+        let plan = json_of(&vaepipe(
+            cwd,
+            &store,
+            &["plan", spec.to_str().unwrap(), "--json"],
+        ));
+        plan["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["stage"] == "train")
+            .unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // A job standing for the lock's holder: a SLURM job that runs until we cancel it.
+    let o = Command::new("sbatch")
+        .current_dir(cwd)
+        .args([
+            "--parsable",
+            "--output=/dev/null",
+            "--job-name=vaepipe-stale-holder",
+            "--wrap",
+            "sleep 600",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sbatch: {}", describe(&o));
+    let holder_job = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let _cancel_holder = CancelJob(holder_job.clone());
+
+    // The train lock stays held (as a file server keeps a lost node's lock) with a record that
+    // names that job on another host, where the pid rule proves nothing.
+    let path = store.join("locks").join(format!("train-{key}.lock"));
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    held.try_lock().unwrap();
+    let record = serde_json::json!({
+        "host": "lost-host", "pid": 4242, "since": "2026-01-01T00:00:00.000Z",
+        "slurm_job_id": holder_job.parse::<u64>().unwrap(), "slurm_restart_count": 0,
+        "slurm_node": "n9",
+    });
+    std::fs::write(&path, format!("{record}\n")).unwrap();
+    assert!(s.is_locked("train", &key));
+
+    let sub = submit(cwd, &store, &spec);
+    let task = format!("{}_0", sub.job("points"));
+    let slurm_log = sub.dir.join(format!("logs/points-{task}.out"));
+    // While the holder's job runs, the task waits and says whom for.
+    let t_wait = Instant::now();
+    while !std::fs::read_to_string(&slurm_log).is_ok_and(|l| l.contains("pid 4242 on lost-host")) {
+        assert!(
+            t_wait.elapsed() < Duration::from_secs(120),
+            "the task never said whom it waits for:\n{}",
+            sub.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(6)); // more than one check interval (5 s)
+    let log = std::fs::read_to_string(&slurm_log).unwrap();
+    let waiting = log
+        .lines()
+        .find(|l| l.contains("pid 4242 on lost-host"))
+        .unwrap();
+    assert!(
+        waiting.contains("waiting") && waiting.contains(&format!("slurm_job_id={holder_job}")),
+        "{waiting}"
+    );
+    assert!(
+        the_store_has_no(&store, "train") && !log.contains("took over"),
+        "a lock of a running job was taken over:\n{log}"
+    );
+
+    // The holder's job ends: the lock is provably stale and taken over.
+    let o = Command::new("scancel").arg(&holder_job).output().unwrap();
+    assert!(o.status.success(), "scancel: {}", describe(&o));
+    sub.wait(Duration::from_secs(120));
+    let st = status_json(cwd, &store, &spec);
+    let p = &st["points"][0];
+    assert_eq!(p["state"], "done", "{p:#}\n{}", sub.logs());
+    let train_log =
+        std::fs::read_to_string(store.join("logs/train").join(format!("{key}.log"))).unwrap();
+    assert!(
+        train_log.contains(&format!("took over the lock of pid 4242 on lost-host"))
+            && train_log.contains(&format!("its SLURM job {holder_job} has ended (CANCELLED")),
+        "{train_log}"
+    );
+    let history = p["history"].to_string();
+    assert!(
+        history.contains("its run on node n9 was found gone")
+            && history.contains("restarted train on n"),
+        "{p:#}"
+    );
+    drop(held);
+    verify_store(&store);
+    eprintln!(
+        "stale lock of a SLURM job taken over: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// True if the store has no committed entry of `stage`.
+fn the_store_has_no(store: &Path, stage: &str) -> bool {
+    common::missing_or_empty(&store.join("store").join(stage))
+}
+
+/// Cancels a helper job when the test ends, however it ends.
+struct CancelJob(String);
+
+impl Drop for CancelJob {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).output();
+    }
 }
