@@ -44,7 +44,10 @@ pub use bounds::{
     ElboTerms, bound_from_log_weights, elbo_terms, log_weights, log_weights_with_noise,
 };
 pub use checkpoint::{load_safetensors, save_safetensors};
-pub use config::{Activation, Likelihood, PosteriorStd, VaeConfig};
+pub use config::{
+    Activation, DATA_MEAN_CLIP, DataLogits, Init, InitScheme, Likelihood, OutputBias, PosteriorStd,
+    VaeConfig,
+};
 pub use error::{NnError, Result};
 pub use estimate::{
     CurvePoint, Evaluator, ImageEstimate, Projection, SampleOptions, latent_variances, lk_curve,

@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
 
-use crate::config::{Activation, Likelihood, PosteriorStd, VaeConfig};
+use crate::config::{
+    Activation, Init, InitScheme, Likelihood, OutputBias, PosteriorStd, VaeConfig,
+};
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
 use crate::named::{Lookup, NamedTensor};
 use crate::param::{ParamMut, ParamRef, mat_from, vec_from};
@@ -96,20 +98,50 @@ impl<E: Real> std::fmt::Debug for Vae<E> {
 }
 
 impl<E: Real> Vae<E> {
-    /// A freshly initialised model: Glorot-uniform weights (U(±√(6/(in+out)))), zero biases,
-    /// `decoder.log_std` = ln(std); all drawn from a ChaCha8 stream seeded with `seed`.
+    /// A freshly initialised model with [`Init::glorot`]: Glorot-uniform weights
+    /// (U(±√(6/(in+out)))), zero biases, `decoder.log_std` = ln(std); all drawn from a ChaCha8
+    /// stream seeded with `seed`.
     pub fn new(cfg: &VaeConfig, seed: u64) -> Result<Self> {
+        Self::with_init(cfg, &Init::glorot(), seed)
+    }
+
+    /// A freshly initialised model. Every linear layer is drawn by `init.scheme` in canonical
+    /// parameter order from a ChaCha8 stream seeded with `seed` (weights, then the layer's bias);
+    /// then the encoder's σ head is scaled by `init.std_head_scale` and the decoder's output
+    /// bias replaced by `init.output_bias`'s logits, if any. `decoder.log_std` (learned
+    /// Gaussian σ) starts at ln(std). Errors if `cfg` or `init` is invalid
+    /// ([`VaeConfig::validate`], [`Init::validate`]).
+    pub fn with_init(cfg: &VaeConfig, init: &Init, seed: u64) -> Result<Self> {
         cfg.validate()?;
+        init.validate(cfg)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let std_head = cfg.std_head_name();
+        let mut fan_in = 1usize;
         let tensors = cfg
             .param_specs()
             .into_iter()
             .map(|spec| {
                 let n: usize = spec.shape.iter().product();
-                let data: Vec<E> = if spec.name.ends_with(".weight") {
-                    let a = (6.0 / (spec.shape[0] + spec.shape[1]) as f64).sqrt();
+                let layer = spec
+                    .name
+                    .rsplit_once('.')
+                    .map_or(spec.name.as_str(), |(l, _)| l);
+                let scale = if layer == std_head {
+                    init.std_head_scale
+                } else {
+                    1.0
+                };
+                let uniform = |a: f64, rng: &mut ChaCha8Rng| -> Vec<E> {
                     let u = Uniform::new_inclusive(-a, a);
-                    (0..n).map(|_| E::of_f64(u.sample(&mut rng))).collect()
+                    (0..n).map(|_| E::of_f64(scale * u.sample(rng))).collect()
+                };
+                let data: Vec<E> = if spec.name.ends_with(".weight") {
+                    fan_in = spec.shape[0];
+                    let a = match init.scheme {
+                        InitScheme::Glorot => (6.0 / (spec.shape[0] + spec.shape[1]) as f64).sqrt(),
+                        InitScheme::Pytorch => 1.0 / (fan_in as f64).sqrt(),
+                    };
+                    uniform(a, &mut rng)
                 } else if spec.name == "decoder.log_std" {
                     let std = match cfg.likelihood {
                         Likelihood::Gaussian { std, .. } => std as f64,
@@ -117,7 +149,13 @@ impl<E: Real> Vae<E> {
                     };
                     vec![E::of_f64(std.ln()); n]
                 } else {
-                    vec![E::zero(); n]
+                    match (init.scheme, &init.output_bias) {
+                        (_, OutputBias::Logits(l)) if spec.name == "decoder.out.bias" => {
+                            l.values().iter().map(|&v| E::of_f32(v)).collect()
+                        }
+                        (InitScheme::Pytorch, _) => uniform(1.0 / (fan_in as f64).sqrt(), &mut rng),
+                        (InitScheme::Glorot, _) => vec![E::zero(); n],
+                    }
                 };
                 NamedTensor {
                     name: spec.name,
