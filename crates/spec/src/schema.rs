@@ -132,6 +132,29 @@ string_enum!(
     PosteriorStd { Exp = "exp", Softplus = "softplus" }
 );
 
+string_enum!(
+    /// Initialisation of the linear layers: PyTorch's `nn.Linear` default (weights and biases
+    /// U(±1/√fan_in)) or Glorot-uniform weights with zero biases.
+    InitScheme { Pytorch = "pytorch", Glorot = "glorot" }
+);
+string_enum!(
+    /// Initial decoder output bias: as the init scheme draws it, or the logit of the mean
+    /// training value per dimension (Bernoulli likelihoods; Burda et al.'s code).
+    OutputBias { Init = "init", Data = "data" }
+);
+
+/// The settings of models trained before `init`, `output_bias` and `std_head_scale` existed
+/// (read from older checkpoint metadata).
+fn legacy_init() -> InitScheme {
+    InitScheme::Glorot
+}
+fn legacy_output_bias() -> OutputBias {
+    OutputBias::Init
+}
+fn legacy_std_head_scale() -> f64 {
+    1.0
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
@@ -144,6 +167,14 @@ pub struct ModelSection {
     pub observation_std: f64,
     pub learn_std: bool,
     pub posterior_std: PosteriorStd,
+    #[serde(default = "legacy_init")]
+    pub init: InitScheme,
+    #[serde(default = "legacy_output_bias")]
+    pub output_bias: OutputBias,
+    /// Factor on the initial weights and bias of the encoder's σ head (0: every posterior
+    /// starts at σ = 1 for `posterior_std = "exp"`).
+    #[serde(default = "legacy_std_head_scale")]
+    pub std_head_scale: f64,
 }
 
 string_enum!(
@@ -177,6 +208,10 @@ pub struct TrainSection {
     pub step_gamma: f64,
     /// Stop when the validation bound has not improved for this many epochs; 0 = never.
     pub patience: usize,
+    /// Wall-clock budget of the training loop in seconds: training stops at the end of the
+    /// epoch in which it runs out. `None` = no budget.
+    #[serde(default)]
+    pub time_limit: Option<f64>,
 }
 
 string_enum!(
@@ -632,6 +667,30 @@ fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
     let observation_std = t.get_checked(r, "observation_std", 1.0f64, positive_f);
     let learn_std = t.get(r, "learn_std", false);
     let posterior_std = t.get(r, "posterior_std", PosteriorStd::Exp);
+    let init = t.get(r, "init", InitScheme::Glorot);
+    let output_bias = match t.opt::<OutputBias>(r, "output_bias") {
+        Some((OutputBias::Data, origin)) if likelihood != Likelihood::Bernoulli => {
+            r.error_help(
+                origin,
+                "model.output_bias",
+                format!(
+                    "output_bias = \"data\" sets Bernoulli logits, but likelihood = \"{likelihood}\""
+                ),
+                "use output_bias = \"init\" with a Gaussian likelihood",
+            );
+            OutputBias::Init
+        }
+        Some((v, _)) => v,
+        None if likelihood == Likelihood::Bernoulli => OutputBias::Data,
+        None => OutputBias::Init,
+    };
+    let std_head_scale = t.get_checked(r, "std_head_scale", 0.0f64, |v| {
+        if *v >= 0.0 {
+            Ok(())
+        } else {
+            Err(format!("must be at least 0, found {v}"))
+        }
+    });
     t.finish(
         r,
         &[
@@ -643,6 +702,9 @@ fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
             "observation_std",
             "learn_std",
             "posterior_std",
+            "init",
+            "output_bias",
+            "std_head_scale",
         ],
     );
     Some(ModelSection {
@@ -654,6 +716,9 @@ fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
         observation_std,
         learn_std,
         posterior_std,
+        init,
+        output_bias,
+        std_head_scale,
     })
 }
 
@@ -689,6 +754,19 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
         }
     });
     let patience = t.get(r, "patience", 0usize);
+    let time_limit = t.opt::<f64>(r, "time_limit").and_then(|(v, origin)| {
+        if v > 0.0 {
+            Some(v)
+        } else {
+            r.error_help(
+                origin,
+                "train.time_limit",
+                format!("must be greater than 0 seconds, found {v}"),
+                "leave time_limit out for no budget",
+            );
+            None
+        }
+    });
     t.finish(
         r,
         &[
@@ -705,6 +783,7 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
             "step_epochs",
             "step_gamma",
             "patience",
+            "time_limit",
         ],
     );
     let betas = [
@@ -725,6 +804,7 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
         step_epochs,
         step_gamma,
         patience,
+        time_limit,
     })
 }
 

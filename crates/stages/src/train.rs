@@ -18,8 +18,8 @@ use serde_json::Value;
 use vaepipe_data::{Column, Dataset, Table};
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_nn::{
-    AdamHyper, Estimator, NamedTensor, NnError, Objective, ObjectiveKind, Prior, Trainable,
-    Trainer, Vae,
+    AdamHyper, Estimator, Init, InitScheme, NamedTensor, NnError, Objective, ObjectiveKind,
+    OutputBias, Prior, Trainable, Trainer, Vae,
 };
 use vaepipe_spec::{Binarize, ModelSection, Schedule, TrainSection};
 
@@ -67,8 +67,12 @@ impl Stage for TrainStage {
             input_dim: train.features,
             model: p.model.clone(),
         };
-        let vae = Vae::new(
+        if train.rows == 0 {
+            return Err(anyhow!("the training split is empty").into());
+        }
+        let vae = Vae::with_init(
             &config.vae_config(),
+            &init_of(&p.model, &train)?,
             seed_for(p.pipeline.seed, "train/init"),
         )
         .context("building the model")?;
@@ -95,13 +99,16 @@ impl Stage for TrainStage {
                 ""
             }
         ));
-        let settings = FitSettings::from_train(
-            &p.train,
-            p.pipeline.seed,
-            binarize == Binarize::Dynamic,
-            p.train.epochs,
-            "train",
-        );
+        let settings = FitSettings {
+            time_limit: p.train.time_limit,
+            ..FitSettings::from_train(
+                &p.train,
+                p.pipeline.seed,
+                binarize == Binarize::Dynamic,
+                p.train.epochs,
+                "train",
+            )
+        };
         let outcome = fit(ctx, &mut trainer, &train, &validation, &settings)?;
         let (vae, _) = trainer.into_parts();
         let vae = match &outcome.best_model {
@@ -127,6 +134,9 @@ impl Stage for TrainStage {
             "seconds": last.map_or(0.0, |h| h.seconds),
             "parameters": config.vae_config().parameter_count(),
             "resumed": outcome.resumed,
+            "stopped_by": outcome.stopped_by.as_str(),
+            "time_limit": p.train.time_limit,
+            "elapsed_seconds": outcome.elapsed,
         });
         crate::write_json(&ctx.out.join("train.json"), &summary)?;
         Ok(())
@@ -142,6 +152,39 @@ pub(crate) fn data_binarization(data_dir: &Path) -> anyhow::Result<Binarize> {
             data_dir.join("summary.json").display()
         )
     })
+}
+
+/// The initialisation of `[model]`: its scheme and σ-head scale, and for `output_bias = "data"`
+/// the logits of the training split's per-feature means (clipped to [10⁻³, 1 − 10⁻³]; under
+/// dynamic binarization the split holds intensities, whose mean is the binarized data's).
+pub(crate) fn init_of(m: &ModelSection, train: &Dataset) -> anyhow::Result<Init> {
+    let output_bias = match m.output_bias {
+        vaepipe_spec::OutputBias::Init => OutputBias::Scheme,
+        vaepipe_spec::OutputBias::Data => {
+            OutputBias::data_logits(&feature_means(train)).map_err(|e| {
+                anyhow!("model.output_bias = \"data\" needs training means in [0, 1]: {e}")
+            })?
+        }
+    };
+    Ok(Init {
+        scheme: match m.init {
+            vaepipe_spec::InitScheme::Pytorch => InitScheme::Pytorch,
+            vaepipe_spec::InitScheme::Glorot => InitScheme::Glorot,
+        },
+        output_bias,
+        std_head_scale: m.std_head_scale,
+    })
+}
+
+/// The mean of every feature over the rows of `d` (in `f64`; NaN for no rows).
+pub(crate) fn feature_means(d: &Dataset) -> Vec<f64> {
+    let mut sum = vec![0f64; d.features];
+    for row in d.x.chunks_exact(d.features.max(1)) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    sum.iter().map(|s| s / d.rows as f64).collect()
 }
 
 pub(crate) fn objective_of(t: &TrainSection) -> Objective {
@@ -178,6 +221,9 @@ pub(crate) struct FitSettings {
     pub step_epochs: usize,
     pub step_gamma: f64,
     pub patience: usize,
+    /// Wall-clock budget in seconds (the train stage's `train.time_limit`; `None` for
+    /// fine-tuning): the loop stops at the end of the epoch in which it runs out.
+    pub time_limit: Option<f64>,
     /// Draw a fresh binarization of every batch (and one fixed binarization of the validation set).
     pub dynamic: bool,
     pub seed: u64,
@@ -201,6 +247,7 @@ impl FitSettings {
             step_epochs: t.step_epochs,
             step_gamma: t.step_gamma,
             patience: t.patience,
+            time_limit: None,
             dynamic,
             seed,
             tag,
@@ -262,6 +309,29 @@ mod exact_f64 {
     }
 }
 
+/// Why [`fit`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoppedBy {
+    /// Every epoch ran.
+    #[default]
+    Epochs,
+    /// Early stopping (`train.patience`).
+    Patience,
+    /// The wall-clock budget (`train.time_limit`) ran out.
+    TimeLimit,
+}
+
+impl StoppedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoppedBy::Epochs => "epochs",
+            StoppedBy::Patience => "patience",
+            StoppedBy::TimeLimit => "time_limit",
+        }
+    }
+}
+
 /// What [`fit`] hands back.
 pub(crate) struct FitOutcome {
     pub history: Vec<HistoryRow>,
@@ -270,6 +340,10 @@ pub(crate) struct FitOutcome {
     /// The best epoch's parameters, when early stopping is on.
     pub best_model: Option<Vec<NamedTensor>>,
     pub stopped_early: bool,
+    pub stopped_by: StoppedBy,
+    /// Wall-clock seconds of the loop (training and validation) over all attempts, as counted
+    /// against the time limit.
+    pub elapsed: f64,
     pub steps: u64,
     pub resumed: u32,
 }
@@ -294,6 +368,13 @@ struct Position {
     best_epoch: usize,
     since_best: usize,
     stopped_early: bool,
+    /// Why the loop ended (`epochs` while it runs).
+    #[serde(default)]
+    stopped_by: StoppedBy,
+    /// Wall-clock seconds of the loop up to this checkpoint, over all attempts (the time
+    /// limit's clock; time after the last checkpoint of a killed attempt is not counted).
+    #[serde(default, with = "exact_f64")]
+    elapsed: f64,
     resumed: u32,
     /// The safetensors file (in the same directory) with the trainer state.
     state_file: String,
@@ -475,13 +556,21 @@ pub(crate) fn fit(
             best_epoch: 0,
             since_best: 0,
             stopped_early: false,
+            stopped_by: StoppedBy::Epochs,
+            elapsed: 0.0,
             resumed: 0,
             state_file: String::new(),
         },
     };
+    // The time limit's clock: banked into `pos.elapsed` before every checkpoint.
+    let mut clock = Instant::now();
+    let bank = |pos: &mut Position, clock: &mut Instant| {
+        pos.elapsed += clock.elapsed().as_secs_f64();
+        *clock = Instant::now();
+    };
     let mut xb = vec![0f32; s.batch_size * d];
     let mut last_save = trainer.steps();
-    while pos.epoch < s.epochs && !pos.stopped_early {
+    while pos.epoch < s.epochs && !pos.stopped_early && pos.stopped_by == StoppedBy::Epochs {
         let lr = s.lr_at(pos.epoch);
         trainer.set_lr(lr).map_err(anyhow::Error::from)?;
         let order = vaepipe_data::permutation(
@@ -542,6 +631,7 @@ pub(crate) fn fit(
             if stop || (every > 0 && done - last_save >= every) {
                 pos.epoch_seconds += t_epoch.elapsed().as_secs_f64();
                 t_epoch = Instant::now();
+                bank(&mut pos, &mut clock);
                 save_checkpoint(ctx.out, s.tag, trainer, &mut pos)?;
                 last_save = done;
                 if stop {
@@ -621,6 +711,19 @@ pub(crate) fn fit(
         pos.epoch_bound_sum = 0.0;
         pos.epoch_images = 0;
         pos.epoch_seconds = 0.0;
+        bank(&mut pos, &mut clock);
+        if pos.stopped_early {
+            pos.stopped_by = StoppedBy::Patience;
+        } else if let Some(limit) = s.time_limit
+            && pos.epoch < s.epochs
+            && pos.elapsed >= limit
+        {
+            ctx.log(format!(
+                "time limit: {:.1} s of {limit} s used after epoch {}/{}; stopping",
+                pos.elapsed, pos.epoch, s.epochs
+            ));
+            pos.stopped_by = StoppedBy::TimeLimit;
+        }
         save_checkpoint(ctx.out, s.tag, trainer, &mut pos)?;
         last_save = trainer.steps();
     }
@@ -634,11 +737,18 @@ pub(crate) fn fit(
         None
     };
     remove_checkpoints(ctx.out, s.tag);
+    bank(&mut pos, &mut clock);
     Ok(FitOutcome {
         best_epoch: pos.best_epoch,
         best_validation: pos.best_validation,
         best_model,
         stopped_early: pos.stopped_early,
+        stopped_by: if pos.stopped_early {
+            StoppedBy::Patience
+        } else {
+            pos.stopped_by
+        },
+        elapsed: pos.elapsed,
         steps: trainer.steps(),
         resumed: pos.resumed,
         history: pos.history,
@@ -689,6 +799,7 @@ mod tests {
             step_epochs: 10,
             step_gamma: 0.5,
             patience: 0,
+            time_limit: None,
             dynamic: false,
             seed: 1,
             tag: "t",
@@ -750,6 +861,8 @@ mod tests {
             best_epoch: 0,
             since_best: 0,
             stopped_early: false,
+            stopped_by: StoppedBy::TimeLimit,
+            elapsed: 0.1 + 0.2,
             resumed: 0,
             state_file: "x".into(),
         };
@@ -760,6 +873,8 @@ mod tests {
             pos.epoch_bound_sum.to_bits()
         );
         assert_eq!(back.epoch_seconds.to_bits(), pos.epoch_seconds.to_bits());
+        assert_eq!(back.elapsed.to_bits(), pos.elapsed.to_bits());
+        assert_eq!(back.stopped_by, StoppedBy::TimeLimit);
         for (a, b) in back.history.iter().zip(&pos.history) {
             for (x, y) in [
                 (a.train_bound, b.train_bound),
