@@ -1,6 +1,7 @@
 # tests/slurm/procs.sh -- process and network helpers shared by start.sh, stop.sh and
 # kill-node.sh (sourced, not run):
 # daemons are identified by our pid files, never by process name alone.
+# shellcheck shell=bash
 
 # running PID: alive and not a zombie (a container's PID 1 may reap late or never)
 running() {
@@ -31,7 +32,8 @@ netns_of() { printf 'vpslurm-%s' "$1"; }
 
 # net_up STATE NODES SUBNET: create (or keep) the bridge and one namespace per node
 net_up() {
-  local state=$1 nodes=$2 subnet=$3 rec=$1/run/net i ns addrs
+  local state=$1 nodes=$2 subnet=$3 i ns addrs
+  local rec=$state/run/net
   touch "$rec"
   if ! ip link show "$NET_BRIDGE" >/dev/null 2>&1; then
     ip link add "$NET_BRIDGE" type bridge || return 1
@@ -63,7 +65,8 @@ net_up() {
 # net_down STATE [KEEP]: remove the namespaces this script created for nodes above KEEP
 # (default 0: all, and then the bridge), killing what still runs in them (our nodes' jobs)
 net_down() {
-  local state=$1 keep=${2:-0} rec=$1/run/net kind name k pids left=()
+  local state=$1 keep=${2:-0} kind name k pids left=()
+  local rec=$state/run/net
   [ -s "$rec" ] || return 0
   while read -r kind name; do
     case "$kind" in

@@ -79,7 +79,7 @@ elif [ -s "$STATE/run/nodes" ] && pid_alive "$STATE/run/slurmctld.pid" slurmctld
   NODES=$(tr -dc '0-9' < "$STATE/run/nodes")
 else NODES=1; fi
 case "$NODES" in ''|*[!0-9]*) die "SLURM_NODES must be a number from 1 to 50, not '$NODES'";; esac
-[ "$NODES" -ge 1 ] && [ "$NODES" -le 50 ] || die "SLURM_NODES must be a number from 1 to 50, not '$NODES'"
+if [ "$NODES" -lt 1 ] || [ "$NODES" -gt 50 ]; then die "SLURM_NODES must be a number from 1 to 50, not '$NODES'"; fi
 case "$SUBNET" in *[!0-9.]*|'') die "LOCAL_SLURM_SUBNET must look like 10.213.0";; esac
 
 # ---------------------------------------------------------------- packages

@@ -627,7 +627,7 @@ fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_o
     let train_log =
         std::fs::read_to_string(store.join("logs/train").join(format!("{key}.log"))).unwrap();
     assert!(
-        train_log.contains(&format!("took over the lock of pid 4242 on lost-host"))
+        train_log.contains("took over the lock of pid 4242 on lost-host")
             && train_log.contains(&format!("its SLURM job {holder_job} has ended (CANCELLED")),
         "{train_log}"
     );
