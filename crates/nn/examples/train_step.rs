@@ -1,5 +1,6 @@
 //! Steps `Trainer` on the IWAE network for profiling (`perf record`):
-//! `cargo run --release -p vaepipe-nn --example train_step -- [iwae|elbo] K BATCH SECONDS [generic]`.
+//! `cargo run --release -p vaepipe-nn --example train_step -- [iwae|elbo] K BATCH SECONDS [generic|fast]
+//! [mogC]` (mogC: fine-tune under a fixed C-component mixture prior).
 use std::time::Instant;
 
 use vaepipe_nn::*;
@@ -11,6 +12,10 @@ fn main() {
     let b: usize = a.get(3).map_or(20, |s| s.parse().unwrap());
     let secs: f64 = a.get(4).map_or(5.0, |s| s.parse().unwrap());
     let generic = a.get(5).is_some_and(|s| s == "generic");
+    let components: Option<usize> = a
+        .get(6)
+        .and_then(|s| s.strip_prefix("mog"))
+        .map(|c| c.parse().unwrap());
     let cfg = VaeConfig::burda_mnist();
     let objective = Objective {
         kind: if kind == "elbo" {
@@ -24,7 +29,14 @@ fn main() {
     };
     let mut tr = Trainer::new(
         Vae::new(&cfg, 1).unwrap(),
-        Prior::StandardNormal,
+        match components {
+            None => Prior::StandardNormal,
+            Some(c) => {
+                let d = cfg.latent_dim;
+                let u: Vec<f32> = standard_normal_noise(&mut stream_rng(5, 1), c * d);
+                Prior::mixture(c, d, vec![0.0; c], u, vec![-0.5; c * d]).unwrap()
+            }
+        },
         objective,
         AdamHyper::default(),
         Trainable::MODEL,

@@ -21,8 +21,10 @@
 //!   bit-identical with one thread or many.
 //!
 //! Used when the CPU has AVX2 and FMA, the element type is `f32` and the prior is the standard
-//! normal (every activation, likelihood, posterior parametrization, objective and estimator);
-//! everything else takes the generic path.
+//! normal or a Gaussian mixture of at most [`MAX_MIXTURE`] components (fixed, as when
+//! fine-tuning under a refit prior, or trained, as in a gradient refit), for every activation,
+//! likelihood, posterior parametrization, objective and estimator; everything else (the
+//! VampPrior, whose density runs through the encoder) takes the generic path.
 
 use dfdx::prelude::*;
 
@@ -34,6 +36,7 @@ use crate::kernels::{
 };
 use crate::model::{Linear, Vae};
 use crate::objective::{Estimator, Objective, ObjectiveKind, Trainable};
+use crate::prior::{Mixture, Prior, PriorKind};
 use crate::real::LN_2PI;
 
 /// Independent lanes the batch is split into (fixed: results do not depend on the threads).
@@ -41,9 +44,18 @@ pub(crate) const LANES: usize = 2;
 /// Target sample rows per chunk (whole examples; at least one example per chunk).
 pub(crate) const CHUNK_ROWS: usize = 128;
 
+/// Largest mixture prior the fast path takes (its per-sample responsibilities are kept for the
+/// prior's gradient); larger ones, such as an exact aggregate posterior, use the generic path.
+pub(crate) const MAX_MIXTURE: usize = 4096;
+
 /// Whether the fast path handles this combination (the caller has validated it).
-pub(crate) fn supported(prior_is_standard: bool, objective: &Objective) -> bool {
-    kernels::avx2_fma() && prior_is_standard && objective.k >= 1
+pub(crate) fn supported(prior: PriorKind, objective: &Objective) -> bool {
+    let prior_ok = match prior {
+        PriorKind::StandardNormal => true,
+        PriorKind::Mixture { components } => components <= MAX_MIXTURE,
+        PriorKind::Vamp { .. } => false,
+    };
+    kernels::avx2_fma() && prior_ok && objective.k >= 1
 }
 
 /// Layer sizes and settings.
@@ -100,13 +112,15 @@ struct Offsets {
     std: usize,
     dec: Vec<usize>,
     log_std: usize,
+    /// A trained mixture prior's logits, means and log-stds.
+    prior: Option<[usize; 3]>,
     /// Every trainable tensor: (offset, length), canonical order.
     tensors: Vec<(usize, usize)>,
     len: usize,
 }
 
 impl Offsets {
-    fn new(cfg: &VaeConfig, tr: Trainable) -> Offsets {
+    fn new(cfg: &VaeConfig, tr: Trainable, mixture: Option<usize>) -> Offsets {
         let specs = cfg.param_specs();
         let mut off = 0;
         let mut at = Vec::with_capacity(specs.len());
@@ -124,9 +138,22 @@ impl Offsets {
                 off += len;
             }
         }
+        let prior = match mixture {
+            Some(kc) if tr.prior => {
+                let d = cfg.latent_dim;
+                let at = [off, off + kc, off + kc + kc * d];
+                for (o, len) in at.iter().zip([kc, kc * d, kc * d]) {
+                    tensors.push((*o, len));
+                }
+                off += kc + 2 * kc * d;
+                Some(at)
+            }
+            _ => None,
+        };
         let l = cfg.encoder_hidden.len();
         let m = cfg.decoder_hidden.len() + 1;
         Offsets {
+            prior,
             enc: (0..l).map(|i| at[2 * i]).collect(),
             mean: at[2 * l],
             std: at[2 * l + 2],
@@ -176,6 +203,75 @@ struct LikPack {
     constant: f64,
 }
 
+/// A mixture prior's parameters for one step, in `f64`: log p(z) = logsumexp_c(a_c − ½ Σ_j
+/// (z_j − μ_cj)² / σ_cj²) with a_c = log π_c − Σ_j ln σ_cj − (d/2) ln 2π.
+#[derive(Clone, Debug, Default)]
+struct MixPack {
+    k: usize,
+    pi: Vec<f64>,
+    a: Vec<f64>,
+    means: Vec<f64>,
+    inv_var: Vec<f64>,
+}
+
+impl MixPack {
+    fn load(&mut self, m: &Mixture<f32>) {
+        let (k, d) = (m.components(), m.dim());
+        let logits: Vec<f64> = m.logits().iter().map(|&v| v as f64).collect();
+        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        let log_stds: Vec<f64> = m.log_stds().iter().map(|&v| v as f64).collect();
+        self.k = k;
+        self.pi = logits.iter().map(|v| (v - lse).exp()).collect();
+        self.a = (0..k)
+            .map(|c| {
+                logits[c]
+                    - lse
+                    - log_stds[c * d..(c + 1) * d].iter().sum::<f64>()
+                    - 0.5 * d as f64 * LN_2PI
+            })
+            .collect();
+        self.means = m.means().iter().map(|&v| v as f64).collect();
+        self.inv_var = log_stds.iter().map(|l| (-2.0 * l).exp()).collect();
+    }
+
+    /// log p(z) of one sample; its gradient ∂/∂z into `gz` and the responsibilities into `rho`.
+    fn eval(&self, z: &[f32], gz: &mut [f64], rho: &mut [f64]) -> f64 {
+        let d = z.len();
+        let mut max = f64::NEG_INFINITY;
+        for (c, r) in rho.iter_mut().enumerate() {
+            let (mu, iv) = (
+                &self.means[c * d..(c + 1) * d],
+                &self.inv_var[c * d..(c + 1) * d],
+            );
+            let mut q = 0.0;
+            for j in 0..d {
+                let t = z[j] as f64 - mu[j];
+                q += t * t * iv[j];
+            }
+            *r = self.a[c] - 0.5 * q;
+            max = max.max(*r);
+        }
+        let mut sum = 0.0;
+        for r in rho.iter_mut() {
+            *r = (*r - max).exp();
+            sum += *r;
+        }
+        gz.fill(0.0);
+        for (c, r) in rho.iter_mut().enumerate() {
+            *r /= sum;
+            let (mu, iv) = (
+                &self.means[c * d..(c + 1) * d],
+                &self.inv_var[c * d..(c + 1) * d],
+            );
+            for j in 0..d {
+                gz[j] += *r * (mu[j] - z[j] as f64) * iv[j];
+            }
+        }
+        max + sum.ln()
+    }
+}
+
 /// Parameters of one step, packed.
 #[derive(Clone, Debug, Default)]
 struct Packed {
@@ -190,6 +286,8 @@ struct Packed {
     head_b: Vec<f32>,
     dec: Vec<LayerPack>,
     lik: LikPack,
+    /// The mixture prior (absent under N(0, I)).
+    mix: Option<MixPack>,
 }
 
 impl Packed {
@@ -291,6 +389,11 @@ struct LaneWork {
     grad: Vec<f32>,
     /// Learned decoder log-std gradient, accumulated in `f64`.
     grad_log_std: Vec<f64>,
+    /// Mixture prior: ∂ log p(z)/∂z per sample (rows × d), responsibilities (rows × K), and
+    /// the trained prior's gradient (logits, means, log-stds) accumulated in `f64`.
+    gz: Vec<f64>,
+    rho: Vec<f64>,
+    grad_prior: Vec<f64>,
     // Encoder, one row per example of the lane.
     xin: Vec<f32>,
     enc_h: Vec<Vec<f32>>,
@@ -348,17 +451,24 @@ impl Engine {
     /// An engine for this model and objective, or `None` where the generic path must be used.
     pub(crate) fn new(
         cfg: &VaeConfig,
-        prior_is_standard: bool,
+        prior: PriorKind,
         obj: &Objective,
         tr: Trainable,
     ) -> Option<Engine> {
-        if !supported(prior_is_standard, obj) || !(tr.encoder || tr.decoder) {
+        let mixture = match prior {
+            PriorKind::Mixture { components } => Some(components),
+            _ => None,
+        };
+        if !supported(prior, obj) || !(tr.encoder || tr.decoder || (tr.prior && mixture.is_some()))
+        {
             return None;
         }
         let net = Net::new(cfg);
+        let mut packed = Packed::new(&net, tr);
+        packed.mix = mixture.map(|_| MixPack::default());
         Some(Engine {
-            off: Offsets::new(cfg, tr),
-            packed: Packed::new(&net, tr),
+            off: Offsets::new(cfg, tr, mixture),
+            packed,
             net,
             obj: *obj,
             tr,
@@ -373,11 +483,22 @@ impl Engine {
     pub(crate) fn evaluate(
         &mut self,
         vae: &Vae<f32>,
+        prior: &Prior<f32>,
         x: &[f32],
         n: usize,
         eps: &[f32],
     ) -> Result<f64> {
         self.packed.load(vae, &self.net, self.tr);
+        match (&mut self.packed.mix, prior) {
+            (None, Prior::StandardNormal) => {}
+            (Some(mix), Prior::Mixture(m)) if m.components() <= MAX_MIXTURE => mix.load(m),
+            _ => {
+                return Err(NnError::InvalidConfig(format!(
+                    "the fast path was set up for another prior than {:?}",
+                    prior.kind()
+                )));
+            }
+        }
         self.values.clear();
         self.values.resize(n, 0.0);
         let ctx = Ctx {
@@ -463,6 +584,10 @@ fn run_lane(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, values: &mut [f64]) -> R
         w.grad_log_std.clear();
         w.grad_log_std.resize(net.dd, 0.0);
     }
+    if let Some(at) = ctx.off.prior {
+        w.grad_prior.clear();
+        w.grad_prior.resize(ctx.off.len - at[0], 0.0);
+    }
     w.g_mu.clear();
     w.g_mu.resize(ne * d, 0.0);
     w.g_ls.clear();
@@ -485,6 +610,11 @@ fn run_lane(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, values: &mut [f64]) -> R
     if ctx.tr.decoder && matches!(net.lik, Likelihood::Gaussian { learned: true, .. }) {
         let o = ctx.off.log_std;
         for (g, &v) in w.grad[o..o + net.dd].iter_mut().zip(&w.grad_log_std) {
+            *g = v as f32;
+        }
+    }
+    if let Some(at) = ctx.off.prior {
+        for (g, &v) in w.grad[at[0]..].iter_mut().zip(&w.grad_prior) {
             *g = v as f32;
         }
     }
@@ -632,6 +762,17 @@ fn chunk(
         w.lq.push(-w.sum_log_std[li] - 0.5 * sq_e - const_d);
         w.lp.push(-0.5 * sq_z - const_d);
     }
+    if let Some(mix) = &ctx.pk.mix {
+        w.gz.resize(rows * d, 0.0);
+        w.rho.resize(rows * mix.k, 0.0);
+        for r in 0..rows {
+            w.lp[r] = mix.eval(
+                &z[r * (d + 1)..r * (d + 1) + d],
+                &mut w.gz[r * d..(r + 1) * d],
+                &mut w.rho[r * mix.k..(r + 1) * mix.k],
+            );
+        }
+    }
 
     // Decoder forward.
     let hidden = net.dec.len() - 1;
@@ -692,11 +833,44 @@ fn chunk(
         }
     }
 
-    decoder_backward(ctx, w, rows, first);
+    if ctx.tr.encoder || ctx.tr.decoder {
+        decoder_backward(ctx, w, rows, first);
+    }
+    if let (Some(mix), Some(_)) = (&ctx.pk.mix, ctx.off.prior) {
+        prior_gradient(mix, w, rows, d);
+    }
     if ctx.tr.encoder {
         encoder_cotangents(ctx, w, e0, start, rows);
     }
     Ok(())
+}
+
+/// A trained mixture prior's gradient of the surrogate Σ_r c_r log p(z_r): with
+/// responsibilities ρ_rc, ∂/∂a_c = ρ_rc − π_c, ∂/∂μ_cj = ρ_rc (z_j − μ_cj)/σ_cj² and ∂/∂ln σ_cj =
+/// ρ_rc ((z_j − μ_cj)²/σ_cj² − 1); accumulated into the lane's `grad_prior`.
+fn prior_gradient(mix: &MixPack, w: &mut LaneWork, rows: usize, d: usize) {
+    let kc = mix.k;
+    let (g_logits, rest) = w.grad_prior.split_at_mut(kc);
+    let (g_means, g_ls) = rest.split_at_mut(kc * d);
+    for r in 0..rows {
+        let c_r = w.cf[r];
+        let z = &w.z[r * (d + 1)..r * (d + 1) + d];
+        for c in 0..kc {
+            let p = w.rho[r * kc + c];
+            g_logits[c] += c_r * (p - mix.pi[c]);
+            let cp = c_r * p;
+            if cp == 0.0 {
+                continue;
+            }
+            for j in 0..d {
+                let i = c * d + j;
+                let t = z[j] as f64 - mix.means[i];
+                let tv = t * mix.inv_var[i];
+                g_means[i] += cp * tv;
+                g_ls[i] += cp * (t * tv - 1.0);
+            }
+        }
+    }
 }
 
 /// log w = log p(x|z) + log p(z) − log q(z|x) per sample; the objective per example into
@@ -931,8 +1105,11 @@ fn encoder_cotangents(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, start: usize, 
             let s = w.sigma[li * d + l] as f64;
             let mut g = w.dz[r * d + l] as f64;
             if !obj.analytic_kl {
-                // The prior's term of the surrogate: ∂(c log N(z; 0, I))/∂z = −c z.
-                g -= c * w.z[r * (d + 1) + l] as f64;
+                // The prior's term of the surrogate: ∂(c log p(z))/∂z, −c z under N(0, I).
+                match &ctx.pk.mix {
+                    None => g -= c * w.z[r * (d + 1) + l] as f64,
+                    Some(_) => g += c * w.gz[r * d + l],
+                }
             }
             let g = match (obj.estimator, obj.kind) {
                 (Estimator::Reparam, _) => g,

@@ -188,8 +188,8 @@ pub(crate) fn trainable_names<E: Real>(
 /// batch mean of logsumexp − log k). For `Dreg` they are the DReG/STL estimates, which equal it
 /// only in expectation over the noise. Gradient names are the parameter names.
 ///
-/// For `f32` models under the standard-normal prior on a CPU with AVX2 and FMA this runs the
-/// fast training path (the one [`Trainer`](crate::Trainer) uses; see
+/// For `f32` models under the standard-normal or a mixture prior on a CPU with AVX2 and FMA
+/// this runs the fast training path (the one [`Trainer`](crate::Trainer) uses; see
 /// [`fast_path_available`]); otherwise, and always with
 /// [`objective_and_grads_with_noise_reference`], the generic dfdx-tape path. Both compute the
 /// same quantities; they differ by `f32` rounding.
@@ -224,7 +224,7 @@ pub fn objective_and_grads_with_noise_reference<E: Real>(
 
 /// Whether [`objective_and_grads_with_noise`] and [`Trainer`](crate::Trainer) take the fast
 /// `f32` path for this model, prior and objective on this CPU (AVX2 and FMA, `f32`, the
-/// standard-normal prior, encoder and/or decoder trained).
+/// standard-normal prior or a mixture of at most 4096 components; not the VampPrior).
 pub fn fast_path_available<E: Real>(
     vae: &Vae<E>,
     prior: &Prior<E>,
@@ -245,12 +245,7 @@ pub(crate) fn fast_engine<E: Real>(
     if objective.validate(prior).is_err() {
         return None;
     }
-    Engine::new(
-        vae.config(),
-        matches!(prior, Prior::StandardNormal),
-        objective,
-        trainable,
-    )
+    Engine::new(vae.config(), prior.kind(), objective, trainable)
 }
 
 fn named_grads<E: Real>(
@@ -307,7 +302,7 @@ pub(crate) fn evaluate<E: Real>(
 ) -> Result<Evaluation<E>> {
     let names = validate_inputs(vae, prior, obj, tr, x, n, eps)?;
     if let Some(mut engine) = fast_engine(vae, prior, obj, tr) {
-        let value = evaluate_fast(&mut engine, vae, x, n, eps)?;
+        let value = evaluate_fast(&mut engine, vae, prior, x, n, eps)?;
         let grads = names
             .into_iter()
             .enumerate()
@@ -327,16 +322,18 @@ pub(crate) fn evaluate<E: Real>(
 pub(crate) fn evaluate_fast<E: Real>(
     engine: &mut Engine,
     vae: &Vae<E>,
+    prior: &Prior<E>,
     x: &[E],
     n: usize,
     eps: &[E],
 ) -> Result<f64> {
     match (
         (vae as &dyn Any).downcast_ref::<Vae<f32>>(),
+        (prior as &dyn Any).downcast_ref::<Prior<f32>>(),
         E::f32_slice(x),
         E::f32_slice(eps),
     ) {
-        (Some(vae), Some(x), Some(eps)) => engine.evaluate(vae, x, n, eps),
+        (Some(vae), Some(prior), Some(x), Some(eps)) => engine.evaluate(vae, prior, x, n, eps),
         _ => Err(NnError::InvalidConfig(
             "the fast training path needs an f32 model".into(),
         )),

@@ -252,7 +252,7 @@ impl<E: Real> Trainer<E> {
         // squared norm.
         let (value, sq): (f64, Vec<f64>) = match (self.use_fast, self.fast.as_mut()) {
             (true, Some(engine)) => {
-                let value = evaluate_fast(engine, &self.vae, x, n, eps)?;
+                let value = evaluate_fast(engine, &self.vae, &self.prior, x, n, eps)?;
                 let engine = &*engine;
                 let sq = self
                     .slots

@@ -53,8 +53,35 @@ fn rel_diff(a: &[f32], b: &[f64]) -> f64 {
 
 /// Compares the fast path with the reference (in f64 and in f32) at fixed noise.
 fn compare(cfg: &VaeConfig, obj: Objective, tr: Trainable, n: usize, seed: u64) -> f64 {
+    compare_with_prior(cfg, Prior::StandardNormal, obj, tr, n, seed)
+}
+
+/// A K-component mixture prior with spread means, unequal weights and scales.
+fn mixture(cfg: &VaeConfig, components: usize, seed: u64) -> Prior<f32> {
+    let d = cfg.latent_dim;
+    let u = standard_normal_noise::<f32, _>(&mut stream_rng(seed, 9), components * (1 + 2 * d));
+    let (logits, rest) = u.split_at(components);
+    let (means, ls) = rest.split_at(components * d);
+    Prior::mixture(
+        components,
+        d,
+        logits.to_vec(),
+        means.iter().map(|v| 1.5 * v).collect(),
+        ls.iter().map(|v| 0.3 * v - 0.2).collect(),
+    )
+    .unwrap()
+}
+
+/// [`compare`] under a given prior.
+fn compare_with_prior(
+    cfg: &VaeConfig,
+    prior: Prior<f32>,
+    obj: Objective,
+    tr: Trainable,
+    n: usize,
+    seed: u64,
+) -> f64 {
     let vae: Vae<f32> = Vae::new(cfg, seed).unwrap();
-    let prior = Prior::StandardNormal;
     assert!(
         fast_path_available(&vae, &prior, &obj, tr),
         "this CPU or setting does not take the fast path: {obj:?}"
@@ -68,7 +95,7 @@ fn compare(cfg: &VaeConfig, obj: Objective, tr: Trainable, n: usize, seed: u64) 
     let vae64 = vae.cast::<f64>().unwrap();
     let (v64, g64) = objective_and_grads_with_noise_reference(
         &vae64,
-        &Prior::StandardNormal,
+        &prior.cast::<f64>().unwrap(),
         &obj,
         tr,
         &to64(&x),
@@ -77,8 +104,11 @@ fn compare(cfg: &VaeConfig, obj: Objective, tr: Trainable, n: usize, seed: u64) 
     )
     .unwrap();
     let what = format!(
-        "{obj:?} {tr:?} {:?}/{:?}/{:?}",
-        cfg.activation, cfg.likelihood, cfg.posterior_std
+        "{obj:?} {tr:?} {:?}/{:?}/{:?} prior {:?}",
+        cfg.activation,
+        cfg.likelihood,
+        cfg.posterior_std,
+        prior.kind()
     );
     assert!(
         (v_fast - v64).abs() <= 1e-5 * v64.abs().max(1.0),
@@ -472,5 +502,93 @@ fn fast_path_is_bit_identical_on_every_instruction_set() {
             "{name} and {} kernels give different results",
             digests[0].0
         );
+    }
+}
+
+/// Mixture priors (fine-tuning under a refit prior, and gradient refits of the prior itself)
+/// take the fast path, and agree with the f64 tape for every trainable set and estimator.
+#[test]
+fn fast_path_with_a_mixture_prior_matches_the_reference() {
+    let cfg = deep_cfg(Activation::Tanh, Likelihood::Bernoulli, PosteriorStd::Exp);
+    let dreg = Objective {
+        estimator: Estimator::Dreg,
+        ..Objective::iwae(50)
+    };
+    let elbo5 = Objective {
+        k: 5,
+        ..Objective::elbo()
+    };
+    let prior_only = Trainable {
+        encoder: false,
+        decoder: false,
+        prior: true,
+    };
+    let mut worst = 0.0f64;
+    for (i, components) in [1usize, 3, 10].into_iter().enumerate() {
+        for tr in [Trainable::MODEL, Trainable::ALL, prior_only] {
+            for (obj, n) in [
+                (Objective::iwae(50), 7),
+                (dreg, 7),
+                (elbo5, 4),
+                (Objective::elbo(), 5),
+            ] {
+                let seed = 40 + i as u64;
+                let prior = mixture(&cfg, components, seed);
+                let vae: Vae<f32> = Vae::new(&cfg, seed).unwrap();
+                assert!(
+                    fast_path_available(&vae, &prior, &obj, tr),
+                    "K = {components} {tr:?} {obj:?} does not take the fast path"
+                );
+                worst = worst.max(compare_with_prior(&cfg, prior, obj, tr, n, seed));
+            }
+        }
+    }
+    // A VampPrior's density runs through the encoder: the generic path.
+    let vamp = Prior::vamp(2, cfg.input_dim, vec![0.5; 2 * cfg.input_dim]).unwrap();
+    let vae: Vae<f32> = Vae::new(&cfg, 1).unwrap();
+    assert!(!fast_path_available(
+        &vae,
+        &vamp,
+        &Objective::iwae(5),
+        Trainable::MODEL
+    ));
+    println!("mixture priors: largest relative gradient difference {worst:.2e}");
+}
+
+/// Fine-tuning under a fixed mixture prior: the fast and the generic trainer follow the same
+/// trajectory.
+#[test]
+fn fast_and_generic_trainers_agree_under_a_mixture_prior() {
+    let cfg = deep_cfg(Activation::Tanh, Likelihood::Bernoulli, PosteriorStd::Exp);
+    let x = data_for(&cfg, 8, 3);
+    let make = || {
+        Trainer::new(
+            Vae::new(&cfg, 1).unwrap(),
+            mixture(&cfg, 4, 5),
+            Objective::iwae(5),
+            AdamHyper::default(),
+            Trainable::ALL,
+        )
+        .unwrap()
+    };
+    let (mut fast, mut generic) = (make(), make());
+    assert!(fast.uses_fast_path());
+    assert!(!generic.set_fast_path(false));
+    for s in 0..5u64 {
+        let a = fast.step(&x, 8, &mut stream_rng(1, s)).unwrap();
+        let b = generic.step(&x, 8, &mut stream_rng(1, s)).unwrap();
+        assert!(
+            (a.bound - b.bound).abs() < 1e-4 * b.bound.abs(),
+            "{a:?} vs {b:?}"
+        );
+    }
+    for (u, v) in fast.state().iter().zip(generic.state()) {
+        for (p, q) in u.data.iter().zip(&v.data) {
+            assert!(
+                (p - q).abs() < 1e-4 * (1.0 + q.abs()),
+                "{}: {p} vs {q}",
+                u.name
+            );
+        }
     }
 }
