@@ -1,7 +1,9 @@
 //! `vaepipe submit --slurm` and the queue-aware `vaepipe status` on a real SLURM: the project's
 //! single-node cluster (tests/slurm/start.sh, idempotent, shared by every test of this file; each
-//! test has its own spec, store and job name). Without SLURM these tests print why and pass,
-//! except under CI=true, where they fail.
+//! test has its own spec, store and job name). Without a SLURM client (`sinfo`) the tests that
+//! need a cluster are ignored (crates/vaepipe/build.rs; counted as ignored in the summary); when
+//! SLURM is installed but cannot be started they print why on stderr and pass; under CI=true
+//! they always run and fail without SLURM. The dry-run tests need no SLURM and always run.
 //!
 //! What they prove:
 //! 1. a 4-point sweep runs as shared job → array → report job: every point done, the full sweep
@@ -67,7 +69,10 @@ fn slurm_available(test: &str) -> bool {
             panic!("CI=true: the SLURM tests must run, but SLURM could not be started: {e}")
         }
         Err(e) => {
-            eprintln!(
+            // To the process's stderr, not the captured test output, so that it is seen.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: no local SLURM ({e})\n  To run these tests: as root, `LOCAL_SLURM_INSTALL=1 tests/slurm/start.sh` \
                  (stop with tests/slurm/stop.sh). Under CI=true they fail instead of skipping."
             );
@@ -364,6 +369,7 @@ const EVAL_K_REORDERED: &str = "[sweep]\n\"eval.k\" = [20, 10]";
 // ---------------------------------------------------------------- 1. a sweep
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
     if !slurm_available("sweep_runs_as_an_array_and_the_report_job_renders_it") {
         return;
@@ -514,6 +520,7 @@ fn sweep_runs_as_an_array_and_the_report_job_renders_it() {
 // ---------------------------------------------------------------- 2. preemption
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
     if !slurm_available("a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit") {
         return;
@@ -626,6 +633,7 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
 // ---------------------------------------------------------------- 3. a failing point
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn a_failing_point_is_reported_with_its_logs_and_the_others_finish() {
     if !slurm_available("a_failing_point_is_reported_with_its_logs_and_the_others_finish") {
         return;
@@ -764,6 +772,7 @@ fn hostile_names_and_paths_are_inert_in_dry_runs_and_survive_a_shell_round_trip(
 }
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn a_real_submission_with_a_hostile_name_completes() {
     if !slurm_available("a_real_submission_with_a_hostile_name_completes") {
         return;
@@ -906,6 +915,7 @@ fn array_tasks_run_their_point_by_id_whatever_happens_to_the_spec() {
 }
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached() {
     if !slurm_available("shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached") {
         return;
@@ -1006,6 +1016,7 @@ fn shared_stages_run_once_in_the_first_job_and_the_array_finds_them_cached() {
 // ---------------------------------------------------------------- 6. failures and stops
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn when_the_shared_job_fails_the_array_is_cancelled_and_the_report_job_says_why() {
     if !slurm_available(
         "when_the_shared_job_fails_the_array_is_cancelled_and_the_report_job_says_why",
