@@ -290,8 +290,9 @@ stop_ours() {  # $1=pid file name [$2=daemon]: stop a daemon *we* started (verif
 if [ "$CHANGED" = 1 ]; then
   for f in "$STATE"/run/slurmd*.pid; do [ -e "$f" ] && stop_ours "$(basename "$f" .pid)" slurmd; done
   stop_ours slurmctld; stop_ours slurmdbd
-  # namespaces of nodes this configuration no longer has
-  net_down "$STATE" "$NODES"
+  # namespaces of nodes this configuration no longer has (all of them with one node: it runs
+  # on the host itself)
+  if [ "$NODES" -gt 1 ]; then net_down "$STATE" "$NODES"; else net_down "$STATE" 0; fi
 fi
 echo "$NODES" > "$STATE/run/nodes"
 
