@@ -1,7 +1,9 @@
 //! Sweeps across several nodes on a real SLURM: the project's two-node test cluster
 //! (`SLURM_NODES=2 tests/slurm/start.sh`: two slurmd, n1 and n2, each in its own network
-//! namespace on this machine, one slurmctld). Without SLURM these tests print why and pass,
-//! except under CI=true, where they fail. They take the cluster in turns (one kills a node).
+//! namespace on this machine, one slurmctld). Without a SLURM client (`sinfo`) they are ignored
+//! (crates/vaepipe/build.rs); when SLURM is installed but cannot be started they print why on
+//! stderr and pass; under CI=true they always run and fail without SLURM. They take the cluster
+//! in turns (one kills a node).
 //!
 //! What they prove:
 //! 1. a 4-point sweep submitted with `vaepipe submit --slurm` runs its array tasks on both
@@ -43,7 +45,10 @@ fn cluster_available(test: &str) -> bool {
             )
         }
         Err(e) => {
-            eprintln!(
+            // To the process's stderr, not the captured test output, so that it is seen.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED {test}: no two-node SLURM ({e})\n  To run these tests: as root, \
                  `SLURM_NODES=2 LOCAL_SLURM_INSTALL=1 tests/slurm/start.sh` (stop with tests/slurm/stop.sh)."
             );
@@ -256,6 +261,7 @@ fn node_states() -> String {
 // ---------------------------------------------------------------- 1. a sweep on two nodes
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn a_sweep_runs_on_both_nodes_sharing_one_store_and_one_report() {
     if !cluster_available("a_sweep_runs_on_both_nodes_sharing_one_store_and_one_report") {
         return;
@@ -350,6 +356,7 @@ fn a_sweep_runs_on_both_nodes_sharing_one_store_and_one_report() {
 // ---------------------------------------------------------------- 2. a node lost mid-training
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit() {
     if !cluster_available(
         "a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit",
@@ -512,6 +519,7 @@ fn a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit(
 // ---------------------------------------------------------------- 3. a stale lock
 
 #[test]
+#[cfg_attr(not(vaepipe_slurm), ignore = "needs SLURM (see build.rs)")]
 fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_once_it_ended() {
     if !cluster_available(
         "a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_once_it_ended",
