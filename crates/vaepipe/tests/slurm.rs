@@ -1,5 +1,6 @@
 //! `vaepipe submit --slurm` and the queue-aware `vaepipe status` on a real SLURM: the project's
-//! single-node cluster (tests/slurm/start.sh, idempotent, shared by every test of this file; each
+//! local cluster (tests/slurm/start.sh: one node, or two in CI; these tests do not care which;
+//! idempotent, shared by every test of this file; each
 //! test has its own spec, store and job name). Without a SLURM client (`sinfo`) the tests that
 //! need a cluster are ignored (crates/vaepipe/build.rs; counted as ignored in the summary); when
 //! SLURM is installed but cannot be started they print why on stderr and pass; under CI=true
