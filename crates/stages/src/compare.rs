@@ -308,6 +308,9 @@ pub fn to_json(c: &Comparison) -> Value {
     serde_json::to_value(c).unwrap_or(Value::Null)
 }
 
+/// Keys that only name a run; left out of the text table when a pipeline column is shown.
+const NAMING: &[&str] = &["pipeline.name", "pipeline.description", "report.title"];
+
 /// The last part of a dotted key (`train.k` → `k`).
 fn short_name(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
@@ -360,7 +363,7 @@ pub fn render_table(c: &Comparison, width: usize) -> String {
     let headers: Vec<String> = c
         .columns
         .iter()
-        .filter(|k| !(multi_pipeline && k.as_str() == "pipeline.name"))
+        .filter(|k| !(multi_pipeline && NAMING.contains(&k.as_str())))
         .map(|k| {
             let s = short_name(k);
             if c.columns.iter().filter(|o| short_name(o) == s).count() > 1 {
@@ -373,7 +376,7 @@ pub fn render_table(c: &Comparison, width: usize) -> String {
     let param_keys: Vec<&String> = c
         .columns
         .iter()
-        .filter(|k| !(multi_pipeline && k.as_str() == "pipeline.name"))
+        .filter(|k| !(multi_pipeline && NAMING.contains(&k.as_str())))
         .collect();
     let mut head: Vec<String> = vec!["#".into()];
     if multi_pipeline {
@@ -420,29 +423,45 @@ pub fn render_table(c: &Comparison, width: usize) -> String {
         }
         body.push(line);
     }
-    let ncol = head.len();
-    let mut widths: Vec<usize> = (0..ncol)
-        .map(|i| {
-            body.iter()
-                .map(|l| l[i].chars().count())
-                .chain([head[i].chars().count()])
-                .max()
-                .unwrap_or(1)
-        })
-        .collect();
-    // Shrink the widest shrinkable column (parameters and pipeline) until it fits.
-    let first_param = 0;
+    // Column widths: each column's widest cell; then, while too wide, shrink the widest
+    // shrinkable column (pipeline and parameters) first down to its widest value (headers are
+    // abbreviated first) or 8, then down to 4; if that is not enough, leave out parameter
+    // columns from the right (named below the table) and fit again.
     let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * (w.len().saturating_sub(1));
-    while total(&widths) > width {
-        let Some((i, _)) = widths[first_param..fixed_from]
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| **w > 4)
-            .max_by_key(|(_, w)| **w)
-        else {
-            break;
-        };
-        widths[first_param + i] -= 1;
+    let fit = |head: &[String], body: &[Vec<String>], fixed_from: usize| -> Vec<usize> {
+        let value_width: Vec<usize> = (0..head.len())
+            .map(|i| body.iter().map(|l| l[i].chars().count()).max().unwrap_or(1))
+            .collect();
+        let mut widths: Vec<usize> = (0..head.len())
+            .map(|i| value_width[i].max(head[i].chars().count()))
+            .collect();
+        for floor in [None, Some(4)] {
+            while total(&widths) > width {
+                let Some((i, _)) = widths[..fixed_from]
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, w)| **w > floor.unwrap_or(value_width[*i].clamp(4, 8)))
+                    .max_by_key(|(_, w)| **w)
+                else {
+                    break;
+                };
+                widths[i] -= 1;
+            }
+        }
+        widths
+    };
+    let first_param = if multi_pipeline { 2 } else { 1 };
+    let mut fixed_from = fixed_from;
+    let mut hidden: Vec<String> = Vec::new();
+    let mut widths = fit(&head, &body, fixed_from);
+    while total(&widths) > width && fixed_from > first_param {
+        let i = fixed_from - 1;
+        hidden.insert(0, head.remove(i));
+        for line in &mut body {
+            line.remove(i);
+        }
+        fixed_from -= 1;
+        widths = fit(&head, &body, fixed_from);
     }
     let numeric = |i: usize| i > fixed_from;
     let mut out = String::new();
@@ -468,15 +487,44 @@ pub fn render_table(c: &Comparison, width: usize) -> String {
         .iter()
         .map(|r| (r.pipeline.as_str(), r.index))
         .collect();
-    out.push_str(&format!(
+    let mut footer = format!(
         "{} point{}, {} not evaluated yet",
         points.len(),
         if points.len() == 1 { "" } else { "s" },
         missing
-    ));
-    if !c.columns.is_empty() {
-        out.push_str(&format!("; columns differ: {}", c.columns.join(", ")));
+    );
+    if !hidden.is_empty() {
+        footer.push_str(&format!(
+            "; columns not shown for want of width: {} (see --json, --diff or --width)",
+            hidden.join(", ")
+        ));
     }
+    out.push_str(&wrap(&footer, width));
+    if !c.columns.is_empty() {
+        out.push_str(&wrap(
+            &format!("parameters that differ: {}", c.columns.join(", ")),
+            width,
+        ));
+    }
+    out
+}
+
+/// Wraps text at spaces to lines of at most `width` characters (longer words stay whole).
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
     out.push('\n');
     out
 }
@@ -622,4 +670,98 @@ pub fn json_document(c: &Comparison, specs: &[String]) -> Value {
         m.extend(rest);
     }
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` points of two pipelines with 12 differing parameters; every third not evaluated.
+    fn comparison(n: usize) -> Comparison {
+        let rows: Vec<Row> = (0..n)
+            .map(|i| {
+                let mut all_params = BTreeMap::new();
+                all_params.insert("pipeline.name".into(), json!(format!("pipe{}", i % 2)));
+                for p in 0..11 {
+                    all_params.insert(
+                        format!("section{}.parameter_{p}", p % 3),
+                        json!(format!("value-{}", (i + p) % 7)),
+                    );
+                }
+                let evaluated = i % 3 != 0;
+                Row {
+                    pipeline: format!("pipe{}", i % 2),
+                    index: i,
+                    id: format!("p-{i:04}"),
+                    label: format!("label {i}"),
+                    variant: evaluated.then(|| "standard".into()),
+                    state: if evaluated { "done" } else { "missing" }.into(),
+                    all_params,
+                    params: BTreeMap::new(),
+                    metrics: evaluated.then(|| Metrics {
+                        test_nll: Some(100.0 + ((i * 37) % 11) as f64),
+                        test_nll_stderr: Some(0.5),
+                        elbo: Some(-110.0),
+                        active_units: Some(20.0),
+                        epochs: Some(10.0),
+                        train_seconds: Some(12.5),
+                        ..Metrics::default()
+                    }),
+                    eval_dir: None,
+                }
+            })
+            .collect();
+        let columns = differing(&rows);
+        Comparison { columns, rows }
+    }
+
+    #[test]
+    fn the_table_fits_the_width_and_names_what_it_leaves_out() {
+        let c = comparison(300);
+        assert_eq!(c.columns.len(), 12);
+        for width in [70, 100, 140] {
+            let t = render_table(&c, width);
+            for line in t.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line}");
+            }
+            assert!(t.contains("300 points, 100 not evaluated yet"), "{t}");
+            assert!(t.contains("(missing)"));
+        }
+        assert!(render_table(&c, 100).contains("not shown for want of width"));
+        assert!(!render_table(&c, 400).contains("not shown"));
+    }
+
+    #[test]
+    fn sorting_puts_missing_values_last_and_rejects_unknown_keys() {
+        let mut c = comparison(30);
+        sort(&mut c, "test_nll").unwrap();
+        let nll: Vec<Option<f64>> = c
+            .rows
+            .iter()
+            .map(|r| r.metrics.as_ref().and_then(|m| m.test_nll))
+            .collect();
+        let known = nll.iter().take_while(|v| v.is_some()).count();
+        assert_eq!(known, 20);
+        assert!(nll[known..].iter().all(Option::is_none));
+        assert!(nll[..known].windows(2).all(|w| w[0] <= w[1]), "{nll:?}");
+        sort(&mut c, "parameter_4").unwrap();
+        assert!(sort(&mut c, "nonsense").is_err());
+    }
+
+    #[test]
+    fn diff_marks_exactly_the_differing_parameters() {
+        let c = comparison(10);
+        let d = diff(&c, "p-0001", "label 2").unwrap();
+        let differs: Vec<&str> = d["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["differs"] == true)
+            .map(|p| p["key"].as_str().unwrap())
+            .collect();
+        // Points 1 and 2: different pipelines, and every value-(i + p) % 7 differs.
+        assert_eq!(differs.len(), 12, "{differs:?}");
+        assert!(diff(&c, "p-0001", "nope").is_err());
+        assert!(render_diff(&d, 100).contains("* pipeline.name"));
+    }
 }
