@@ -639,13 +639,19 @@ pub(crate) mod gemm {
             assert_eq!(w.len(), rows * cols);
             let (k, n) = (cols, rows);
             self.reset(k, n);
+            // 16 × 16 tiles: a tile's 16 source rows and its 1 KiB of panel stay in L1 even
+            // when the whole panel (k × 16) does not.
+            const T: usize = 16;
             for (j, panel) in self.data.chunks_exact_mut(k * NR).enumerate() {
                 let c0 = j * NR;
                 let width = NR.min(n - c0);
-                for c in 0..width {
-                    let src = &w[(c0 + c) * cols..(c0 + c + 1) * cols];
-                    for (p, &v) in src.iter().enumerate() {
-                        panel[p * NR + c] = v;
+                for p0 in (0..k).step_by(T) {
+                    let depth = T.min(k - p0);
+                    for c in 0..width {
+                        let src = &w[(c0 + c) * cols + p0..(c0 + c) * cols + p0 + depth];
+                        for (p, &v) in src.iter().enumerate() {
+                            panel[(p0 + p) * NR + c] = v;
+                        }
                     }
                 }
             }
