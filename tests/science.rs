@@ -7,9 +7,15 @@ use vaepipe_engine::Outcome;
 use vaepipe_nn::{Prior, Vae};
 use vaepipe_tests::{data_section, run};
 
+/// The comparison starts from Glorot weights and zero output biases (`init = "glorot"`,
+/// `output_bias = "init"`, the defaults before issue 13): there the IWAE's lead on L_5 after 6
+/// short epochs is 5.4 ± 0.25 nats. From the data-initialised output bias (today's default) both
+/// objectives learn so fast that 6 epochs on 3 000 images cannot separate them (measured: 0.32 ±
+/// 0.23 nats), which says nothing about the objectives.
 fn spec(objective: &str, k: usize) -> String {
     format!(
-        "[pipeline]\nname = \"science-{objective}\"\nseed = 3\n{}\n[model]\nlatent = 10\nencoder = [100]\n\n\
+        "[pipeline]\nname = \"science-{objective}\"\nseed = 3\n{}\n[model]\nlatent = 10\nencoder = [100]\n\
+         init = \"glorot\"\noutput_bias = \"init\"\n\
          [train]\nobjective = \"{objective}\"\nk = {k}\nepochs = 6\nbatch_size = 25\n",
         data_section(3000, 500, 300),
     )
