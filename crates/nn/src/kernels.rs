@@ -1608,52 +1608,33 @@ mod tests {
             let (mut l, mut ll, mut tmp) = (logits.clone(), vec![0.0f64; rows], vec![0.0f32; dd]);
             let mut act = logits.clone();
             let mut d = logits.clone();
+            // The three row kernels with the instantiations of one instruction set.
+            macro_rules! run_with {
+                ($bern:ident, $act:ident, $grad:ident) => {{
+                    $bern(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
+                    $act(&mut act, &bias, Activation::Tanh);
+                    $grad(&mut d, dd, &act, dd, rows, dd, Activation::Softplus, None);
+                }};
+            }
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `isa` is supported by this CPU (Isa::supported).
             unsafe {
                 match isa {
-                    Isa::Avx512 => {
-                        bernoulli_grad_rows_avx512(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
-                        bias_activation_avx512(&mut act, &bias, Activation::Tanh);
-                        activation_grad_avx512(
-                            &mut d,
-                            dd,
-                            &act,
-                            dd,
-                            rows,
-                            dd,
-                            Activation::Softplus,
-                            None,
-                        );
-                    }
-                    Isa::Avx2 => {
-                        bernoulli_grad_rows_avx2(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
-                        bias_activation_avx2(&mut act, &bias, Activation::Tanh);
-                        activation_grad_avx2(
-                            &mut d,
-                            dd,
-                            &act,
-                            dd,
-                            rows,
-                            dd,
-                            Activation::Softplus,
-                            None,
-                        );
-                    }
-                    Isa::Generic => {
-                        bernoulli_grad_rows_impl(&mut l, &bias, &x, 3, &mut ll, &mut tmp);
-                        bias_activation_impl(&mut act, &bias, Activation::Tanh);
-                        activation_grad_impl(
-                            &mut d,
-                            dd,
-                            &act,
-                            dd,
-                            rows,
-                            dd,
-                            Activation::Softplus,
-                            None,
-                        );
-                    }
+                    Isa::Avx512 => run_with!(
+                        bernoulli_grad_rows_avx512,
+                        bias_activation_avx512,
+                        activation_grad_avx512
+                    ),
+                    Isa::Avx2 => run_with!(
+                        bernoulli_grad_rows_avx2,
+                        bias_activation_avx2,
+                        activation_grad_avx2
+                    ),
+                    Isa::Generic => run_with!(
+                        bernoulli_grad_rows_impl,
+                        bias_activation_impl,
+                        activation_grad_impl
+                    ),
                 }
             }
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
