@@ -35,6 +35,8 @@ def parse_args():
     p.add_argument("--epochs", type=int, default=0,
                    help="quality: train exactly N epochs instead of a budget (equal-epoch comparison)")
     p.add_argument("--impls", default=",".join(IMPLS), help="comma-separated subset of vaepipe,torch,jax")
+    p.add_argument("--objectives", default="iwae,elbo",
+                   help="quality: comma-separated subset of iwae,elbo (default both)")
     p.add_argument("--repeat", type=int, default=3, help="measurements per process (each reports a median)")
     p.add_argument("--seconds", type=float, default=3.0, help="throughput: minimum seconds per measurement")
     p.add_argument("--eval-images", type=int, default=200, help="throughput: test images per eval measurement")
@@ -261,6 +263,8 @@ def run_quality(a, results):
         log(f"quality round {r + 1}/{a.rounds} (order {', '.join(order)}; load average {load:.2f})")
         results["load"].append(load)
         for label, objective, k in QUALITY:
+            if objective not in a.objectives.split(","):
+                continue
             for impl in order:
                 seed = r + 1
                 rec = (quality_vaepipe(a, objective, k, seed) if impl == "vaepipe"
