@@ -84,7 +84,7 @@ fn slurm_available(test: &str) -> bool {
 
 // ---------------------------------------------------------------- helpers
 
-/// A small, fast pipeline on the embedded subset; `sweep` and `extra` are appended verbatim.
+/// A small, fast pipeline on the embedded subset (common::write_spec at this file's seed).
 fn write_spec(
     dir: &Path,
     file: &str,
@@ -94,53 +94,12 @@ fn write_spec(
     train: &str,
     sweep: &str,
 ) -> PathBuf {
-    let d = subset();
-    let text = format!(
-        r#"[pipeline]
-name = {name}
-seed = 3
-
-[data]
-format = "idx"
-train = {{ images = "{d}/train-images-idx3-ubyte.gz", labels = "{d}/train-labels-idx1-ubyte.gz" }}
-test = {{ images = "{d}/t10k-images-idx3-ubyte.gz", labels = "{d}/t10k-labels-idx1-ubyte.gz" }}
-train_rows = {rows}
-test_rows = 100
-validation = 100
-
-[model]
-{model}
-
-[train]
-batch_size = 50
-{train}
-
-[prior]
-method = "standard-normal"
-
-[eval]
-k = 20
-images = 50
-curve_k = [1, 5, 20]
-curve_images = 20
-{sweep}
-"#,
-        name = toml_string(name),
-        d = d.display()
-    );
-    let path = dir.join(file);
-    std::fs::write(&path, text).expect("write spec");
-    path
+    common::write_spec(dir, file, name, 3, rows, model, train, sweep)
 }
 
 /// The quickest pipeline: 300 rows, the tiny model, one ELBO epoch; `sweep` appended verbatim.
 fn quick_spec(dir: &Path, file: &str, name: &str, sweep: &str) -> PathBuf {
     write_spec(dir, file, name, 300, TINY_MODEL, ONE_ELBO_EPOCH, sweep)
-}
-
-/// A TOML basic string holding `s` (escapes `\` and `"`).
-fn toml_string(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// `vaepipe --color never --store <store>` in `cwd`, not yet started.

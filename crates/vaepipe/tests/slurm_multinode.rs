@@ -26,7 +26,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{bin, describe, json_of, repo, subset, the_entry, verify_store};
+use common::{bin, describe, json_of, repo, the_entry, verify_store};
 use serde_json::Value;
 
 static CLUSTER: OnceLock<Result<(), String>> = OnceLock::new();
@@ -91,42 +91,16 @@ fn vaepipe(cwd: &Path, store: &Path, args: &[&str]) -> Output {
 
 /// A spec on the embedded subset with a tiny model; `train` and `sweep` verbatim.
 fn spec(dir: &Path, name: &str, rows: usize, model: &str, train: &str, sweep: &str) -> PathBuf {
-    let d = subset();
-    let text = format!(
-        r#"[pipeline]
-name = "{name}"
-seed = 5
-
-[data]
-format = "idx"
-train = {{ images = "{d}/train-images-idx3-ubyte.gz", labels = "{d}/train-labels-idx1-ubyte.gz" }}
-test = {{ images = "{d}/t10k-images-idx3-ubyte.gz", labels = "{d}/t10k-labels-idx1-ubyte.gz" }}
-train_rows = {rows}
-test_rows = 100
-validation = 100
-
-[model]
-{model}
-
-[train]
-batch_size = 50
-{train}
-
-[prior]
-method = "standard-normal"
-
-[eval]
-k = 20
-images = 50
-curve_k = [1, 5, 20]
-curve_images = 20
-{sweep}
-"#,
-        d = d.display()
-    );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).expect("write spec");
-    path
+    common::write_spec(
+        dir,
+        &format!("{name}.toml"),
+        name,
+        5,
+        rows,
+        model,
+        train,
+        sweep,
+    )
 }
 
 /// A submission; its jobs are cancelled if the test fails meanwhile.

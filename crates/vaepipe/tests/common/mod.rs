@@ -1,5 +1,6 @@
-//! Helpers shared by the end-to-end tests of the `vaepipe` binary (cli.rs, slurm.rs): where the
-//! binary and the embedded data set are, how to show a failed command, and checks on a store.
+//! Helpers shared by the end-to-end tests of the `vaepipe` binary (cli.rs, slurm.rs,
+//! slurm_multinode.rs, …): where the binary and the embedded data set are, how to show a failed
+//! command, checks on a store, and the small specs the SLURM tests submit.
 
 // Each test target uses only some of these.
 #![allow(dead_code)]
@@ -82,4 +83,61 @@ pub fn the_entry(store: &Path, stage: &str) -> PathBuf {
 /// True if `dir` does not exist or holds nothing (e.g. no committed entry of a stage).
 pub fn missing_or_empty(dir: &Path) -> bool {
     !dir.exists() || std::fs::read_dir(dir).unwrap().next().is_none()
+}
+
+/// A small, fast pipeline on the embedded subset (the SLURM tests' specs): `model`, `train` and
+/// `sweep` are appended verbatim to their sections.
+#[allow(clippy::too_many_arguments)]
+pub fn write_spec(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    seed: u64,
+    rows: usize,
+    model: &str,
+    train: &str,
+    sweep: &str,
+) -> PathBuf {
+    let d = subset();
+    let text = format!(
+        r#"[pipeline]
+name = {name}
+seed = {seed}
+
+[data]
+format = "idx"
+train = {{ images = "{d}/train-images-idx3-ubyte.gz", labels = "{d}/train-labels-idx1-ubyte.gz" }}
+test = {{ images = "{d}/t10k-images-idx3-ubyte.gz", labels = "{d}/t10k-labels-idx1-ubyte.gz" }}
+train_rows = {rows}
+test_rows = 100
+validation = 100
+
+[model]
+{model}
+
+[train]
+batch_size = 50
+{train}
+
+[prior]
+method = "standard-normal"
+
+[eval]
+k = 20
+images = 50
+curve_k = [1, 5, 20]
+curve_images = 20
+{sweep}
+"#,
+        name = toml_string(name),
+        d = d.display()
+    );
+    let path = dir.join(file);
+    std::fs::write(&path, text).expect("write spec");
+    path
+}
+
+/// A TOML basic string holding `s` (escapes `\` and `"`).
+pub fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
