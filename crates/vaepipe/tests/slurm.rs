@@ -488,14 +488,17 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
     let t0 = Instant::now();
     let tmp = scratch("vaepipe-slurm-preempt");
     let cwd = tmp.path();
+    // Long enough that the signal lands mid-training on any machine: a fast CI runner did
+    // all of 3 000 rows x 8 epochs at k = 5 (1.2 s) before `scancel` arrived, so the
+    // signal hit the prior stage instead. 9 800 rows at k = 20 is ~10x the work per epoch.
     let epochs = 8;
     let spec = write_spec(
         cwd,
         "long.toml",
         "slurm preempt",
-        3000,
+        10000,
         "latent = 5\nencoder = [100]\ndecoder = [100]",
-        &format!("objective = \"iwae\"\nk = 5\nepochs = {epochs}"),
+        &format!("objective = \"iwae\"\nk = 20\nepochs = {epochs}"),
         "",
     );
     let store = cwd.join("store");
