@@ -10,6 +10,7 @@
 pub mod error;
 pub mod node;
 pub mod read;
+mod resolve;
 pub mod schema;
 pub mod source;
 pub mod sweep;
@@ -217,7 +218,7 @@ pub fn load_str(
                 };
                 r.error(&origin, &key, format!("sweep points {prev} and {index} are identical ({label}): a value is repeated"));
             }
-            if let Some(config) = schema::read_run(&tree, &mut r) {
+            if let Some(config) = resolve::read_run(&tree, &mut r) {
                 let id = point_id(&assignments);
                 runs.push(Run {
                     index,
