@@ -12,9 +12,10 @@ mod backend;
 mod cartesian;
 mod categories;
 mod charts;
+mod density;
 mod frame;
 mod histogram;
-// mod images;
+mod images;
 mod marks;
 mod palette;
 mod text;
@@ -209,7 +210,7 @@ pub fn bar_chart(chart: &BarChart) -> Result<Rendered, ReportError> {
 
 /// Draws an [`ImageGrid`].
 pub fn image_grid(grid: &ImageGrid) -> Result<Rendered, ReportError> {
-    todo!() /*TMP backend::render(|| images::GridPlan::new(grid))*/
+    backend::render(|| images::GridPlan::new(grid))
 }
 
 /// Draws a [`Scatter`].
@@ -219,7 +220,7 @@ pub fn scatter(chart: &Scatter) -> Result<Rendered, ReportError> {
 
 /// Draws a [`DensityComparison`].
 pub fn density_comparison(figure: &DensityComparison) -> Result<Rendered, ReportError> {
-    todo!() /*TMP backend::render(|| images::DensityPlan::new(figure))*/
+    backend::render(|| density::DensityPlan::new(figure))
 }
 
 /// Draws a [`Histogram`].

@@ -148,6 +148,7 @@ impl<D: ChartData> Cartesian<D> {
             x_ticks: &self.x_ticks,
             y_ticks: &self.y_ticks,
             rows: false,
+            grid: true,
         };
         draw_mesh(&mut chart, &mesh, figure)?;
         self.data.draw(&mut chart)

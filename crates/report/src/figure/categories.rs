@@ -58,7 +58,6 @@ pub(crate) struct CategoryPlan {
     label_w: f64,
     annotation_w: f64,
     top: f64,
-    plot_h: f64,
     range: (f64, f64),
     ticks: Vec<Tick>,
     value_label: String,
@@ -218,7 +217,6 @@ impl CategoryPlan {
             });
         }
         let n = rows.len() as f64;
-        let n = rows.len() as f64;
         let lh = Font::TICK.line_height();
         let max_lines = rows.iter().map(|r| r.lines.len()).max().unwrap_or(1) as f64;
         let row_h = (max_lines * lh + 14.0)
@@ -257,7 +255,6 @@ impl CategoryPlan {
             label_w,
             annotation_w,
             top,
-            plot_h,
             range,
             ticks,
             value_label: value_label.to_string(),
@@ -329,6 +326,7 @@ impl Plan for CategoryPlan {
             x_ticks: &self.ticks,
             y_ticks: &y_ticks,
             rows: true,
+            grid: true,
         };
         draw_mesh(&mut chart, &mesh, figure)?;
 

@@ -191,7 +191,6 @@ impl ChartData for Points {
         X: Ranged<ValueType = f64>,
         Y: Ranged<ValueType = f64>,
     {
-        let figure = Self::FIGURE;
         // All points in the given order, so that no class always hides the others.
         chart
             .draw_series(self.points.iter().map(|&(x, y, class)| {

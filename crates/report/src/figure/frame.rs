@@ -116,6 +116,8 @@ pub(crate) struct Mesh<'a> {
     pub(crate) y_ticks: &'a [Tick],
     /// The y ticks label rows (categories): no horizontal grid lines, no y tick marks.
     pub(crate) rows: bool,
+    /// Draw grid lines at the ticks (heat maps have none).
+    pub(crate) grid: bool,
 }
 
 /// The cartesian chart context every chart of this crate draws on.
@@ -138,6 +140,9 @@ where
     let x_format = |v: &f64| tick_label(mesh.x_ticks, *v);
     let y_format = |v: &f64| tick_label(mesh.y_ticks, *v);
     let mut style = chart.configure_mesh();
+    if !mesh.grid {
+        style.disable_mesh();
+    }
     if mesh.rows {
         style
             .disable_y_mesh()

@@ -1,6 +1,7 @@
 //! Marker shapes as a plotters element, so that series stay distinguishable without colour.
 //! plotters 0.3.7 has circles, triangles and crosses; squares, diamonds, downward triangles, plus
-//! signs and stars are added here, all behind one element type usable in point series and legends.
+//! signs and stars are added here, all behind one element type used in series and legends; legend
+//! samples (swatch, dashed line, marker) are a second element.
 
 use plotters::element::{Drawable, PointCollection};
 use plotters::style::{Color, RGBAColor, ShapeStyle};

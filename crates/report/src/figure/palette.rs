@@ -1,5 +1,5 @@
-//! Colour choices: text and grid greys, the Okabe–Ito colour-blind-safe palette (extended to ten colours for class
-//! labels) and the viridis perceptual colormap for densities.
+//! Colour choices: text and grid greys, the Okabe–Ito colour-blind-safe palette (extended to ten
+//! colours for class labels) and the viridis perceptual colormap for densities.
 
 use plotters::style::RGBColor;
 

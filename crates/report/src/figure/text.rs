@@ -63,15 +63,6 @@ impl Font {
             .pos(Pos::new(pos.0, pos.1))
     }
 
-    /// The same style turned to read bottom to top.
-    pub(crate) fn rotated(self, color: RGBColor, pos: (HPos, VPos)) -> TextStyle<'static> {
-        self.desc()
-            .transform(FontTransform::Rotate270)
-            .into_font()
-            .color(&color)
-            .pos(Pos::new(pos.0, pos.1))
-    }
-
     fn desc(self) -> FontDesc<'static> {
         let style = if self.bold {
             FontStyle::Bold
