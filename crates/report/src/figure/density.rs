@@ -474,7 +474,7 @@ impl Plan for DensityPlan {
         let frame = INK.stroke_width(1);
         for (k, (chart, name)) in panels.iter_mut().zip(&self.names).enumerate() {
             let mesh = Mesh {
-                x_label: &self.x_label,
+                x_label: "",
                 y_label: if k == 0 { &self.y_label } else { "" },
                 x_ticks: &self.x_ticks,
                 y_ticks: if k == 0 { &self.y_ticks } else { &no_ticks },
@@ -492,6 +492,17 @@ impl Plan for DensityPlan {
             let at = ((left + self.side / 2.0) as i32, (self.top - 6.0) as i32);
             root.draw(&Text::new(label, at, style)).drawn(figure)?;
         }
+        // One x axis title under all panels (it spans several charts, so it is drawn here, where
+        // plotters would put it: at the bottom of the label area).
+        let first = self.panel_left(0);
+        let last = self.panel_left(self.names.len() - 1) + self.side;
+        let label = ellipsize(&self.x_label, Font::AXIS, last - first)?;
+        let style = Font::AXIS.style(INK, (HPos::Center, VPos::Bottom));
+        let at = (
+            ((first + last) / 2.0) as i32,
+            (self.top + self.side + self.x_area) as i32,
+        );
+        root.draw(&Text::new(label, at, style)).drawn(figure)?;
         let mesh = Mesh {
             x_label: "",
             y_label: "density",
