@@ -12,7 +12,7 @@ use super::frame::{
     draw_title, dropped_note, legend_height, legend_width, note_height, x_label_area, y_label_area,
 };
 use super::marks::Sample;
-use super::text::{Font, ellipsize, max_text_width};
+use super::text::{Font, max_text_width, wrap};
 use super::ticks::{Tick, horizontal_ticks, linear_ticks, log_ticks};
 use crate::ReportError;
 
@@ -20,8 +20,8 @@ use crate::ReportError;
 const WIDTH: f64 = 800.0;
 /// Height of a chart unless its legend needs more.
 const MIN_HEIGHT: f64 = 500.0;
-/// Legend names are shortened to this width.
-const LEGEND_TEXT_W: f64 = 210.0;
+/// Legend names wrap at this width.
+const LEGEND_TEXT_W: f64 = 190.0;
 /// Room above the plot for the half of the top tick label that sticks out.
 const PLOT_TOP: f64 = 10.0;
 
@@ -65,8 +65,8 @@ pub(crate) struct Cartesian<D> {
     y_ticks: Vec<Tick>,
     x_area: f64,
     y_area: f64,
-    /// Legend names, shortened to fit.
-    legend: Vec<String>,
+    /// Legend names, wrapped to fit.
+    legend: Vec<Vec<String>>,
     legend_w: f64,
     height: f64,
     dropped: usize,
@@ -86,16 +86,16 @@ impl<D: ChartData> Cartesian<D> {
     ) -> Result<Self, ReportError> {
         let legend = names
             .iter()
-            .map(|n| ellipsize(n, Font::LEGEND, LEGEND_TEXT_W))
+            .map(|n| wrap(n, Font::LEGEND, LEGEND_TEXT_W, 3))
             .collect::<Result<Vec<_>, _>>()?;
         let legend_w = legend_width(max_text_width(
-            legend.iter().map(String::as_str),
+            legend.iter().flatten().map(String::as_str),
             Font::LEGEND,
         )?);
         let note = dropped_note(dropped, what);
         let x_area = x_label_area();
         let fixed = TITLE_HEIGHT + PLOT_TOP + x_area + MARGIN + note_height(&note);
-        let height = (fixed + legend_height(legend.len())).max(MIN_HEIGHT).ceil();
+        let height = (fixed + legend_height(&legend)).max(MIN_HEIGHT).ceil();
         let plot_h = height - fixed;
         let y_target = ((plot_h / 55.0).round() as usize).clamp(3, 9);
         let y_ticks = linear_ticks(axes.y_range, y_target, axes.y_integer);
@@ -180,7 +180,7 @@ impl<D: ChartData> Plan for Cartesian<D> {
             (WIDTH - MARGIN - self.legend_w) as i32 - 5,
             MARGIN as i32 - 5,
         );
-        let entries: Vec<(String, Sample)> = (self.legend.iter().cloned())
+        let entries: Vec<(Vec<String>, Sample)> = (self.legend.iter().cloned())
             .enumerate()
             .map(|(i, name)| (name, self.data.sample(i)))
             .collect();

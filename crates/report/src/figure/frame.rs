@@ -169,30 +169,47 @@ pub(crate) fn legend_width(text_w: f64) -> f64 {
     (text_w + f64::from(SAMPLE_W + 8 + 2 * LEGEND_PAD) + 6.0).ceil()
 }
 
-/// Height of a legend of `entries` one-line entries.
-pub(crate) fn legend_height(entries: usize) -> f64 {
+/// Height of a legend of `entries`, names wrapped to lines (see [`draw_legend`]).
+pub(crate) fn legend_height(entries: &[Vec<String>]) -> f64 {
+    let mut lines: usize = entries.iter().map(Vec::len).sum();
+    if lines > entries.len() {
+        lines += entries.len() - 1;
+    }
     // plotters spaces legend lines 1.25 font sizes apart.
-    (entries as f64 * Font::LEGEND.line_height() * 1.25 / 1.05 + f64::from(2 * LEGEND_PAD)).ceil()
+    (lines as f64 * Font::LEGEND.line_height() * 1.25 / 1.05 + f64::from(2 * LEGEND_PAD)).ceil()
 }
 
-/// Draws a legend of `entries` (name, sample) in `area`, beside the plot so that it never hides
-/// data. plotters draws legends (`configure_series_labels`) only inside a chart's plotting area
+/// Draws a legend of `entries` (name wrapped to lines, sample) in `area`, beside the plot so that
+/// it never hides data. plotters draws legends (`configure_series_labels`) only inside a chart's plotting area
 /// (coordinates outside it are clamped to its edge), so the legend gets a chart of its own: one
 /// without mesh or data, whose plotting area is `area`.
 pub(crate) fn draw_legend<DB: DrawingBackend>(
     area: &Root<'_, DB>,
-    entries: &[(String, Sample)],
+    entries: &[(Vec<String>, Sample)],
     figure: &'static str,
 ) -> Result<(), ReportError> {
     let mut host = ChartBuilder::on(area)
         .build_cartesian_2d(0.0..1.0, 0.0..1.0)
         .drawn(figure)?;
-    for (name, sample) in entries {
+    // plotters gives each legend entry one line: a wrapped name continues in entries of its own
+    // without a sample, and a blank entry then separates the names.
+    let spaced = entries.iter().any(|(lines, _)| lines.len() > 1);
+    for (i, (lines, sample)) in entries.iter().enumerate() {
         let sample = *sample;
-        host.draw_series(std::iter::empty::<Marker<(f64, f64)>>())
-            .drawn(figure)?
-            .label(name.as_str())
-            .legend(move |at| Sample { at, ..sample });
+        if spaced && i > 0 {
+            host.draw_series(std::iter::empty::<Marker<(f64, f64)>>())
+                .drawn(figure)?
+                .label(" ");
+        }
+        for (k, line) in lines.iter().enumerate() {
+            let entry = host
+                .draw_series(std::iter::empty::<Marker<(f64, f64)>>())
+                .drawn(figure)?;
+            entry.label(line.as_str());
+            if k == 0 {
+                entry.legend(move |at| Sample { at, ..sample });
+            }
+        }
     }
     host.configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
