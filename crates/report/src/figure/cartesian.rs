@@ -3,7 +3,6 @@
 //! ([`ChartData`]) drawn between the mesh and the legend.
 
 use plotters::chart::ChartBuilder;
-use plotters::coord::ranged1d::Ranged;
 use plotters_backend::DrawingBackend;
 
 use super::backend::{Drawn, Plan, Root, Sheet};
@@ -30,14 +29,7 @@ pub(crate) trait ChartData {
     /// The figure kind named in errors.
     const FIGURE: &'static str;
     /// Draws the data over the mesh.
-    fn draw<'a, 'b: 'a, DB, X, Y>(
-        &self,
-        chart: &mut Chart<'a, 'b, DB, X, Y>,
-    ) -> Result<(), ReportError>
-    where
-        DB: DrawingBackend + 'a,
-        X: Ranged<ValueType = f64>,
-        Y: Ranged<ValueType = f64>;
+    fn draw<DB: DrawingBackend>(&self, chart: &mut Chart<'_, '_, DB>) -> Result<(), ReportError>;
     /// The legend sample of entry `entry` (a series or a class).
     fn sample(&self, entry: usize) -> Sample;
 }

@@ -13,7 +13,6 @@ use super::palette::color;
 use super::ticks::{min_max, padded_range};
 use super::{LineChart, Scatter};
 use crate::ReportError;
-use plotters::coord::ranged1d::Ranged;
 
 /// One curve: its points, the points that get a marker, palette slot and dash.
 struct Curve {
@@ -29,15 +28,7 @@ pub(crate) struct Lines(Vec<Curve>);
 impl ChartData for Lines {
     const FIGURE: &'static str = "line chart";
 
-    fn draw<'a, 'b: 'a, DB, X, Y>(
-        &self,
-        chart: &mut Chart<'a, 'b, DB, X, Y>,
-    ) -> Result<(), ReportError>
-    where
-        DB: DrawingBackend + 'a,
-        X: Ranged<ValueType = f64>,
-        Y: Ranged<ValueType = f64>,
-    {
+    fn draw<DB: DrawingBackend>(&self, chart: &mut Chart<'_, '_, DB>) -> Result<(), ReportError> {
         let figure = Self::FIGURE;
         for curve in &self.0 {
             let style = color(curve.slot).to_rgba().stroke_width(2);
@@ -182,15 +173,7 @@ pub(crate) struct Points {
 impl ChartData for Points {
     const FIGURE: &'static str = "scatter plot";
 
-    fn draw<'a, 'b: 'a, DB, X, Y>(
-        &self,
-        chart: &mut Chart<'a, 'b, DB, X, Y>,
-    ) -> Result<(), ReportError>
-    where
-        DB: DrawingBackend + 'a,
-        X: Ranged<ValueType = f64>,
-        Y: Ranged<ValueType = f64>,
-    {
+    fn draw<DB: DrawingBackend>(&self, chart: &mut Chart<'_, '_, DB>) -> Result<(), ReportError> {
         // All points in the given order, so that no class always hides the others.
         chart
             .draw_series(self.points.iter().map(|&(x, y, class)| {

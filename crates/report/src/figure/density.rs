@@ -409,7 +409,7 @@ const UNCOVERED: [u8; 3] = [0xFF, 0xFF, 0xFF];
 /// Places `rgb` (`size` pixels) at the top-left corner of the chart's plotting area.
 fn raster<DB: DrawingBackend>(
     root: &Root<'_, DB>,
-    chart: &Chart<'_, '_, DB, Axis, Axis>,
+    chart: &Chart<'_, '_, DB>,
     size: (u32, u32),
     rgb: Vec<u8>,
 ) -> Result<(), ReportError> {

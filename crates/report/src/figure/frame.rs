@@ -3,12 +3,12 @@
 //! mesh (`configure_mesh`: grid, axes, ticks, labels) with our tick choices, and the legend
 //! (`configure_series_labels`) placed beside the plot so that it never hides data.
 
-use plotters::chart::{ChartBuilder, ChartContext, LabelAreaPosition, SeriesLabelPosition};
-use plotters::coord::cartesian::Cartesian2d;
 use std::ops::Range;
 
+use plotters::chart::{ChartBuilder, ChartContext, LabelAreaPosition, SeriesLabelPosition};
+use plotters::coord::cartesian::Cartesian2d;
 use plotters::coord::combinators::{IntoLogRange, LogCoord};
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::types::RangedCoordf64;
 use plotters::element::Text;
 use plotters::style::text_anchor::{HPos, VPos};
@@ -121,20 +121,15 @@ pub(crate) struct Mesh<'a> {
 }
 
 /// The cartesian chart context every chart of this crate draws on.
-pub(crate) type Chart<'a, 'b, DB, X, Y> = ChartContext<'a, Glyphs<'b, DB>, Cartesian2d<X, Y>>;
+pub(crate) type Chart<'a, 'b, DB> = ChartContext<'a, Glyphs<'b, DB>, Cartesian2d<Axis, Axis>>;
 
 /// Draws the grid (minor lines from the coordinates' light points), the axes, the ticks with
 /// their labels and the axis titles.
-pub(crate) fn draw_mesh<DB, X, Y>(
-    chart: &mut Chart<'_, '_, DB, X, Y>,
+pub(crate) fn draw_mesh<DB: DrawingBackend>(
+    chart: &mut Chart<'_, '_, DB>,
     mesh: &Mesh<'_>,
     figure: &'static str,
-) -> Result<(), ReportError>
-where
-    DB: DrawingBackend,
-    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
-    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
-{
+) -> Result<(), ReportError> {
     let x_label = ellipsize(mesh.x_label, Font::AXIS, 600.0)?;
     let y_label = ellipsize(mesh.y_label, Font::AXIS, 400.0)?;
     let x_format = |v: &f64| tick_label(mesh.x_ticks, *v);
@@ -176,13 +171,13 @@ pub(crate) fn legend_height(entries: &[Vec<String>]) -> f64 {
         lines += entries.len() - 1;
     }
     // plotters spaces legend lines 1.25 font sizes apart.
-    (lines as f64 * Font::LEGEND.line_height() * 1.25 / 1.05 + f64::from(2 * LEGEND_PAD)).ceil()
+    (lines as f64 * Font::LEGEND.size() * 1.25 + f64::from(2 * LEGEND_PAD)).ceil()
 }
 
 /// Draws a legend of `entries` (name wrapped to lines, sample) in `area`, beside the plot so that
-/// it never hides data. plotters draws legends (`configure_series_labels`) only inside a chart's plotting area
-/// (coordinates outside it are clamped to its edge), so the legend gets a chart of its own: one
-/// without mesh or data, whose plotting area is `area`.
+/// it never hides data. plotters draws legends (`configure_series_labels`) only inside a chart's
+/// plotting area (coordinates outside it are clamped to its edge), so the legend gets a chart of
+/// its own: one without mesh or data, whose plotting area is `area`.
 pub(crate) fn draw_legend<DB: DrawingBackend>(
     area: &Root<'_, DB>,
     entries: &[(Vec<String>, Sample)],

@@ -1,7 +1,6 @@
 //! The data layer of overlaid histograms: bins counted here, drawn as plotters `Rectangle`s
 //! (one distribution, filled) under step outlines (`LineSeries` / `DashedLineSeries`).
 
-use plotters::coord::ranged1d::Ranged;
 use plotters::element::Rectangle;
 use plotters::series::{DashedLineSeries, LineSeries};
 use plotters::style::Color;
@@ -26,15 +25,7 @@ pub(crate) struct Steps {
 impl ChartData for Steps {
     const FIGURE: &'static str = "histogram";
 
-    fn draw<'a, 'b: 'a, DB, X, Y>(
-        &self,
-        chart: &mut Chart<'a, 'b, DB, X, Y>,
-    ) -> Result<(), ReportError>
-    where
-        DB: DrawingBackend + 'a,
-        X: Ranged<ValueType = f64>,
-        Y: Ranged<ValueType = f64>,
-    {
+    fn draw<DB: DrawingBackend>(&self, chart: &mut Chart<'_, '_, DB>) -> Result<(), ReportError> {
         let figure = Self::FIGURE;
         let edge = |b: usize| self.lo + b as f64 * self.bin_w;
         // A single distribution is filled; overlaid ones are outlines only, since mixed

@@ -72,6 +72,11 @@ impl Font {
         FontDesc::new(FontFamily::Name(FAMILY), self.size, style)
     }
 
+    /// The size in pixels.
+    pub(crate) fn size(self) -> f64 {
+        self.size
+    }
+
     /// Vertical distance between the tops of two consecutive lines of this font.
     pub(crate) fn line_height(self) -> f64 {
         (self.size * 1.05).round()
