@@ -8,12 +8,18 @@
 //! out, counted in [`Rendered::dropped`] and mentioned in a footnote on the figure. Output is a
 //! pure function of the input: rendering the same data twice gives byte-identical files.
 
-mod axis;
-mod canvas;
+mod backend;
+mod cartesian;
 mod categories;
 mod charts;
+mod density;
+mod frame;
+mod histogram;
 mod images;
+mod marks;
 mod palette;
+mod text;
+mod ticks;
 
 use crate::ReportError;
 
@@ -189,35 +195,35 @@ pub struct Histogram {
 
 /// Draws a [`LineChart`].
 pub fn line_chart(chart: &LineChart) -> Result<Rendered, ReportError> {
-    canvas::render(|| charts::LinePlan::new(chart))
+    backend::render(|| charts::LinePlan::new(chart))
 }
 
 /// Draws a [`DotChart`].
 pub fn dot_chart(chart: &DotChart) -> Result<Rendered, ReportError> {
-    canvas::render(|| categories::CategoryPlan::dots(chart))
+    backend::render(|| categories::CategoryPlan::dots(chart))
 }
 
 /// Draws a [`BarChart`].
 pub fn bar_chart(chart: &BarChart) -> Result<Rendered, ReportError> {
-    canvas::render(|| categories::CategoryPlan::bars(chart))
+    backend::render(|| categories::CategoryPlan::bars(chart))
 }
 
 /// Draws an [`ImageGrid`].
 pub fn image_grid(grid: &ImageGrid) -> Result<Rendered, ReportError> {
-    canvas::render(|| images::GridPlan::new(grid))
+    backend::render(|| images::GridPlan::new(grid))
 }
 
 /// Draws a [`Scatter`].
 pub fn scatter(chart: &Scatter) -> Result<Rendered, ReportError> {
-    canvas::render(|| charts::ScatterPlan::new(chart))
+    backend::render(|| charts::ScatterPlan::new(chart))
 }
 
 /// Draws a [`DensityComparison`].
 pub fn density_comparison(figure: &DensityComparison) -> Result<Rendered, ReportError> {
-    canvas::render(|| images::DensityPlan::new(figure))
+    backend::render(|| density::DensityPlan::new(figure))
 }
 
 /// Draws a [`Histogram`].
 pub fn histogram(chart: &Histogram) -> Result<Rendered, ReportError> {
-    canvas::render(|| charts::HistogramPlan::new(chart))
+    backend::render(|| histogram::HistogramPlan::new(chart))
 }

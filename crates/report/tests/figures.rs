@@ -72,12 +72,24 @@ fn assert_texts<S: AsRef<str>>(svg: &str, expected: impl IntoIterator<Item = S>)
     }
 }
 
-/// Renders twice and asserts byte-identical output.
+/// Renders twice and asserts byte-identical output. With `VAEPIPE_FIGURE_DIR` set, also writes
+/// the figure there (as `<first SVG text>.png` and `.svg`), to look at the pictures.
 fn twice<T>(input: &T, f: fn(&T) -> Result<Rendered, ReportError>) -> Rendered {
     let a = f(input).expect("renders");
     let b = f(input).expect("renders again");
     assert!(a.png == b.png, "PNG differs between two renders");
     assert!(a.svg == b.svg, "SVG differs between two renders");
+    if let Some(dir) = std::env::var_os("VAEPIPE_FIGURE_DIR") {
+        let name: String = svg_texts(&a.svg)
+            .first()
+            .map_or("untitled", String::as_str)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let dir = std::path::Path::new(&dir);
+        std::fs::write(dir.join(format!("{name}.png")), &a.png).expect("write PNG");
+        std::fs::write(dir.join(format!("{name}.svg")), &a.svg).expect("write SVG");
+    }
     a
 }
 

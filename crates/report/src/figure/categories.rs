@@ -1,18 +1,24 @@
 //! Charts of one value per category, laid out as horizontal rows so that long category labels
-//! stay readable: wrapped labels on the left, the value axis at the bottom and each value
-//! written out on the right. Dot charts (with standard-error bars) and bar charts share it.
+//! stay readable: wrapped labels on the left (the y axis' tick labels), the value axis at the
+//! bottom and each value written out on the right. Dot charts (plotters `ErrorBar`s under
+//! `Circle`s) and bar charts (`Rectangle`s) share it.
 
-use plotters::prelude::DrawingBackend;
-use plotters::style::Color;
+use plotters::chart::ChartBuilder;
+use plotters::element::{Circle, ErrorBar, PathElement, Rectangle, Text};
 use plotters::style::text_anchor::{HPos, VPos};
+use plotters::style::{Color, RGBColor};
+use plotters_backend::DrawingBackend;
 
-use super::axis::{
-    GRID, INK, MARGIN, MUTED, Scale, TITLE_HEIGHT, Tick, TickSide, annotation_decimals, draw_note,
-    draw_ticks, draw_title, draw_x_title, dropped_note, format_value, height_with_x_axis,
-    horizontal_ticks, hull, min_max, padded_range,
+use super::backend::{Drawn, Plan, Root, Sheet};
+use super::frame::{
+    Axis, MARGIN, Mesh, TITLE_HEIGHT, draw_mesh, draw_note, draw_title, dropped_note, note_height,
+    x_label_area,
 };
-use super::canvas::{Canvas, Font, Plan, Sheet, max_text_width, rgb, wrap};
-use super::palette::ACCENT;
+use super::palette::{ACCENT, INK, MUTED, rgb};
+use super::text::{Font, max_text_width, wrap};
+use super::ticks::{
+    Tick, annotation_decimals, format_value, horizontal_ticks, hull, min_max, padded_range,
+};
 use super::{BarChart, DotChart};
 use crate::ReportError;
 
@@ -22,6 +28,10 @@ const LABEL_FRACTION: f64 = 0.36;
 /// Rows are spread over at least this many pixels (but no row gets taller than `MAX_ROW`).
 const MIN_PLOT_H: f64 = 260.0;
 const MAX_ROW: f64 = 56.0;
+/// Gap between the plot and the values written right of it.
+const ANNOTATION_GAP: f64 = 14.0;
+/// Zebra stripe colour.
+const STRIPE: RGBColor = rgb(0xF3F3F3);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -44,12 +54,11 @@ pub(crate) struct CategoryPlan {
     title: String,
     subtitle: Option<String>,
     rows: Vec<Row>,
-    row_h: f64,
-    left: f64,
-    right: f64,
+    /// Widths of the label area left of the plot and of the room right of it.
+    label_w: f64,
+    annotation_w: f64,
     top: f64,
-    bottom: f64,
-    scale: Scale,
+    range: (f64, f64),
     ticks: Vec<Tick>,
     value_label: String,
     height: f64,
@@ -216,11 +225,12 @@ impl CategoryPlan {
         let label_w = max_text_width(
             rows.iter().flat_map(|r| r.lines.iter().map(String::as_str)),
             Font::TICK,
-        )?;
-        let annot_w = max_text_width(rows.iter().map(|r| r.annotation.as_str()), Font::TICK)?;
-        let left = MARGIN + label_w + 16.0;
-        let right = WIDTH - MARGIN - annot_w - 18.0;
-        if right - left < 150.0 {
+        )? + 16.0;
+        let annotation_w = max_text_width(rows.iter().map(|r| r.annotation.as_str()), Font::TICK)?
+            + ANNOTATION_GAP
+            + 4.0;
+        let plot_w = WIDTH - 2.0 * MARGIN - label_w - annotation_w;
+        if plot_w < 150.0 {
             return Err(ReportError::invalid(
                 figure,
                 "the category labels and values leave no room for the plot",
@@ -232,28 +242,31 @@ impl CategoryPlan {
             0.0
         };
         let top = TITLE_HEIGHT + subtitle_h + 4.0;
-        let bottom = top + n * row_h;
+        let plot_h = (n * row_h).round();
         let note = dropped_note(dropped, "value");
-        let height = height_with_x_axis(bottom, &note);
-        let ticks = horizontal_ticks(range, right - left)?;
+        let height = (top + plot_h + x_label_area() + MARGIN + note_height(&note)).ceil();
+        let ticks = horizontal_ticks(range, plot_w)?;
         Ok(Self {
             figure,
             kind,
             title: title.to_string(),
             subtitle,
             rows,
-            row_h,
-            left,
-            right,
+            label_w,
+            annotation_w,
             top,
-            bottom,
-            scale: Scale::new(range, false, left, right),
+            range,
             ticks,
             value_label: value_label.to_string(),
             height,
             dropped,
             note,
         })
+    }
+
+    /// The y coordinate of row `i`'s centre (rows run top to bottom over `0..n`).
+    fn row_y(&self, i: usize) -> f64 {
+        self.rows.len() as f64 - i as f64 - 0.5
     }
 }
 
@@ -262,96 +275,101 @@ impl Plan for CategoryPlan {
         Sheet::new(self.figure, WIDTH, self.height, self.dropped)
     }
 
-    fn draw<DB: DrawingBackend>(&self, canvas: &mut Canvas<'_, DB>) -> Result<(), ReportError> {
-        draw_title(canvas, &self.title, WIDTH)?;
+    fn draw<DB: DrawingBackend>(&self, root: &Root<'_, DB>) -> Result<(), ReportError> {
+        let figure = self.figure;
+        draw_title(root, &self.title, figure)?;
         if let Some(subtitle) = &self.subtitle {
-            canvas.text(
-                subtitle,
-                (WIDTH / 2.0, TITLE_HEIGHT - 4.0),
-                Font::NOTE,
-                MUTED,
-                (HPos::Center, VPos::Top),
-                false,
-            )?;
+            let style = Font::NOTE.style(MUTED, (HPos::Center, VPos::Top));
+            let at = ((WIDTH / 2.0) as i32, (TITLE_HEIGHT - 4.0) as i32);
+            root.draw(&Text::new(subtitle.as_str(), at, style))
+                .drawn(figure)?;
         }
-        // Zebra rows help the eye follow a row from label to value.
-        for i in (1..self.rows.len()).step_by(2) {
-            let y = self.top + i as f64 * self.row_h;
-            canvas.rect(
-                (MARGIN, y),
-                (WIDTH - MARGIN, y + self.row_h),
-                rgb(0xF3F3F3).to_rgba(),
-                true,
-            )?;
+        let n = self.rows.len();
+        let area = root.margin(
+            self.top as i32,
+            (MARGIN + note_height(&self.note)) as i32,
+            MARGIN as i32,
+            (MARGIN + self.annotation_w) as i32,
+        );
+        // One y tick per row, at its centre, labelled with the (wrapped) category.
+        let y_ticks: Vec<Tick> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| Tick {
+                value: self.row_y(i),
+                label: row.lines.join("\n"),
+            })
+            .collect();
+        let mut chart = ChartBuilder::on(&area)
+            .x_label_area_size(x_label_area() as u32)
+            .y_label_area_size(self.label_w as u32)
+            .build_cartesian_2d(
+                Axis::linear(self.range, &self.ticks),
+                Axis::linear((0.0, n as f64), &y_ticks),
+            )
+            .drawn(figure)?;
+
+        // Zebra rows, across the labels and values too, help the eye follow a row.
+        for i in (1..n).step_by(2) {
+            let (_, y0) = chart.backend_coord(&(self.range.0, n as f64 - i as f64));
+            let (_, y1) = chart.backend_coord(&(self.range.0, n as f64 - i as f64 - 1.0));
+            let stripe = Rectangle::new(
+                [(MARGIN as i32, y0), ((WIDTH - MARGIN) as i32, y1)],
+                STRIPE.filled(),
+            );
+            root.draw(&stripe).drawn(figure)?;
         }
-        for t in &self.ticks {
-            let x = self.scale.px(t.value);
-            canvas.line((x, self.top), (x, self.bottom), GRID.to_rgba(), 1)?;
-        }
+        let mesh = Mesh {
+            x_label: &self.value_label,
+            y_label: "",
+            x_ticks: &self.ticks,
+            y_ticks: &y_ticks,
+            rows: true,
+            grid: true,
+        };
+        draw_mesh(&mut chart, &mesh, figure)?;
+
         let accent = ACCENT.to_rgba();
         if self.kind == Kind::Bars {
-            let x0 = self.scale.px(0.0);
-            canvas.line((x0, self.top), (x0, self.bottom), INK.to_rgba(), 1)?;
+            let zero = [(0.0, 0.0), (0.0, n as f64)];
+            chart
+                .draw_series(std::iter::once(PathElement::new(zero, INK.stroke_width(1))))
+                .drawn(figure)?;
         }
-        let lh = Font::TICK.line_height();
         for (i, row) in self.rows.iter().enumerate() {
-            let cy = self.top + (i as f64 + 0.5) * self.row_h;
+            let y = self.row_y(i);
             if let Some(v) = row.value {
-                let x = self.scale.px(v);
                 match self.kind {
                     Kind::Bars => {
-                        let half = self.row_h * 0.3;
-                        let x0 = self.scale.px(0.0);
-                        canvas.rect((x0, cy - half), (x, cy + half), accent, true)?;
+                        let bar = Rectangle::new([(0.0, y - 0.3), (v, y + 0.3)], accent.filled());
+                        chart.draw_series(std::iter::once(bar)).drawn(figure)?;
                     }
                     Kind::Dots => {
                         if let Some(s) = row.std_err {
-                            let (a, b) = (self.scale.px(v - s), self.scale.px(v + s));
-                            canvas.line((a, cy), (b, cy), INK.to_rgba(), 2)?;
-                            canvas.line((a, cy - 6.0), (a, cy + 6.0), INK.to_rgba(), 2)?;
-                            canvas.line((b, cy - 6.0), (b, cy + 6.0), INK.to_rgba(), 2)?;
+                            let bar = ErrorBar::new_horizontal(
+                                y,
+                                v - s,
+                                v,
+                                v + s,
+                                INK.stroke_width(2),
+                                12,
+                            );
+                            chart.draw_series(std::iter::once(bar)).drawn(figure)?;
                         }
-                        canvas.marker(super::canvas::Marker::Circle, (x, cy), 6.0, accent)?;
+                        let dot = Circle::new((v, y), 6, accent.filled());
+                        chart.draw_series(std::iter::once(dot)).drawn(figure)?;
                     }
                 }
             }
-            let block_top = cy - row.lines.len() as f64 * lh / 2.0;
-            for (k, line) in row.lines.iter().enumerate() {
-                canvas.text(
-                    line,
-                    (self.left - 12.0, block_top + (k as f64 + 0.5) * lh),
-                    Font::TICK,
-                    INK,
-                    (HPos::Right, VPos::Center),
-                    false,
-                )?;
-            }
+            // The value, right of the plot (outside the plotting area, hence on the root).
+            let (right, cy) = chart.backend_coord(&(self.range.1, y));
             let color = if row.value.is_some() { INK } else { MUTED };
-            canvas.text(
-                &row.annotation,
-                (self.right + 14.0, cy),
-                Font::TICK,
-                color,
-                (HPos::Left, VPos::Center),
-                false,
-            )?;
+            let style = Font::TICK.style(color, (HPos::Left, VPos::Center));
+            let at = (right + ANNOTATION_GAP as i32, cy);
+            root.draw(&Text::new(row.annotation.as_str(), at, style))
+                .drawn(figure)?;
         }
-        // Value axis.
-        canvas.line(
-            (self.left, self.bottom),
-            (self.right, self.bottom),
-            INK.to_rgba(),
-            1,
-        )?;
-        draw_ticks(canvas, &self.ticks, TickSide::Below, self.bottom, |v| {
-            self.scale.px(v)
-        })?;
-        draw_x_title(
-            canvas,
-            &self.value_label,
-            (self.left, self.right),
-            self.bottom,
-        )?;
-        draw_note(canvas, self.note.as_deref(), WIDTH, self.height)
+        draw_note(root, self.note.as_deref(), figure)
     }
 }

@@ -1,9 +1,21 @@
-//! Colour choices: the Okabe–Ito colour-blind-safe palette (extended to ten colours for class
-//! labels) and the viridis perceptual colormap for densities.
+//! Colour choices: text and grid greys, the Okabe–Ito colour-blind-safe palette (extended to ten
+//! colours for class labels) and the viridis perceptual colormap for densities.
 
 use plotters::style::RGBColor;
 
-use super::canvas::rgb;
+/// Opaque colour from a `0xRRGGBB` value.
+pub(crate) const fn rgb(hex: u32) -> RGBColor {
+    RGBColor((hex >> 16) as u8, (hex >> 8) as u8, hex as u8)
+}
+
+/// Text and axis lines.
+pub(crate) const INK: RGBColor = rgb(0x222222);
+/// Secondary text (footnotes, subtitles, missing values).
+pub(crate) const MUTED: RGBColor = rgb(0x555555);
+/// Major grid lines.
+pub(crate) const GRID: RGBColor = rgb(0xDDDDDD);
+/// Minor grid lines (between the decades of a log axis).
+pub(crate) const GRID_MINOR: RGBColor = rgb(0xEEEEEE);
 
 /// Okabe–Ito, ordered so that the first series get the colours most distinct from each other and
 /// from white; yellow, the weakest on a white background, comes last.
