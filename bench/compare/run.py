@@ -42,6 +42,8 @@ def parse_args():
     p.add_argument("--eval-images", type=int, default=200, help="throughput: test images per eval measurement")
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--quick", action="store_true", help="tiny settings to check the plumbing (seconds each)")
+    p.add_argument("--vaepipe-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="quality: extra `--set` for vaepipe's spec (repeatable), e.g. model.init=pytorch")
     p.add_argument("--vaepipe", default=os.path.join(REPO, "target", "release", "vaepipe"))
     p.add_argument("--venv", default=os.path.join(HERE, ".venv"))
     p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "mnist"),
@@ -195,6 +197,7 @@ def quality_vaepipe(a, objective, k, seed):
                 f"data.test.images={a.data}/t10k-images-idx3-ubyte.gz",
                 f"data.test.labels={a.data}/t10k-labels-idx1-ubyte.gz"]
         sets += [f"train.epochs={a.epochs}"] if a.epochs else [f"train.time_limit={a.budget:g}"]
+        sets += a.vaepipe_set
         if a.quick:
             sets += ["data.train_rows=1000", "eval.k=100", "eval.images=20", "eval.curve_k=[1, 10, 100]",
                      "eval.curve_images=20", "eval.samples=0", "eval.reconstructions=0"]
