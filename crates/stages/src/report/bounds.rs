@@ -314,17 +314,11 @@ pub(super) fn active_units(v: &EvalVariant) -> Option<f64> {
 /// The model (encoder and decoder) a variant evaluates, from the prior stage's `variants.json`:
 /// variants that share it have the same units, reconstructions and latents.
 pub(super) fn model_id(p: &PointRun, v: &EvalVariant, g: &Gathered) -> String {
-    let entry = g.prior_of(p).and_then(|pr| {
-        pr.variants
-            .iter()
-            .find(|e| e.get("name").and_then(Value::as_str) == Some(v.name.as_str()))
-    });
+    let entry = g
+        .prior_of(p)
+        .and_then(|pr| pr.variants.iter().find(|e| e.name == v.name));
     match entry {
-        Some(e) => format!(
-            "{}/{}",
-            e.get("model_stage").and_then(Value::as_str).unwrap_or("?"),
-            e.get("model_file").and_then(Value::as_str).unwrap_or("?")
-        ),
+        Some(e) => format!("{}/{}", e.model_stage, e.model_file),
         None => format!("variant/{}", v.name),
     }
 }

@@ -202,29 +202,21 @@ pub(super) fn intro(
 /// How the test rows were held out (data summary.json `test_split`), e.g. "The test examples
 /// are 15% of the 1797 rows of the training source (270 rows), held out with seed …,
 /// stratified by label: 0: 27, 1: 28, …".
-pub(super) fn test_split_sentence(t: &Value) -> String {
-    let u = |k: &str| t.get(k).and_then(Value::as_u64);
-    let amount = match t.get("fraction").and_then(Value::as_f64) {
-        Some(f) => format!("a fraction {f} ({} rows)", u("test_rows").unwrap_or(0)),
-        None => format!("{} rows", u("test_rows").unwrap_or(0)),
+pub(super) fn test_split_sentence(t: &TestSplit) -> String {
+    let amount = match t.fraction {
+        Some(f) => format!("a fraction {f} ({} rows)", t.test_rows),
+        None => format!("{} rows", t.test_rows),
     };
     let mut s = format!(
         "The test examples are {amount} held out of the {} rows of the training source (seed {} from pipeline seed {})",
-        u("source_rows").unwrap_or(0),
-        u("seed").unwrap_or(0),
-        u("pipeline_seed").unwrap_or(0),
+        t.source_rows, t.seed, t.pipeline_seed,
     );
-    let stratified = t.get("stratified").and_then(Value::as_bool) == Some(true);
     let counts: Vec<String> = t
-        .get("test_label_counts")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}: {}", v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
-    if stratified {
+        .test_label_counts
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if t.stratified {
         s.push_str(", stratified by label");
     } else {
         s.push_str(", not stratified");

@@ -11,7 +11,7 @@ pub(super) struct DataArt {
     /// (channels, height, width); `[h, w]` in summary.json is one channel.
     pub(super) image_shape: Option<(usize, usize, usize)>,
     /// `test_split` of summary.json (a held-out test split of the training source).
-    pub(super) test_split: Option<Value>,
+    pub(super) test_split: Option<TestSplit>,
     pub(super) features: Option<u64>,
     pub(super) rows: BTreeMap<String, u64>,
 }
@@ -29,12 +29,12 @@ pub(super) struct TrainArt {
 }
 
 pub(super) struct PriorArt {
-    pub(super) refit: Option<Value>,
+    pub(super) refit: Option<RefitSummary>,
     /// `latent_samples.parquet`: (source, z1, z2).
     pub(super) samples: Vec<(String, f64, f64)>,
     pub(super) finetune: Vec<Epoch>,
     /// `variants.json` entries (to tell which variants share a model).
-    pub(super) variants: Vec<Value>,
+    pub(super) variants: Vec<Variant>,
 }
 
 pub(super) struct EvalVariant {
@@ -236,41 +236,27 @@ pub(super) fn read_manifest(dir: &Path) -> anyhow::Result<Manifest> {
 
 pub(super) fn read_data(dir: &Path) -> anyhow::Result<DataArt> {
     let path = dir.join("summary.json");
-    let v: Value = crate::read_json(&path)?;
-    let image_shape = match v.get("image_shape") {
-        None | Some(Value::Null) => None,
+    let summary: DataSummary = crate::read_json(&path)?;
+    let image_shape = match summary.image_shape.as_deref() {
+        None => None,
+        Some(&[h, w]) if h > 0 && w > 0 => Some((1, h, w)),
+        Some(&[c, h, w]) if c > 0 && h > 0 && w > 0 => Some((c, h, w)),
         Some(s) => {
-            let dims: Vec<u64> = s
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default();
-            match dims[..] {
-                [h, w] if h > 0 && w > 0 => Some((1, h as usize, w as usize)),
-                [c, h, w] if c > 0 && h > 0 && w > 0 => Some((c as usize, h as usize, w as usize)),
-                _ => {
-                    return Err(anyhow!(
-                        "{}: `image_shape` must be [h, w], [c, h, w] or null, found {s}",
-                        path.display()
-                    ));
-                }
-            }
+            return Err(anyhow!(
+                "{}: `image_shape` must be [h, w], [c, h, w] or null, found {s:?}",
+                path.display()
+            ));
         }
     };
-    let rows = match v.get("splits") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .filter_map(|(k, s)| {
-                s.get("rows")
-                    .and_then(Value::as_u64)
-                    .map(|r| (k.clone(), r))
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    };
+    let rows = summary
+        .splits
+        .iter()
+        .map(|(k, s)| (k.clone(), s.rows as u64))
+        .collect();
     Ok(DataArt {
         image_shape,
-        test_split: v.get("test_split").filter(|t| t.is_object()).cloned(),
-        features: v.get("features").and_then(Value::as_u64),
+        test_split: summary.test_split,
+        features: Some(summary.features as u64),
         rows,
     })
 }
@@ -290,10 +276,15 @@ pub(super) fn read_history(path: &Path) -> anyhow::Result<Vec<Epoch>> {
 }
 
 pub(super) fn read_prior(dir: &Path, note: &mut impl FnMut(anyhow::Error)) -> PriorArt {
-    let refit = ok(crate::read_json::<Value>(&dir.join("refit.json")), note);
-    let variants = ok(crate::read_json::<Value>(&dir.join("variants.json")), note)
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default();
+    let refit = ok(
+        crate::read_json::<RefitSummary>(&dir.join("refit.json")),
+        note,
+    );
+    let variants = ok(
+        crate::read_json::<Vec<Variant>>(&dir.join("variants.json")),
+        note,
+    )
+    .unwrap_or_default();
     let samples = if dir.join("latent_samples.parquet").is_file() {
         ok(
             read_latent_samples(&dir.join("latent_samples.parquet")),
@@ -339,14 +330,19 @@ pub(super) fn read_eval(dir: &Path, note: &mut impl FnMut(anyhow::Error)) -> Eva
     };
     let mut variants = Vec::new();
     for (i, v) in list.iter().enumerate() {
-        let Some(name) = v.get("name").and_then(Value::as_str) else {
-            note(anyhow!("{}: variant {i} has no `name`", path.display()));
-            continue;
+        let v: EvaluatedVariant = match serde_json::from_value(v.clone()) {
+            Ok(v) => v,
+            Err(e) => {
+                note(anyhow!("{}: variant {i}: {e}", path.display()));
+                continue;
+            }
         };
-        let sub = ["dir", "directory", "path"]
-            .iter()
-            .find_map(|k| v.get(*k).and_then(Value::as_str))
-            .unwrap_or(name);
+        let name = v.name.as_str();
+        let sub = if v.directory.is_empty() {
+            name
+        } else {
+            v.directory.as_str()
+        };
         // A directory name from a file: only a plain relative name inside the entry is followed.
         if sub.is_empty() || sub.contains(['/', '\\']) || sub == "." || sub == ".." {
             note(anyhow!(
@@ -356,11 +352,11 @@ pub(super) fn read_eval(dir: &Path, note: &mut impl FnMut(anyhow::Error)) -> Eva
             continue;
         }
         let vdir = dir.join(sub);
-        let label = v
-            .get("label")
-            .and_then(Value::as_str)
-            .unwrap_or(name)
-            .to_string();
+        let label = if v.label.is_empty() {
+            name.to_string()
+        } else {
+            v.label.clone()
+        };
         variants.push(read_variant(&vdir, name, label, note));
     }
     EvalArt { variants }

@@ -9,7 +9,7 @@ pub(super) fn prior_section(
     figs: &mut Figures<'_, '_>,
     blocks: &mut Vec<Block>,
 ) -> Result<(), StageError> {
-    let with_refit: Vec<(&PointRun, &Value)> = points
+    let with_refit: Vec<(&PointRun, &RefitSummary)> = points
         .iter()
         .filter_map(|p| {
             g.prior_of(p)
@@ -48,28 +48,20 @@ pub(super) fn prior_section(
         let rows = with_refit
             .iter()
             .map(|(p, r)| {
-                let r = Some(*r);
-                let test = r.and_then(|r| r.get("test"));
+                let test = &r.test;
                 vec![
                     p.name(),
-                    r.and_then(|r| r.get("label").or_else(|| r.get("method")))
-                        .map(value_text)
-                        .unwrap_or_else(|| "—".into()),
-                    r.and_then(|r| r.get("components"))
-                        .map(value_text)
-                        .unwrap_or_else(|| "—".into()),
-                    num(get_f(r, "objective_before"), 2),
-                    num(get_f(r, "objective_after"), 2),
-                    num(get_f(test, "elbo_standard"), 2),
-                    num(get_f(test, "elbo_refit"), 2),
-                    num(get_f(test, "lk_standard"), 2),
-                    num(get_f(test, "lk_refit"), 2),
-                    with_stderr(
-                        get_f(r, "kl_qagg_standard"),
-                        get_f(r, "kl_qagg_standard_stderr"),
-                    ),
-                    with_stderr(get_f(r, "kl_qagg_refit"), get_f(r, "kl_qagg_refit_stderr")),
-                    num(get_f(r, "seconds"), 1),
+                    r.label.clone().unwrap_or_else(|| r.method.clone()),
+                    r.components.to_string(),
+                    num(r.objective_before, 2),
+                    num(r.objective_after, 2),
+                    num(Some(test.elbo_standard), 2),
+                    num(Some(test.elbo_refit), 2),
+                    num(Some(test.lk_standard), 2),
+                    num(Some(test.lk_refit), 2),
+                    with_stderr(Some(r.kl_qagg_standard), Some(r.kl_qagg_standard_stderr)),
+                    with_stderr(Some(r.kl_qagg_refit), Some(r.kl_qagg_refit_stderr)),
+                    num(Some(r.seconds), 1),
                 ]
             })
             .collect();
@@ -82,11 +74,7 @@ pub(super) fn prior_section(
         ));
         let objectives: Vec<String> = with_refit
             .iter()
-            .filter_map(|(p, r)| {
-                r.get("objective")
-                    .and_then(Value::as_str)
-                    .map(|o| format!("{}: {o}", p.name()))
-            })
+            .map(|(p, r)| format!("{}: {}", p.name(), r.objective))
             .collect();
         if !objectives.is_empty() {
             blocks.push(Block::Paragraph("Refit objectives:".into()));
@@ -134,16 +122,9 @@ pub(super) fn prior_section(
                 })
             })
             .collect();
-        let dims = pr
-            .refit
-            .as_ref()
-            .and_then(|r| r.get("plot_dims"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let (xl, yl) = match dims[..] {
-            [i, j] => (format!("z[{i}]"), format!("z[{j}]")),
-            _ => ("z₁".to_string(), "z₂".to_string()),
+        let (xl, yl) = match pr.refit.as_ref().map(|r| r.plot_dims) {
+            Some([i, j]) => (format!("z[{i}]"), format!("z[{j}]")),
+            None => ("z₁".to_string(), "z₂".to_string()),
         };
         // About four samples per bin in the smallest panel keeps the histograms readable.
         let smallest = panels

@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::artifacts::{DataSummary, EvaluatedVariant, RefitSummary, TestSplit, Variant};
 use anyhow::{Context as _, anyhow};
 use serde::Deserialize;
 use serde_json::Value;
