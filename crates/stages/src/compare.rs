@@ -182,6 +182,7 @@ fn rows_of(store: &Store, p: &Plan) -> anyhow::Result<Vec<Row>> {
                 d
             };
             let m: artifacts::Metrics = crate::read_json(&dir.join(sub).join("metrics.json"))?;
+            let m = &m.estimates;
             let metrics = Metrics {
                 test_nll: finite(m.test_nll),
                 test_nll_stderr: finite(m.test_nll_stderr),
@@ -189,8 +190,8 @@ fn rows_of(store: &Store, p: &Plan) -> anyhow::Result<Vec<Row>> {
                 active_units: Some(m.active_units as f64),
                 eval_k: Some(m.eval_k as f64),
                 images: Some(m.images as f64),
-                epochs: train.as_ref().map(|t| t.epochs_run as f64),
-                train_seconds: train.as_ref().map(|t| t.seconds),
+                epochs: train.as_ref().map(|t| t.outcome.epochs_run as f64),
+                train_seconds: train.as_ref().map(|t| t.outcome.seconds),
             };
             rows.push(Row {
                 variant: Some(name.to_string()),

@@ -35,8 +35,8 @@ use vaepipe_nn::{
 use vaepipe_spec::{Binarize, EvalSection};
 
 use crate::artifacts::{
-    DataSummary, EvaluatedVariant, Metrics, Paired, TrainedWith, Variant, load_model, load_prior,
-    read_test_binarized, write_sorted,
+    DataSummary, Estimates, EvaluatedVariant, Metrics, Paired, TrainedWith, Variant, load_model,
+    load_prior, read_test_binarized, write_sorted,
 };
 use crate::train::SeedOnly;
 use crate::util::seed_for;
@@ -626,16 +626,18 @@ fn evaluate(
         None => None,
     };
     let metrics = Metrics {
-        test_nll,
-        test_nll_stderr,
-        eval_k: e.k,
-        elbo: elbo_mean,
-        kl: MeanStderr::of(&kl).mean,
-        recon: MeanStderr::of(&recon).mean,
-        active_units,
-        images: m,
+        estimates: Estimates {
+            test_nll,
+            test_nll_stderr,
+            eval_k: e.k,
+            elbo: elbo_mean,
+            kl: MeanStderr::of(&kl).mean,
+            recon: MeanStderr::of(&recon).mean,
+            active_units,
+            images: m,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        },
         images_requested: n,
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
         paired,
         trained_with: info.trained_with,
         prior: l.method.clone(),

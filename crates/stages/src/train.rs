@@ -24,7 +24,7 @@ use vaepipe_nn::{
 use vaepipe_spec::{Binarize, ModelSection, Schedule, TrainSection};
 
 use crate::artifacts::{
-    ModelConfig, TrainSummary, TrainedWith, read_split, save_model, write_sorted,
+    ModelConfig, TrainOutcome, TrainSummary, TrainedWith, read_split, save_model, write_sorted,
 };
 use crate::util::seed_for;
 
@@ -128,22 +128,24 @@ impl Stage for TrainStage {
                 estimator: p.train.estimator,
             },
             analytic_kl: p.train.analytic_kl,
-            epochs_run: outcome.history.len(),
-            best_epoch: (outcome.best_epoch > 0).then_some(outcome.best_epoch),
-            best_validation_bound: outcome
-                .best_validation
-                .is_finite()
-                .then_some(outcome.best_validation),
-            final_train_bound: last.map(|h| h.train_bound),
-            final_validation_bound: last.map(|h| h.validation_bound),
-            stopped_early: outcome.stopped_early,
-            steps: outcome.steps,
-            seconds: last.map_or(0.0, |h| h.seconds),
-            parameters: config.vae_config().parameter_count(),
-            resumed: outcome.resumed,
-            stopped_by: outcome.stopped_by.as_str().to_string(),
-            time_limit: p.train.time_limit,
-            elapsed_seconds: outcome.elapsed,
+            outcome: TrainOutcome {
+                epochs_run: outcome.history.len(),
+                best_epoch: (outcome.best_epoch > 0).then_some(outcome.best_epoch),
+                best_validation_bound: outcome
+                    .best_validation
+                    .is_finite()
+                    .then_some(outcome.best_validation),
+                final_train_bound: last.map(|h| h.train_bound),
+                final_validation_bound: last.map(|h| h.validation_bound),
+                stopped_early: outcome.stopped_early,
+                steps: outcome.steps,
+                seconds: last.map_or(0.0, |h| h.seconds),
+                parameters: config.vae_config().parameter_count(),
+                resumed: outcome.resumed,
+                stopped_by: outcome.stopped_by.as_str().to_string(),
+                time_limit: p.train.time_limit,
+                elapsed_seconds: outcome.elapsed,
+            },
         };
         write_sorted(&ctx.out.join("train.json"), &summary)?;
         Ok(())

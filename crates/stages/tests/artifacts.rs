@@ -97,7 +97,7 @@ fn data_summary_round_trips_in_field_order() {
 #[test]
 fn train_summary_round_trips() {
     let t: TrainSummary = round_trip("train.json", write_sorted);
-    assert_eq!(t.stopped_by, "epochs");
+    assert_eq!(t.outcome.stopped_by, "epochs");
 }
 
 #[test]

@@ -26,28 +26,11 @@ pub struct EvaluatedVariant {
 /// ([`super::write_sorted`]). All values in nats; non-finite values are `null`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// −mean L̂_k over the images.
-    #[serde(with = "super::float")]
-    pub test_nll: f64,
-    /// Standard error across images (`null` for one image).
-    #[serde(with = "super::float")]
-    pub test_nll_stderr: f64,
-    /// k of the NLL.
-    pub eval_k: usize,
-    #[serde(with = "super::float")]
-    pub elbo: f64,
-    #[serde(with = "super::float")]
-    pub kl: f64,
-    #[serde(with = "super::float")]
-    pub recon: f64,
-    pub active_units: usize,
-    /// Images of the NLL.
-    pub images: usize,
+    /// The estimates (what the report reads).
+    #[serde(flatten)]
+    pub estimates: Estimates,
     /// Images asked for (more than `images` only for a large mixture prior).
     pub images_requested: usize,
-    /// What qualifies the numbers (several joined with "; "); absent when nothing does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
     /// Every variant after the first: the paired difference to the first one.
     #[serde(flatten)]
     pub paired: Option<Paired>,
@@ -75,6 +58,33 @@ pub struct Metrics {
     /// Every swept key of the point with its value (`"train.k": 5`).
     #[serde(flatten)]
     pub swept: BTreeMap<String, Value>,
+}
+
+/// The estimates of `metrics.json`: the test NLL with its standard error, the ELBO
+/// decomposition, active units, and what qualifies the numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimates {
+    /// −mean L̂_k over the images.
+    #[serde(with = "super::float")]
+    pub test_nll: f64,
+    /// Standard error across images (`null` for one image).
+    #[serde(with = "super::float")]
+    pub test_nll_stderr: f64,
+    /// k of the NLL.
+    pub eval_k: usize,
+    /// Means over the images (`elbo = recon − kl`).
+    #[serde(with = "super::float")]
+    pub elbo: f64,
+    #[serde(with = "super::float")]
+    pub kl: f64,
+    #[serde(with = "super::float")]
+    pub recon: f64,
+    pub active_units: usize,
+    /// Images of the NLL.
+    pub images: usize,
+    /// What qualifies the numbers (several joined with "; "); absent when nothing does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The paired comparison of a variant with the first one: same images, same noise.

@@ -23,9 +23,9 @@ pub use data::{
     DataSummary, SplitSummary, TEST_BINARIZED, TestBinarized, TestSplit, binarize_test, read_split,
     read_test_binarized,
 };
-pub use eval::{EvaluatedVariant, Metrics, Paired};
+pub use eval::{Estimates, EvaluatedVariant, Metrics, Paired};
 pub use prior::{FinetuneSummary, RefitSide, RefitSummary, Variant};
-pub use train::{TrainSummary, TrainedWith};
+pub use train::{TrainOutcome, TrainSummary, TrainedWith};
 
 /// Writes a JSON artifact with its keys in alphabetical order (at every level), pretty, with a
 /// final newline: the layout of the files earlier versions built with `json!`.

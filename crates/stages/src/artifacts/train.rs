@@ -11,6 +11,14 @@ pub struct TrainSummary {
     #[serde(flatten)]
     pub trained_with: TrainedWith,
     pub analytic_kl: bool,
+    /// How training went (what the report reads).
+    #[serde(flatten)]
+    pub outcome: TrainOutcome,
+}
+
+/// How training went: epochs, bounds, steps, time and why it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
     pub epochs_run: usize,
     /// The epoch of the best validation bound; `None` when no epoch ran.
     pub best_epoch: Option<usize>,

@@ -20,9 +20,9 @@ pub(super) fn sweep_figures(
     let all: Vec<(&PointRun, &EvalVariant, f64, Option<f64>)> = evaluated(points, g)
         .into_iter()
         .filter_map(|(p, v)| {
-            get_f(v.metrics.as_ref(), "test_nll")
+            test_nll(v.metrics.as_ref())
                 .filter(|n| n.is_finite())
-                .map(|n| (p, v, n, get_f(v.metrics.as_ref(), "test_nll_stderr")))
+                .map(|n| (p, v, n, v.metrics.as_ref().map(|m| m.test_nll_stderr)))
         })
         .collect();
     for key in sweep_keys {
@@ -206,11 +206,11 @@ pub(super) fn bound_figures(
     let items: Vec<(String, f64, Option<f64>)> = all
         .iter()
         .filter_map(|(p, v)| {
-            get_f(v.metrics.as_ref(), "test_nll").map(|n| {
+            test_nll(v.metrics.as_ref()).map(|n| {
                 (
                     run_variant(p, v),
                     n,
-                    get_f(v.metrics.as_ref(), "test_nll_stderr"),
+                    v.metrics.as_ref().map(|m| m.test_nll_stderr),
                 )
             })
         })
@@ -218,7 +218,7 @@ pub(super) fn bound_figures(
     if !items.is_empty() {
         let k = all
             .iter()
-            .find_map(|(_, v)| get_f(v.metrics.as_ref(), "eval_k"))
+            .find_map(|(_, v)| v.metrics.as_ref().map(|m| m.eval_k as f64))
             .map_or(String::new(), |k| format!(" (k = {k})"));
         let chart = DotChart {
             title: format!("Test NLL per run{k}"),
@@ -307,7 +307,9 @@ pub(super) fn bound_figures(
 
 /// Active units from `metrics.json`, else counted in `units.parquet`.
 pub(super) fn active_units(v: &EvalVariant) -> Option<f64> {
-    get_f(v.metrics.as_ref(), "active_units")
+    v.metrics
+        .as_ref()
+        .map(|m| m.active_units as f64)
         .or_else(|| (!v.units.is_empty()).then(|| v.units.iter().filter(|u| u.1).count() as f64))
 }
 
@@ -361,7 +363,7 @@ pub(super) fn figure_points<'a>(
     let nll = |p: &PointRun| {
         g.eval_of(p)
             .and_then(|e| e.variants.first())
-            .and_then(|v| get_f(v.metrics.as_ref(), "test_nll"))
+            .and_then(|v| test_nll(v.metrics.as_ref()))
             .filter(|x| x.is_finite())
     };
     let best = with_eval.iter().copied().min_by(|a, b| {

@@ -178,7 +178,7 @@ pub(super) fn intro(
     let best = evaluated(points, g)
         .into_iter()
         .filter_map(|(p, v)| {
-            get_f(v.metrics.as_ref(), "test_nll")
+            test_nll(v.metrics.as_ref())
                 .filter(|x| x.is_finite())
                 .map(|n| (n, p, v))
         })
@@ -250,12 +250,13 @@ pub(super) fn num(v: Option<f64>, d: usize) -> String {
     }
 }
 
-pub(super) fn get_f(v: Option<&Value>, key: &str) -> Option<f64> {
-    v.and_then(|v| v.get(key)).and_then(Value::as_f64)
+/// The test NLL of a variant's estimates.
+pub(super) fn test_nll(m: Option<&Estimates>) -> Option<f64> {
+    m.map(|m| m.test_nll)
 }
 
-pub(super) fn nll_cell(m: Option<&Value>) -> String {
-    with_stderr(get_f(m, "test_nll"), get_f(m, "test_nll_stderr"))
+pub(super) fn nll_cell(m: Option<&Estimates>) -> String {
+    with_stderr(test_nll(m), m.map(|m| m.test_nll_stderr))
 }
 
 /// `12.34 ± 0.56`, or the value alone without a (finite) standard error.
@@ -287,7 +288,7 @@ pub(super) struct Notes {
 impl Notes {
     /// The number (1-based) of a variant's note, if it has one.
     pub(super) fn number(&self, v: &EvalVariant) -> Option<usize> {
-        let text = v.metrics.as_ref()?.get("note")?.as_str()?;
+        let text = v.metrics.as_ref()?.note.as_deref()?;
         self.notes
             .iter()
             .position(|(t, _)| t == text)
@@ -301,8 +302,7 @@ pub(super) fn eval_notes(points: &[PointRun], g: &Gathered) -> Notes {
         let Some(text) = v
             .metrics
             .as_ref()
-            .and_then(|m| m.get("note"))
-            .and_then(Value::as_str)
+            .and_then(|m| m.note.as_deref())
             .filter(|t| !t.trim().is_empty())
         else {
             continue;

@@ -24,7 +24,8 @@ pub(super) struct Epoch {
 }
 
 pub(super) struct TrainArt {
-    pub(super) json: Option<Value>,
+    /// `train.json` (how training went).
+    pub(super) json: Option<TrainOutcome>,
     pub(super) history: Vec<Epoch>,
 }
 
@@ -40,7 +41,8 @@ pub(super) struct PriorArt {
 pub(super) struct EvalVariant {
     pub(super) name: String,
     pub(super) label: String,
-    pub(super) metrics: Option<Value>,
+    /// `metrics.json` (its estimates).
+    pub(super) metrics: Option<Estimates>,
     /// `per_image.parquet`: (index in the test source, NLL).
     pub(super) nll: Vec<(i64, f64)>,
     /// `lk_curve.parquet`: (k, mean L_k, stderr).
@@ -205,7 +207,7 @@ pub(super) fn load_input(input: &Input, g: &mut Gathered) {
         "train" => {
             let art = TrainArt {
                 json: ok(
-                    crate::read_json::<Value>(&dir.join("train.json")),
+                    crate::read_json::<TrainOutcome>(&dir.join("train.json")),
                     &mut note,
                 ),
                 history: ok(read_history(&dir.join("history.parquet")), &mut note)
@@ -368,7 +370,10 @@ pub(super) fn read_variant(
     label: String,
     note: &mut impl FnMut(anyhow::Error),
 ) -> EvalVariant {
-    let metrics = ok(crate::read_json::<Value>(&dir.join("metrics.json")), note);
+    let metrics = ok(
+        crate::read_json::<Estimates>(&dir.join("metrics.json")),
+        note,
+    );
     let nll = read_part(dir, "per_image.parquet", note, |t| {
         let (i, n) = (t.i64("index")?, t.f64("nll")?);
         Ok(i.iter().copied().zip(n.iter().copied()).collect())

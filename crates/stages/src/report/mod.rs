@@ -19,7 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::artifacts::{DataSummary, EvaluatedVariant, RefitSummary, TestSplit, Variant};
+use crate::artifacts::{
+    DataSummary, Estimates, EvaluatedVariant, RefitSummary, TestSplit, TrainOutcome, Variant,
+};
 use anyhow::{Context as _, anyhow};
 use serde::Deserialize;
 use serde_json::Value;

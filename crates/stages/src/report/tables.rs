@@ -25,11 +25,8 @@ pub(super) fn results_table(
     let mut rows = Vec::new();
     for p in points {
         let train = g.train_of(p).and_then(|t| t.json.as_ref());
-        let epochs = train
-            .and_then(|t| t.get("epochs_run"))
-            .and_then(Value::as_u64)
-            .map_or("—".into(), |e| e.to_string());
-        let seconds = num(get_f(train, "seconds"), 1);
+        let epochs = train.map_or("—".into(), |t| t.epochs_run.to_string());
+        let seconds = num(train.map(|t| t.seconds), 1);
         match g.eval_of(p).filter(|e| !e.variants.is_empty()) {
             None => {
                 // No variant: dashes up to the training columns.
@@ -41,13 +38,10 @@ pub(super) fn results_table(
             Some(e) => {
                 for v in &e.variants {
                     let m = v.metrics.as_ref();
-                    let int = |k: &str| {
-                        m.and_then(|m| m.get(k))
-                            .and_then(Value::as_u64)
-                            .map_or("—".into(), |x| x.to_string())
-                    };
+                    let int =
+                        |f: fn(&Estimates) -> usize| m.map_or("—".into(), |m| f(m).to_string());
                     let units = match (
-                        int("active_units"),
+                        int(|m| m.active_units),
                         p.cfg("model.latent").and_then(Value::as_u64),
                     ) {
                         (a, Some(l)) if a != "—" => format!("{a}/{l}"),
@@ -61,12 +55,12 @@ pub(super) fn results_table(
                         p.name(),
                         v.label.clone(),
                         nll,
-                        num(get_f(m, "elbo"), 2),
-                        num(get_f(m, "kl"), 2),
-                        num(get_f(m, "recon"), 2),
+                        num(m.map(|m| m.elbo), 2),
+                        num(m.map(|m| m.kl), 2),
+                        num(m.map(|m| m.recon), 2),
                         units,
-                        int("eval_k"),
-                        int("images"),
+                        int(|m| m.eval_k),
+                        int(|m| m.images),
                         epochs.clone(),
                         seconds.clone(),
                     ]);
