@@ -89,7 +89,7 @@ fn split_numbers(json: &str) -> (String, Vec<String>) {
 
 #[test]
 fn data_summary_round_trips_in_field_order() {
-    let s: DataSummary = round_trip("summary.json", |p, v| vaepipe_stages::write_json(p, v));
+    let s: DataSummary = round_trip("summary.json", vaepipe_stages::write_json);
     assert_eq!(s.splits["test"].rows, 300);
     assert_eq!(s.splits["test"].binary, Some(false));
 }

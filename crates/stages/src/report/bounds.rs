@@ -1,7 +1,17 @@
 //! The test log-likelihood section: L_k against k, test NLL per run and per swept key, active
 //! units, per-image NLL histograms; and which points and models the image figures show.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use vaepipe_engine::StageError;
+use vaepipe_report::{BarChart, Block, DotChart, Histogram, HistogramSeries, LineChart, Series};
+
+use super::compose::{Figures, test_nll};
+use super::gather::{EvalVariant, Gathered, PointRun};
+use super::images::file_part;
+use super::training::{evaluated, is_first_variant, run_variant};
+use super::{MAX_FIGURE_POINTS, MAX_HISTOGRAM_SERIES};
 
 /// Most series of a test-NLL-against-parameter figure (one per variant and combination of the
 /// other swept keys).

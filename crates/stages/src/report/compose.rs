@@ -1,7 +1,20 @@
 //! The document's frame: figure bookkeeping, the introduction, number formatting and the
 //! eval stage's notes.
 
-use super::*;
+use std::collections::BTreeSet;
+
+use vaepipe_engine::{Context, StageError};
+use vaepipe_report::{Block, Document, Rendered, ReportError};
+
+use crate::artifacts::{Estimates, TestSplit};
+
+use super::Params;
+use super::bounds::{bound_figures, figure_points, sweep_figures};
+use super::gather::{EvalVariant, Gathered, PointRun};
+use super::images::{image_sections, prior_section};
+use super::provenance::{provenance_section, spec_section};
+use super::tables::{burda_tables, paired_table, results_table};
+use super::training::{evaluated, run_variant, training_figures};
 
 // ---------------------------------------------------------------------------------------------
 // The document

@@ -1,7 +1,20 @@
 //! Reading the upstream artifacts: which stage instance serves which point, and what each
 //! output holds (every failure becomes a noted problem, never an error).
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::anyhow;
+use serde::Deserialize;
+use serde_json::Value;
+use vaepipe_data::Table;
+use vaepipe_engine::{Context, Input, Manifest};
+
+use crate::artifacts::{
+    DataSummary, Estimates, EvaluatedVariant, RefitSummary, TestSplit, TrainOutcome, Variant,
+};
+
+use super::UPSTREAM;
 
 // ---------------------------------------------------------------------------------------------
 // What is read from the artifacts

@@ -1,7 +1,19 @@
 //! The prior section (refit prior against the aggregate posterior) and the image sections
 //! (prior samples, reconstructions, latent codes).
 
-use super::*;
+use std::collections::BTreeSet;
+
+use vaepipe_engine::StageError;
+use vaepipe_report::{Block, Density, DensityComparison, DensityPanel, ImageGrid, Scatter};
+
+use crate::artifacts::RefitSummary;
+
+use super::bounds::{distinct_models, figure_points, model_name};
+use super::compose::{Figures, num, side_by_side, with_stderr};
+use super::gather::{EvalVariant, Gathered, PointRun};
+use super::tables::table;
+use super::training::run_variant;
+use super::{MAX_RECONSTRUCTIONS, MAX_SAMPLES};
 
 pub(super) fn prior_section(
     points: &[PointRun],

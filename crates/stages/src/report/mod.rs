@@ -16,22 +16,14 @@
 //! directories are named by stage and key, never by absolute path, and nothing records the time
 //! of rendering.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-
-use crate::artifacts::{
-    DataSummary, Estimates, EvaluatedVariant, RefitSummary, TestSplit, TrainOutcome, Variant,
-};
-use anyhow::{Context as _, anyhow};
+use anyhow::Context as _;
 use serde::Deserialize;
 use serde_json::Value;
-use vaepipe_data::Table;
-use vaepipe_engine::{Context, Input, Manifest, Scope, Stage, StageError, pick};
-use vaepipe_nn::MeanStderr;
-use vaepipe_report::{
-    Align, BarChart, Block, Density, DensityComparison, DensityPanel, Document, DotChart,
-    Histogram, HistogramSeries, ImageGrid, LineChart, Rendered, ReportError, Scatter, Series,
-};
+use vaepipe_engine::{Context, Scope, Stage, StageError, pick};
+use vaepipe_report::Block;
+
+use self::gather::{Gathered, PointRun, associate, load_input, ordered_inputs};
+use self::provenance::short;
 
 mod bounds;
 mod compose;
@@ -40,14 +32,6 @@ mod images;
 mod provenance;
 mod tables;
 mod training;
-
-use bounds::*;
-use compose::*;
-use gather::*;
-use images::*;
-use provenance::*;
-use tables::*;
-use training::*;
 
 pub struct ReportStage;
 
@@ -143,7 +127,7 @@ fn run(ctx: &Context) -> Result<(), StageError> {
         ctx.missing.len()
     ));
 
-    let doc = compose(ctx, &params, &points, &mut g)?;
+    let doc = compose::compose(ctx, &params, &points, &mut g)?;
 
     let figures = ctx.out.join("figures");
     std::fs::create_dir_all(&figures)

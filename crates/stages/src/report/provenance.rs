@@ -1,7 +1,16 @@
 //! The specs as run and the provenance section (versions, seeds, stage keys, durations,
 //! hosts, failures).
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+use vaepipe_engine::{Context, Manifest};
+use vaepipe_report::{Align, Block};
+
+use super::gather::{Gathered, PointRun, stage_rank};
+use super::tables::value_text;
+use super::{MAX_FIGURE_POINTS, UPSTREAM};
 
 pub(super) fn spec_section(points: &[PointRun], blocks: &mut Vec<Block>) {
     blocks.push(Block::Heading(1, "Specs as run".into()));

@@ -1,7 +1,17 @@
 //! The results tables: every run's numbers, paired differences, and the Burda et al. (2016)
 //! Table 1-style comparison.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use vaepipe_nn::MeanStderr;
+use vaepipe_report::{Align, Block};
+
+use crate::artifacts::Estimates;
+
+use super::compose::{Notes, nll_cell, num, status_of};
+use super::gather::{EvalVariant, Gathered, PointRun};
+use super::training::{evaluated, run_variant};
 
 pub(super) fn results_table(
     points: &[PointRun],

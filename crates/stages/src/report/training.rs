@@ -1,6 +1,10 @@
 //! The training section: training and validation curves of every run (and of fine-tuning).
 
-use super::*;
+use vaepipe_engine::StageError;
+use vaepipe_report::{Block, LineChart, Series};
+
+use super::compose::Figures;
+use super::gather::{Epoch, EvalVariant, Gathered, PointRun};
 
 /// Whether a history has a validation curve to draw: the data stage held out validation rows
 /// (when it says) and some epoch has a finite, non-zero validation bound. Runs without a
