@@ -3,7 +3,8 @@
 //! seeded validation split, and writes `train.parquet`, `validation.parquet`, `test.parquet`
 //! and `summary.json` (types in `crate::artifacts::data`). Under dynamic binarization it also
 //! writes the test set as evaluated, `test_binarized.parquet`: one fixed draw with
-//! `eval.binarization_seed`, which the eval and prior stages measure on.
+//! `eval.binarization_seed`, which the eval stage measures on (the prior stage's test
+//! measurements use the same draw).
 //!
 //! With a test file, the test split never depends on the run's seed: a static binarization of
 //! it uses a fixed seed, so runs that differ only in `pipeline.seed` are evaluated on the same
