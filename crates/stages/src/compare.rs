@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use vaepipe_engine::{Plan, Point, Registry, Store, plan};
 
+use crate::artifacts::{self, EvaluatedVariant, TrainSummary};
+
 /// One spec's points, as [`crate::points_of`] gives them.
 pub struct SpecPoints {
     /// The pipeline name (`pipeline.name`).
@@ -117,8 +119,9 @@ fn state(store: &Store, stage: &str, key: &str) -> anyhow::Result<&'static str> 
     })
 }
 
-fn num(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
+/// A value read from an artifact (where `null` reads as NaN), `None` when not finite.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
 fn rows_of(store: &Store, p: &Plan) -> anyhow::Result<Vec<Row>> {
@@ -137,8 +140,8 @@ fn rows_of(store: &Store, p: &Plan) -> anyhow::Result<Vec<Row>> {
         flatten("", &config, &mut all_params);
         let train = match instance_of("train", pi) {
             Some(t) if state(store, t.stage, &t.key)? == "done" => {
-                crate::read_json::<Value>(&store.output_dir(t.stage, &t.key).join("train.json"))
-                    .ok()
+                let path = store.output_dir(t.stage, &t.key).join("train.json");
+                crate::read_json::<TrainSummary>(&path).ok()
             }
             _ => None,
         };
@@ -169,26 +172,26 @@ fn rows_of(store: &Store, p: &Plan) -> anyhow::Result<Vec<Row>> {
             rows.push(base);
             continue;
         }
-        let variants: Vec<Value> = crate::read_json(&dir.join("variants.json"))?;
+        let variants: Vec<EvaluatedVariant> = crate::read_json(&dir.join("variants.json"))?;
         for v in variants {
-            let Some(name) = v.get("name").and_then(Value::as_str) else {
-                continue;
+            let name = v.name.as_str();
+            let d = v.directory.as_str();
+            let sub = if d.is_empty() || d.contains(['/', '\\']) || d == "." || d == ".." {
+                name
+            } else {
+                d
             };
-            let sub = v
-                .get("directory")
-                .and_then(Value::as_str)
-                .filter(|d| !(d.is_empty() || d.contains(['/', '\\']) || *d == "." || *d == ".."))
-                .unwrap_or(name);
-            let m: Value = crate::read_json(&dir.join(sub).join("metrics.json"))?;
+            let m: artifacts::Metrics = crate::read_json(&dir.join(sub).join("metrics.json"))?;
+            let m = &m.estimates;
             let metrics = Metrics {
-                test_nll: num(&m, "test_nll"),
-                test_nll_stderr: num(&m, "test_nll_stderr"),
-                elbo: num(&m, "elbo"),
-                active_units: num(&m, "active_units"),
-                eval_k: num(&m, "eval_k"),
-                images: num(&m, "images"),
-                epochs: train.as_ref().and_then(|t| num(t, "epochs_run")),
-                train_seconds: train.as_ref().and_then(|t| num(t, "seconds")),
+                test_nll: finite(m.test_nll),
+                test_nll_stderr: finite(m.test_nll_stderr),
+                elbo: finite(m.elbo),
+                active_units: Some(m.active_units as f64),
+                eval_k: Some(m.eval_k as f64),
+                images: Some(m.images as f64),
+                epochs: train.as_ref().map(|t| t.outcome.epochs_run as f64),
+                train_seconds: train.as_ref().map(|t| t.outcome.seconds),
             };
             rows.push(Row {
                 variant: Some(name.to_string()),

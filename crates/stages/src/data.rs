@@ -1,7 +1,10 @@
 //! The data stage: reads the train and test sources (IDX, CSV or Parquet), scales features,
 //! binarizes (threshold, static) or keeps intensities for dynamic binarization, holds out a
 //! seeded validation split, and writes `train.parquet`, `validation.parquet`, `test.parquet`
-//! and `summary.json`.
+//! and `summary.json` (types in `crate::artifacts::data`). Under dynamic binarization it also
+//! writes the test set as evaluated, `test_binarized.parquet`: one fixed draw with
+//! `eval.binarization_seed`, which the eval stage measures on (the prior stage's test
+//! measurements use the same draw).
 //!
 //! With a test file, the test split never depends on the run's seed: a static binarization of
 //! it uses a fixed seed, so runs that differ only in `pipeline.seed` are evaluated on the same
@@ -15,12 +18,15 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use vaepipe_data::Dataset;
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_spec::{Binarize, DataFormat, DataSection, DataSource, Holdout, Scale};
 
+use crate::artifacts::{
+    DataSummary, SplitSummary, TEST_BINARIZED, TestBinarized, TestSplit, binarize_test,
+};
 use crate::util::seed_for;
 
 pub struct DataStage;
@@ -30,60 +36,19 @@ struct Params {
     data: DataSection,
     #[serde(default)]
     pipeline: Seed,
+    /// `eval.binarization_seed`, present under dynamic binarization.
+    #[serde(default)]
+    eval: Option<EvalSeed>,
+}
+
+#[derive(Deserialize)]
+struct EvalSeed {
+    binarization_seed: u64,
 }
 
 #[derive(Deserialize, Default)]
 struct Seed {
     seed: u64,
-}
-
-/// `summary.json` of the data stage.
-#[derive(Debug, Serialize)]
-pub struct DataSummary {
-    pub features: usize,
-    /// `[h, w]`, or `[c, h, w]` with more than one channel; `None` when not images.
-    pub image_shape: Option<Vec<usize>>,
-    /// Where the shape came from: `spec`, `idx`, `square` (inferred from the feature count);
-    /// `None` when not images.
-    pub image_shape_source: Option<&'static str>,
-    pub scale_factor: f32,
-    pub binarize: Binarize,
-    pub splits: std::collections::BTreeMap<String, SplitSummary>,
-    /// The held-out test split of the training source; `None` with a test file.
-    pub test_split: Option<TestSplit>,
-    pub seconds: f64,
-}
-
-/// `test_split` in `summary.json`: how the test rows were held out of the training source.
-#[derive(Debug, Serialize)]
-pub struct TestSplit {
-    /// `fraction` or `rows` (the spec's form).
-    pub method: &'static str,
-    /// The spec's fraction (null for `rows`).
-    pub fraction: Option<f64>,
-    /// Rows of the source (after nothing else: before `train_rows`/`test_rows`).
-    pub source_rows: usize,
-    /// Rows held out as the test split (before `test_rows`).
-    pub test_rows: usize,
-    /// Rows left for training and validation (before `train_rows`).
-    pub train_rows: usize,
-    /// The split's seed: `seed_for(pipeline.seed, "data/test-split")`.
-    pub seed: u64,
-    pub pipeline_seed: u64,
-    /// Stratified by label (labels present and `data.stratify` on).
-    pub stratified: bool,
-    /// Rows per label of the held-out part and the remaining part (empty without labels).
-    pub test_label_counts: std::collections::BTreeMap<i64, usize>,
-    pub train_label_counts: std::collections::BTreeMap<i64, usize>,
-}
-
-/// One split in `summary.json`.
-#[derive(Debug, Serialize)]
-pub struct SplitSummary {
-    #[serde(flatten)]
-    pub summary: vaepipe_data::Summary,
-    /// Every value is 0 or 1.
-    pub binary: bool,
 }
 
 /// Seed of the static binarization of the test split: fixed, independent of `pipeline.seed`.
@@ -94,13 +59,15 @@ impl Stage for DataStage {
         "data"
     }
     fn version(&self) -> u32 {
-        3
+        // 4: the evaluated test set under dynamic binarization (`test_binarized.parquet`).
+        4
     }
     fn inputs(&self) -> &'static [&'static str] {
         &[]
     }
     /// `[data]`, plus the run's seed only when it matters (a validation split or a static
-    /// binarization), so a sweep over seeds shares one data stage otherwise.
+    /// binarization), so a sweep over seeds shares one data stage otherwise; under dynamic
+    /// binarization also `eval.binarization_seed`, the seed of the evaluated test set's draw.
     fn params(&self, point: &Value) -> Value {
         let data = &point["data"];
         let holds_out = data["validation"].as_object().is_some_and(|h| {
@@ -111,11 +78,14 @@ impl Stage for DataStage {
         });
         let static_draw = data["binarize"] == "static";
         let test_split = data["test"]["kind"] == "split";
+        let mut keys = vec!["data"];
         if holds_out || static_draw || test_split {
-            pick(point, &["data", "pipeline.seed"])
-        } else {
-            pick(point, &["data"])
+            keys.push("pipeline.seed");
         }
+        if data["binarize"] == "dynamic" {
+            keys.push("eval.binarization_seed");
+        }
+        pick(point, &keys)
     }
     fn run(&self, ctx: &Context) -> Result<(), StageError> {
         run(ctx).map_err(StageError::from)
@@ -244,24 +214,31 @@ fn run(ctx: &Context) -> anyhow::Result<()> {
         ("test", &test),
     ] {
         vaepipe_data::write_dataset(&ctx.out.join(format!("{name}.parquet")), ds)?;
-        let binary = ds.x.iter().all(|v| *v == 0.0 || *v == 1.0);
-        splits.insert(
-            name.to_string(),
-            SplitSummary {
-                summary: vaepipe_data::summary(ds),
-                binary,
-            },
-        );
+        splits.insert(name.to_string(), SplitSummary::of(ds));
     }
+    // Under dynamic binarization the test set is evaluated as one fixed draw, written once here
+    // for every stage that measures on it.
+    let test_binarized = match (d.binarize, &p.eval) {
+        (Binarize::Dynamic, Some(e)) => {
+            let drawn = binarize_test(&test, e.binarization_seed);
+            vaepipe_data::write_dataset(&ctx.out.join(TEST_BINARIZED), &drawn)?;
+            Some(TestBinarized {
+                file: TEST_BINARIZED.to_string(),
+                seed: e.binarization_seed,
+            })
+        }
+        _ => None,
+    };
     let summary = DataSummary {
         features: train.features,
         image_shape,
-        image_shape_source,
+        image_shape_source: image_shape_source.map(str::to_string),
         scale_factor: factor,
         binarize: d.binarize,
         splits,
         test_split,
         seconds: t0.elapsed().as_secs_f64(),
+        test_binarized,
     };
     crate::write_json(&ctx.out.join("summary.json"), &summary)?;
     ctx.log(format!(
@@ -316,7 +293,7 @@ fn hold_out(
     let (train, test) = vaepipe_data::split_holdout(&source, n_test, seed, stratified)
         .with_context(|| format!("holding out the test split of {file}"))?;
     let info = TestSplit {
-        method,
+        method: method.to_string(),
         fraction,
         source_rows: n,
         test_rows: test.rows,

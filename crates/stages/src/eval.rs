@@ -2,8 +2,9 @@
 //! 2016, §5), the L_k-against-k curve, active units, the ELBO decomposition, and the samples,
 //! reconstructions and latent codes the report draws. Artifacts: docs/artifacts.md, `eval/`.
 //!
-//! Protocol (Burda et al. 2016): with `data.binarize = "dynamic"` the test set is binarized once
-//! with `eval.binarization_seed` (the same draw for every run and variant); the test NLL is
+//! Protocol (Burda et al. 2016): with `data.binarize = "dynamic"` the test set is the data
+//! stage's one binarization with `eval.binarization_seed` (`test_binarized.parquet`, the same
+//! draw for every run and variant); the test NLL is
 //! −mean L̂_k over the first `eval.images` test images (0 = all), with its standard error across
 //! images. Every variant listed by the prior stage (model × prior) is evaluated on the same
 //! images with the same noise (common random numbers), so differences between variants are
@@ -18,14 +19,13 @@
 //! variant's difference to the first one on their common images (paired: same images, same
 //! noise).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 use vaepipe_data::{Column, Dataset, Table};
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_nn::{
@@ -34,8 +34,11 @@ use vaepipe_nn::{
 };
 use vaepipe_spec::{Binarize, EvalSection};
 
-use crate::artifacts::{Variant, load_model, load_prior, read_split};
-use crate::train::{SeedOnly, data_binarization};
+use crate::artifacts::{
+    DataSummary, Estimates, EvaluatedVariant, Metrics, Paired, TrainedWith, Variant, load_model,
+    load_prior, read_test_binarized, write_sorted,
+};
+use crate::train::SeedOnly;
 use crate::util::seed_for;
 
 /// Budget of mixture-density terms (samples × components) for one variant's NLL: about ten
@@ -64,14 +67,6 @@ struct PointInfo {
     values: BTreeMap<String, Value>,
 }
 
-/// An entry of the eval stage's `variants.json`.
-#[derive(Serialize)]
-struct EvaluatedVariant<'a> {
-    name: &'a str,
-    label: &'a str,
-    directory: &'a str,
-}
-
 impl Stage for EvalStage {
     fn name(&self) -> &'static str {
         "eval"
@@ -93,24 +88,23 @@ impl Stage for EvalStage {
         let train_dir = &ctx.input("train")?.dir;
         let prior_dir = &ctx.input("prior")?.dir;
 
-        let test = read_split(data_dir, "test").context("reading the test split")?;
+        let summary = DataSummary::read(data_dir)?;
+        let binarize = summary.binarize;
+        // The test set as evaluated: under dynamic binarization the data stage's fixed draw.
+        let test = read_test_binarized(data_dir, &summary, p.eval.binarization_seed)
+            .context("reading the test split")?;
         if test.rows == 0 {
             return Err(anyhow!("the test split is empty").into());
         }
-        let binarize = data_binarization(data_dir)?;
-        let x_all: Cow<[f32]> = crate::train::evaluated_test_x(
-            &test,
-            binarize == Binarize::Dynamic,
-            p.eval.binarization_seed,
-        );
+        let x_all: &[f32] = &test.x;
         let n = if p.eval.images == 0 {
             test.rows
         } else {
             p.eval.images.min(test.rows)
         };
-        let binary = binary_test_data(data_dir, binarize, &x_all)?;
-        let train_json = train_dir.join("train.json");
-        let train_summary: Value = crate::read_json(&train_json)?;
+        let binary = binary_test_data(&summary, x_all);
+        // Only the objective: what metrics.json repeats from train.json.
+        let trained_with: TrainedWith = crate::read_json(&train_dir.join("train.json"))?;
         let variants_path = prior_dir.join("variants.json");
         let variants: Vec<Variant> = crate::read_json(&variants_path)?;
         if variants.is_empty() {
@@ -128,8 +122,7 @@ impl Stage for EvalStage {
         }
         let ctx_info = RunInfo {
             params: &p,
-            train: &train_summary,
-            train_json: &train_json,
+            trained_with,
             binarize,
             binary,
         };
@@ -168,7 +161,7 @@ impl Stage for EvalStage {
                 l,
                 plan,
                 &test,
-                &x_all,
+                x_all,
                 &dir,
                 &mut progress,
                 paired,
@@ -177,9 +170,9 @@ impl Stage for EvalStage {
                 first = Some((&v.name, nll));
             }
             listed.push(EvaluatedVariant {
-                name: &v.name,
-                label: &v.label,
-                directory: &v.name,
+                name: v.name.clone(),
+                label: v.label.clone(),
+                directory: v.name.clone(),
             });
         }
         crate::write_json(&ctx.out.join("variants.json"), &listed)?;
@@ -190,8 +183,7 @@ impl Stage for EvalStage {
 /// What every variant's metrics share.
 struct RunInfo<'a> {
     params: &'a Params,
-    train: &'a Value,
-    train_json: &'a Path,
+    trained_with: TrainedWith,
     binarize: Binarize,
     /// Every evaluated test value is 0 or 1.
     binary: bool,
@@ -200,15 +192,14 @@ struct RunInfo<'a> {
 /// Whether the evaluated test data are binary: always under dynamic binarization (one fixed
 /// draw), otherwise what the data stage recorded (`splits.test.binary` in `summary.json`), or —
 /// for data stages that do not record it — every loaded test value is 0 or 1.
-fn binary_test_data(data_dir: &Path, binarize: Binarize, x: &[f32]) -> anyhow::Result<bool> {
-    if binarize == Binarize::Dynamic {
-        return Ok(true);
+fn binary_test_data(summary: &DataSummary, x: &[f32]) -> bool {
+    if summary.binarize == Binarize::Dynamic {
+        return true;
     }
-    let summary: Value = crate::read_json(&data_dir.join("summary.json"))?;
-    Ok(match summary["splits"]["test"]["binary"].as_bool() {
+    match summary.splits.get("test").and_then(|s| s.binary) {
         Some(b) => b,
         None => x.iter().all(|v| *v == 0.0 || *v == 1.0),
-    })
+    }
 }
 
 /// Why the "test NLL" of a Bernoulli likelihood on non-binary data is not one.
@@ -618,59 +609,54 @@ fn evaluate(
     let (test_nll, test_nll_stderr) = (nll_est.mean, nll_est.stderr);
     let elbo_mean = MeanStderr::of(&elbo).mean;
     let seconds = started.elapsed().as_secs_f64();
-    let mut metrics = Map::new();
-    let mut put = |k: &str, v: Value| {
-        metrics.insert(k.to_string(), v);
-    };
-    put("test_nll", json!(test_nll));
-    put("test_nll_stderr", json!(test_nll_stderr));
-    put("eval_k", json!(e.k));
-    put("elbo", json!(elbo_mean));
-    put("kl", json!(MeanStderr::of(&kl).mean));
-    put("recon", json!(MeanStderr::of(&recon).mean));
-    put("active_units", json!(active_units));
-    put("images", json!(m));
-    put("images_requested", json!(n));
-    if !notes.is_empty() {
-        put("note", json!(notes.join("; ")));
-    }
-    if let Some((name, other)) = first {
+    let paired = match first {
         // Paired with the first variant: same images, same noise.
-        let common = other.len().min(m);
-        let diff = MeanStderr::paired_difference(&nll[..common], &other[..common])
-            .map_err(anyhow::Error::from)?;
-        let diff = across_images(diff, common);
-        put("paired_with", json!(name));
-        put("paired_images", json!(common));
-        put("paired_nll_difference", json!(diff.mean));
-        put("paired_nll_difference_stderr", json!(diff.stderr));
-    }
-    for key in ["objective", "k", "estimator"] {
-        let value = info
-            .train
-            .get(key)
-            .cloned()
-            .ok_or_else(|| anyhow!("{}: missing `{key}`", info.train_json.display()))?;
-        put(key, value);
-    }
-    put("prior", json!(l.method));
-    put("prior_components", json!(l.components));
-    put("variant", json!(v.name));
-    put("variant_label", json!(v.label));
-    put("point", json!(info.params.point.label));
-    put("point_id", json!(info.params.point.id));
-    for (key, value) in &info.params.point.values {
-        put(key, value.clone());
-    }
-    put("active_threshold", json!(e.active_threshold));
-    put("latent_dim", json!(d));
-    put("curve_images", json!(curve_images));
-    put("binarize", json!(info.binarize.to_string()));
-    put("binarization_seed", json!(e.binarization_seed));
-    put("nll_seconds", json!(nll_seconds));
-    put("images_per_s", json!(m as f64 / nll_seconds.max(1e-9)));
-    put("seconds", json!(seconds));
-    crate::write_json(&dir.join("metrics.json"), &Value::Object(metrics))?;
+        Some((name, other)) => {
+            let common = other.len().min(m);
+            let diff = MeanStderr::paired_difference(&nll[..common], &other[..common])
+                .map_err(anyhow::Error::from)?;
+            let diff = across_images(diff, common);
+            Some(Paired {
+                paired_with: name.to_string(),
+                paired_images: common,
+                paired_nll_difference: diff.mean,
+                paired_nll_difference_stderr: diff.stderr,
+            })
+        }
+        None => None,
+    };
+    let metrics = Metrics {
+        estimates: Estimates {
+            test_nll,
+            test_nll_stderr,
+            eval_k: e.k,
+            elbo: elbo_mean,
+            kl: MeanStderr::of(&kl).mean,
+            recon: MeanStderr::of(&recon).mean,
+            active_units,
+            images: m,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+        },
+        images_requested: n,
+        paired,
+        trained_with: info.trained_with,
+        prior: l.method.clone(),
+        prior_components: l.components,
+        variant: v.name.clone(),
+        variant_label: v.label.clone(),
+        point: info.params.point.label.clone(),
+        point_id: info.params.point.id.clone(),
+        active_threshold: e.active_threshold,
+        latent_dim: d,
+        curve_images,
+        binarize: info.binarize,
+        binarization_seed: e.binarization_seed,
+        nll_seconds,
+        images_per_s: m as f64 / nll_seconds.max(1e-9),
+        seconds,
+        swept: info.params.point.values.clone(),
+    };
+    write_sorted(&dir.join("metrics.json"), &metrics)?;
     ctx.log(format!(
         "variant `{}`: test NLL {test_nll:.3} ± {test_nll_stderr:.3} (k = {}, {} images, \
          {:.1} images/s); ELBO {:.3}; {active_units}/{d} active units; {seconds:.1} s",

@@ -23,7 +23,9 @@ use vaepipe_nn::{
 };
 use vaepipe_spec::{Binarize, ModelSection, Schedule, TrainSection};
 
-use crate::artifacts::{ModelConfig, read_split, save_model};
+use crate::artifacts::{
+    ModelConfig, TrainOutcome, TrainSummary, TrainedWith, read_split, save_model, write_sorted,
+};
 use crate::util::seed_for;
 
 pub struct TrainStage;
@@ -119,26 +121,33 @@ impl Stage for TrainStage {
         save_model(&ctx.out.join("model.safetensors"), &vae, &config)?;
         write_history(&ctx.out.join("history.parquet"), &outcome.history)?;
         let last = outcome.history.last();
-        let summary = serde_json::json!({
-            "objective": p.train.objective,
-            "k": p.train.k,
-            "estimator": p.train.estimator,
-            "analytic_kl": p.train.analytic_kl,
-            "epochs_run": outcome.history.len(),
-            "best_epoch": (outcome.best_epoch > 0).then_some(outcome.best_epoch),
-            "best_validation_bound": outcome.best_validation.is_finite().then_some(outcome.best_validation),
-            "final_train_bound": last.map(|h| h.train_bound),
-            "final_validation_bound": last.map(|h| h.validation_bound),
-            "stopped_early": outcome.stopped_early,
-            "steps": outcome.steps,
-            "seconds": last.map_or(0.0, |h| h.seconds),
-            "parameters": config.vae_config().parameter_count(),
-            "resumed": outcome.resumed,
-            "stopped_by": outcome.stopped_by.as_str(),
-            "time_limit": p.train.time_limit,
-            "elapsed_seconds": outcome.elapsed,
-        });
-        crate::write_json(&ctx.out.join("train.json"), &summary)?;
+        let summary = TrainSummary {
+            trained_with: TrainedWith {
+                objective: p.train.objective,
+                k: p.train.k,
+                estimator: p.train.estimator,
+            },
+            analytic_kl: p.train.analytic_kl,
+            outcome: TrainOutcome {
+                epochs_run: outcome.history.len(),
+                best_epoch: (outcome.best_epoch > 0).then_some(outcome.best_epoch),
+                best_validation_bound: outcome
+                    .best_validation
+                    .is_finite()
+                    .then_some(outcome.best_validation),
+                final_train_bound: last.map(|h| h.train_bound),
+                final_validation_bound: last.map(|h| h.validation_bound),
+                stopped_early: outcome.stopped_early,
+                steps: outcome.steps,
+                seconds: last.map_or(0.0, |h| h.seconds),
+                parameters: config.vae_config().parameter_count(),
+                resumed: outcome.resumed,
+                stopped_by: outcome.stopped_by.as_str().to_string(),
+                time_limit: p.train.time_limit,
+                elapsed_seconds: outcome.elapsed,
+            },
+        };
+        write_sorted(&ctx.out.join("train.json"), &summary)?;
         Ok(())
     }
 }

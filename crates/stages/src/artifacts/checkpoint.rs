@@ -1,6 +1,5 @@
-//! Reading and writing the artifacts stages exchange (docs/artifacts.md): datasets of the data
-//! stage, model and prior checkpoints with their JSON configuration, and the list of model
-//! variants the prior stage hands to the eval stage.
+//! Model and prior checkpoints (safetensors) with their JSON configuration in the metadata
+//! (`vaepipe.model`, `vaepipe.prior`; docs/artifacts.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,13 +44,6 @@ impl ModelConfig {
             },
         }
     }
-}
-
-/// Reads one split (`train`, `validation`, `test`) written by the data stage.
-pub fn read_split(data_dir: &Path, split: &str) -> anyhow::Result<vaepipe_data::Dataset> {
-    Ok(vaepipe_data::read_dataset(
-        &data_dir.join(format!("{split}.parquet")),
-    )?)
 }
 
 /// Saves a model with its configuration in the metadata.
@@ -133,16 +125,10 @@ pub fn load_prior(path: &Path, cfg: &VaeConfig) -> anyhow::Result<(Prior, PriorI
     Ok((prior, info))
 }
 
-/// One model to evaluate: which stage's directory holds the model file, and the prior file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Variant {
-    /// Directory name and identifier: `standard`, `refit`, `finetuned`.
-    pub name: String,
-    /// For people: `N(0, I)`, `aggregate posterior (M=9600)`, `mog K=10 + finetune`, …
-    pub label: String,
-    /// `train` or `prior`.
-    pub model_stage: String,
-    pub model_file: String,
-    /// In the prior stage's directory; `None` for the standard normal.
-    pub prior_file: Option<String>,
+/// A file name read from an artifact: only a plain name inside the stage's directory.
+pub(crate) fn plain(file: &str) -> anyhow::Result<&str> {
+    if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
+        return Err(anyhow!("`{file}` is not a plain file name"));
+    }
+    Ok(file)
 }
