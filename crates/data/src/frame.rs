@@ -187,6 +187,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset, DataError> {
         names.push(col.name().to_string());
     }
     let rows = df.height();
+    same_lengths(path, &names, &slices, rows)?;
     let refs: Vec<&[f32]> = slices.iter().map(|s| s.as_slice()).collect();
     let dataset = Dataset {
         x: rows_from_columns(&refs, rows),
@@ -445,6 +446,7 @@ fn dataset_from_frame(
         });
     }
     let rows = df.height();
+    same_lengths(path, &names, &slices, rows)?;
     let refs: Vec<&[f32]> = slices.iter().map(|s| s.as_slice()).collect();
     let dataset = Dataset {
         x: rows_from_columns(&refs, rows),
@@ -554,6 +556,27 @@ fn finite_f32(path: &Path, col: &PlColumn) -> Result<Vec<f32>, DataError> {
     Ok(values)
 }
 
+/// A damaged file can decode to columns of different lengths (seen: a Parquet page whose row
+/// count disagrees with the footer's): an error naming the column, not an out-of-range panic.
+fn same_lengths(
+    path: &Path,
+    names: &[String],
+    columns: &[Vec<f32>],
+    rows: usize,
+) -> Result<(), DataError> {
+    match names.iter().zip(columns).find(|(_, c)| c.len() != rows) {
+        None => Ok(()),
+        Some((name, c)) => Err(DataError::format(
+            path,
+            "reading the feature columns",
+            format!(
+                "column `{name}` has {} values but the table has {rows} rows (is the file damaged?)",
+                c.len()
+            ),
+        )),
+    }
+}
+
 /// Column-major slices (each `rows` long) → row-major matrix, in blocks of
 /// [`TRANSPOSE_BLOCK`] rows so the touched part of the matrix stays in cache.
 fn rows_from_columns(columns: &[&[f32]], rows: usize) -> Vec<f32> {
@@ -592,6 +615,16 @@ fn parse_shape(text: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_column_is_an_error_naming_it() {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let columns = vec![vec![0.0; 5], vec![0.0; 3]];
+        let path = Path::new("damaged.parquet");
+        assert!(same_lengths(path, &names, &columns[..1], 5).is_ok());
+        let e = same_lengths(path, &names, &columns, 5).unwrap_err().to_string();
+        assert!(e.contains("damaged.parquet") && e.contains("`b` has 3 values"), "{e}");
+    }
 
     #[test]
     fn transposes_are_inverse() {
