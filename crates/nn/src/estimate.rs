@@ -948,7 +948,7 @@ mod tests {
     #[test]
     fn running_log_sum_exp_matches_the_two_pass_one() {
         let v = [-3.0, 10.0, f64::NEG_INFINITY, 9.5, -700.0, 11.0, 11.0];
-        let two_pass = crate::prior::log_sum_exp(&v);
+        let two_pass = crate::lse::log_sum_exp(&v);
         assert!((lse_slice(&v) - two_pass).abs() < 1e-12);
         assert_eq!(lse_slice(&[f64::NEG_INFINITY; 3]), f64::NEG_INFINITY);
         assert!(lse_slice(&[1.0, f64::NAN]).is_nan());

@@ -31,12 +31,14 @@ mod estimate;
 mod fast;
 mod fit;
 mod kernels;
+mod lse;
 mod model;
 mod named;
 mod objective;
 mod param;
 mod prior;
 mod real;
+mod task;
 mod throughput;
 mod train;
 
@@ -54,15 +56,16 @@ pub use estimate::{
     principal_components,
 };
 pub use fit::{AggregateMoments, EmStep, MeanStderr, aggregate_moments, em_step};
+pub use kernels::{DenormalsAreZero, Isa};
+pub use lse::log_sum_exp;
 pub use model::{Posterior, Vae, standard_normal_noise};
 pub use named::NamedTensor;
 pub use objective::{
-    Estimator, Objective, ObjectiveKind, Trainable, fast_path_available,
-    objective_and_grads_with_noise, objective_and_grads_with_noise_reference,
+    fast_path_available, objective_and_grads_with_noise, objective_and_grads_with_noise_reference,
 };
-pub use prior::{Mixture, Prior, PriorKind, Vamp, log_sum_exp};
+pub use prior::{Mixture, Prior, PriorKind, Vamp};
 pub use real::Real;
-pub use kernels::{DenormalsAreZero, Isa};
+pub use task::{Estimator, Objective, ObjectiveKind, Trainable};
 pub use throughput::{GemmBackend, fma_peak_gflops, gemm_gflops};
 pub use train::{AdamHyper, StepStats, Trainer};
 
