@@ -20,7 +20,7 @@
 //! Resumable: the stage works in two phases. The refit phase (encoding, refit, measurements)
 //! writes `prior.safetensors`, `latent_samples.parquet`, `refit.parquet` and, last and
 //! atomically, the marker [`REFIT_MARKER`] holding everything else the stage still has to write.
-//! The fine-tuning phase runs the train stage's loop ([`crate::train::fit`]), which checkpoints
+//! The fine-tuning phase runs the train stage's loop ([`crate::fit::fit`]), which checkpoints
 //! itself. An interrupted attempt (`StageError::Interrupted`) leaves the work directory to the
 //! next one, which — finding a marker whose files verify — skips the refit and resumes the
 //! fine-tuning from its checkpoint; without one it starts over. Both phases always fine-tune the
@@ -50,9 +50,9 @@ use crate::artifacts::{
     ModelConfig, PriorInfo, Variant, load_model, load_prior, prior_kind_name, read_split,
     save_model, save_prior,
 };
-use crate::train::{
-    FitSettings, SeedOnly, adam_of, binarize_fixed, data_binarization, objective_of, write_history,
-};
+use crate::convert::{adam_of, objective_of};
+use crate::fit::{Batches, FitSettings, binarize_fixed, write_history};
+use crate::train::{SeedOnly, data_binarization};
 use crate::util::seed_for;
 
 /// Training and test rows on which the bounds are measured: a seeded subset of at most this many.
@@ -243,8 +243,8 @@ fn refit_phase(
         .filter(|v| **v > ACTIVE_THRESHOLD)
         .count();
     let plot_dims = top_two(&moments.variance);
-    let objective = refit_objective(&p.train);
-    let k = objective.k;
+    let objective = refit_objective(&p.train)?;
+    let k = objective.samples();
     let d = post.dim;
     ctx.log(format!(
         "aggregate posterior of {} training rows: {} of {} units active, widest dimensions {:?}; refit `{}`",
@@ -641,11 +641,11 @@ fn finish(
 
 /// The refit's objective: the training objective, with Monte Carlo KL (the analytic KL exists
 /// only for the standard normal).
-fn refit_objective(t: &TrainSection) -> Objective {
-    Objective {
+fn refit_objective(t: &TrainSection) -> anyhow::Result<Objective> {
+    Ok(Objective {
         analytic_kl: false,
-        ..objective_of(t)
-    }
+        ..objective_of(t)?
+    })
 }
 
 /// For people: `aggregate posterior (M=9600)`, `MoG K=10 (EM)`, `VampPrior K=50`.
@@ -1141,7 +1141,6 @@ fn gradient_refit(
     let s = &p.prior;
     let t = &p.train;
     let train = r.train;
-    let (n, d) = (train.rows, train.features);
     let adam = AdamHyper {
         lr: s.lr,
         ..adam_of(t)
@@ -1154,42 +1153,15 @@ fn gradient_refit(
         Trainable::PRIOR,
     )
     .context("building the prior's optimizer")?;
-    let batch = t.batch_size.clamp(1, n);
-    let batches = n.div_ceil(batch);
-    let noise_seed = seed_for(r.seed, "prior/gradient/noise");
-    let bin_seed = seed_for(r.seed, "prior/gradient/binarize");
-    let mut order: Vec<usize> = Vec::new();
-    let mut epoch = usize::MAX;
-    let mut xb = vec![0f32; batch * d];
+    // The train loop's minibatch stream: the same shuffling, binarization and noise streams,
+    // under the tag `prior/gradient`.
+    let mut stream = Batches::new(train, t.batch_size, r.dynamic, r.seed, "prior/gradient");
+    let batches = stream.per_epoch();
     let (mut sum, mut count, mut windows) = (0.0, 0usize, Vec::new());
     let window = (s.steps / 10).max(1);
     for step in 0..s.steps {
-        if step / batches != epoch {
-            epoch = step / batches;
-            order = permutation(
-                n,
-                seed_for(r.seed, &format!("prior/gradient/shuffle/{epoch}")),
-            );
-        }
-        let b0 = (step % batches) * batch;
-        let rows = &order[b0..(b0 + batch).min(n)];
-        if r.dynamic {
-            // A fresh binarization per step, as in the train loop (Burda et al. 2016).
-            let mut g = stream_rng(bin_seed, step as u64);
-            for (i, &row) in rows.iter().enumerate() {
-                vaepipe_data::bernoulli_into(train.row(row), &mut xb[i * d..(i + 1) * d], &mut g);
-            }
-        } else {
-            for (i, &row) in rows.iter().enumerate() {
-                xb[i * d..(i + 1) * d].copy_from_slice(train.row(row));
-            }
-        }
-        let stats = match trainer.step(
-            &xb[..rows.len() * d],
-            rows.len(),
-            &mut stream_rng(noise_seed, step as u64),
-        ) {
-            Ok(st) => st,
+        let stats = match stream.step(&mut trainer, step / batches, step % batches) {
+            Ok((st, _)) => st,
             Err(NnError::Diverged { what }) => {
                 return Err(anyhow!(
                     "the prior refit diverged at step {}: {what}; lower prior.lr",
@@ -1296,7 +1268,7 @@ fn finetune(
     validation: &Dataset,
     dynamic: bool,
 ) -> Result<Value, StageError> {
-    let mut objective = objective_of(&p.train);
+    let mut objective = objective_of(&p.train)?;
     if !matches!(prior, Prior::StandardNormal) {
         objective.analytic_kl = false;
     }
@@ -1316,7 +1288,7 @@ fn finetune(
         "fine-tuning encoder and decoder for {} epochs under the refit prior at lr {:e} (the training schedule's last)",
         settings.epochs, settings.lr
     ));
-    let outcome = crate::train::fit(ctx, &mut trainer, train, validation, &settings)?;
+    let outcome = crate::fit::fit(ctx, &mut trainer, train, validation, &settings)?;
     let (tuned, _) = trainer.into_parts();
     let tuned = match &outcome.best_model {
         Some(best) => Vae::from_named_tensors(&config.vae_config(), best)
