@@ -23,6 +23,7 @@
 //! Data are row-major `&[E]` slices; every function checks lengths and values before any
 //! tensor is built and returns [`NnError`] rather than panicking.
 
+mod analysis;
 mod bounds;
 mod checkpoint;
 mod config;
@@ -42,6 +43,7 @@ mod task;
 mod throughput;
 mod train;
 
+pub use analysis::{CurvePoint, Projection, latent_variances, lk_curve, principal_components};
 pub use bounds::{
     ElboTerms, bound_from_log_weights, elbo_terms, log_weights, log_weights_with_noise,
 };
@@ -51,10 +53,7 @@ pub use config::{
     VaeConfig,
 };
 pub use error::{NnError, Result};
-pub use estimate::{
-    CurvePoint, Evaluator, ImageEstimate, Projection, SampleOptions, latent_variances, lk_curve,
-    principal_components,
-};
+pub use estimate::{Evaluator, ImageEstimate, SampleOptions};
 pub use fit::{AggregateMoments, EmStep, MeanStderr, aggregate_moments, em_step};
 pub use kernels::{DenormalsAreZero, Isa};
 pub use lse::log_sum_exp;
