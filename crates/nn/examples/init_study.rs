@@ -74,7 +74,7 @@ fn main() {
             "elbo" => ObjectiveKind::Elbo,
             other => panic!("objective={other}"),
         },
-        k,
+        k: std::num::NonZeroUsize::new(k).expect("k must be at least 1"),
         estimator: Estimator::Reparam,
         analytic_kl: false,
     };

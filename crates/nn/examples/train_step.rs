@@ -23,7 +23,7 @@ fn main() {
         } else {
             ObjectiveKind::Iwae
         },
-        k,
+        k: std::num::NonZeroUsize::new(k).expect("k must be at least 1"),
         estimator: Estimator::Reparam,
         analytic_kl: false,
     };

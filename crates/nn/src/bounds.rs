@@ -5,12 +5,15 @@
 //! The encoder runs once per example and the decoder once over all n·k samples (in chunks of
 //! whole examples of at most [`CHUNK_ROWS`](crate::model) rows, to bound memory at large k).
 
+use std::num::NonZeroUsize;
+
 use rand::Rng;
 
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
+use crate::lse::log_sum_exp;
 use crate::model::{CHUNK_ROWS, Vae, check_data, standard_normal_noise};
 use crate::param::mat_from;
-use crate::prior::{Prior, log_sum_exp};
+use crate::prior::Prior;
 use crate::real::{LN_2PI, Real};
 
 /// Per-example terms of a one-sample ELBO, `reconstruction − kl`.
@@ -52,7 +55,8 @@ pub(crate) fn log_q<E: Real>(log_std: &[E], eps: &[E], k: usize, d: usize) -> Ve
         .collect()
 }
 
-/// Validates the common arguments of the bound functions; returns n·k·d.
+/// Validates the common arguments of the bound functions (where a raw `k` enters); returns
+/// n·k·d.
 pub(crate) fn check_inputs<E: Real>(
     vae: &Vae<E>,
     prior: &Prior<E>,
@@ -61,14 +65,23 @@ pub(crate) fn check_inputs<E: Real>(
     k: usize,
 ) -> Result<usize> {
     prior.check_compatible(vae)?;
+    let k = NonZeroUsize::new(k).ok_or_else(|| NnError::InvalidArgument {
+        what: "k".into(),
+        reason: "the number of importance samples must be at least 1".into(),
+    })?;
+    check_batch(vae, x, n, k)
+}
+
+/// Validates a batch of `n` rows for `k` samples each (the per-step check of a trainer, whose
+/// model, prior and objective were checked when it was built); returns n·k·d.
+pub(crate) fn check_batch<E: Real>(
+    vae: &Vae<E>,
+    x: &[E],
+    n: usize,
+    k: NonZeroUsize,
+) -> Result<usize> {
     check_data(vae.config(), x, n)?;
-    if k == 0 {
-        return Err(NnError::InvalidArgument {
-            what: "k".into(),
-            reason: "the number of importance samples must be at least 1".into(),
-        });
-    }
-    checked_product("eps", &[n, k, vae.config().latent_dim])
+    checked_product("eps", &[n, k.get(), vae.config().latent_dim])
 }
 
 /// Validates caller-supplied noise of length n·k·d.

@@ -34,10 +34,11 @@ use crate::kernels::{
     self,
     gemm::{Lhs, Panels, Rhs, gemm},
 };
+use crate::lse::shifted_exp_sum;
 use crate::model::{Linear, Vae};
-use crate::objective::{Estimator, Objective, ObjectiveKind, Trainable};
 use crate::prior::{Mixture, Prior, PriorKind};
 use crate::real::LN_2PI;
+use crate::task::{Estimator, Objective, ObjectiveKind, Trainable};
 
 /// Independent lanes the batch is split into (fixed: results do not depend on the threads).
 pub(crate) const LANES: usize = 2;
@@ -49,13 +50,13 @@ pub(crate) const CHUNK_ROWS: usize = 128;
 pub(crate) const MAX_MIXTURE: usize = 4096;
 
 /// Whether the fast path handles this combination (the caller has validated it).
-pub(crate) fn supported(prior: PriorKind, objective: &Objective) -> bool {
+pub(crate) fn supported(prior: PriorKind) -> bool {
     let prior_ok = match prior {
         PriorKind::StandardNormal => true,
         PriorKind::Mixture { components } => components <= MAX_MIXTURE,
         PriorKind::Vamp { .. } => false,
     };
-    kernels::avx2_fma() && prior_ok && objective.k >= 1
+    kernels::avx2_fma() && prior_ok
 }
 
 /// Layer sizes and settings.
@@ -218,8 +219,8 @@ impl MixPack {
     fn load(&mut self, m: &Mixture<f32>) {
         let (k, d) = (m.components(), m.dim());
         let logits: Vec<f64> = m.logits().iter().map(|&v| v as f64).collect();
-        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lse = max + logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        let (max, sum) = shifted_exp_sum(logits.iter().copied());
+        let lse = max + sum.ln();
         let log_stds: Vec<f64> = m.log_stds().iter().map(|&v| v as f64).collect();
         self.k = k;
         self.pi = logits.iter().map(|v| (v - lse).exp()).collect();
@@ -459,8 +460,7 @@ impl Engine {
             PriorKind::Mixture { components } => Some(components),
             _ => None,
         };
-        if !supported(prior, obj) || !(tr.encoder || tr.decoder || (tr.prior && mixture.is_some()))
-        {
+        if !supported(prior) || !(tr.encoder || tr.decoder || (tr.prior && mixture.is_some())) {
             return None;
         }
         let net = Net::new(cfg);
@@ -575,7 +575,7 @@ fn run_lane(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, values: &mut [f64]) -> R
         return Ok(());
     }
     let net = ctx.net;
-    let (d, k) = (net.d, ctx.obj.k);
+    let (d, k) = (net.d, ctx.obj.samples());
     if w.grad.len() != ctx.off.len {
         w.grad.resize(ctx.off.len, 0.0);
     }
@@ -737,7 +737,7 @@ fn chunk(
 ) -> Result<()> {
     let net = ctx.net;
     let obj = ctx.obj;
-    let (dd, d, k) = (net.dd, net.d, obj.k);
+    let (dd, d, k) = (net.dd, net.d, obj.samples());
     let rows = m * k;
     let const_d = 0.5 * d as f64 * LN_2PI;
 
@@ -884,7 +884,7 @@ fn weigh(
     values: &mut [f64],
 ) -> Result<()> {
     let obj = ctx.obj;
-    let (k, n, d) = (obj.k, ctx.n as f64, ctx.net.d);
+    let (k, n, d) = (obj.samples(), ctx.n as f64, ctx.net.d);
     let rows = m * k;
     w.wt.clear();
     w.wt.resize(rows, 0.0);
@@ -905,7 +905,6 @@ fn weigh(
             continue;
         }
         let r0 = q * k;
-        let mut max = f64::NEG_INFINITY;
         let mut total = 0.0f64;
         for j in 0..k {
             let r = r0 + j;
@@ -916,13 +915,9 @@ fn weigh(
                 });
             }
             w.wt[r] = lw;
-            max = max.max(lw);
             total += lw;
         }
-        let mut sum = 0.0f64;
-        for r in r0..r0 + k {
-            sum += (w.wt[r] - max).exp();
-        }
+        let (max, sum) = shifted_exp_sum(w.wt[r0..r0 + k].iter().copied());
         *value = match obj.kind {
             ObjectiveKind::Iwae => max + sum.ln() - (k as f64).ln(),
             ObjectiveKind::Elbo => total / k as f64,
@@ -1092,7 +1087,7 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
 /// samples (as crate::objective::encoder_cotangents, in `f64`).
 fn encoder_cotangents(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, start: usize, rows: usize) {
     let obj = ctx.obj;
-    let (d, k) = (ctx.net.d, obj.k);
+    let (d, k) = (ctx.net.d, obj.samples());
     let reparam = obj.estimator == Estimator::Reparam;
     for r in 0..rows {
         let li = start + r / k;

@@ -15,6 +15,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
+use crate::lse::shifted_exp_sum;
 use crate::model::Posterior;
 use crate::prior::{Prior, log_softmax_f64};
 use crate::real::{Dev, LN_2PI, Mat, Real, to_f64};
@@ -129,8 +130,7 @@ pub fn em_step<E: Real>(
                 for (v, c) in row.iter_mut().zip(&consts) {
                     *v += c;
                 }
-                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+                let (max, sum) = shifted_exp_sum(row.iter().copied());
                 let lse = max + sum.ln();
                 for v in row.iter_mut() {
                     *v = (*v - lse).exp();

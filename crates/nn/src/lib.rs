@@ -23,6 +23,7 @@
 //! Data are row-major `&[E]` slices; every function checks lengths and values before any
 //! tensor is built and returns [`NnError`] rather than panicking.
 
+mod analysis;
 mod bounds;
 mod checkpoint;
 mod config;
@@ -31,15 +32,18 @@ mod estimate;
 mod fast;
 mod fit;
 mod kernels;
+mod lse;
 mod model;
 mod named;
 mod objective;
 mod param;
 mod prior;
 mod real;
+mod task;
 mod throughput;
 mod train;
 
+pub use analysis::{CurvePoint, Projection, latent_variances, lk_curve, principal_components};
 pub use bounds::{
     ElboTerms, bound_from_log_weights, elbo_terms, log_weights, log_weights_with_noise,
 };
@@ -49,20 +53,18 @@ pub use config::{
     VaeConfig,
 };
 pub use error::{NnError, Result};
-pub use estimate::{
-    CurvePoint, Evaluator, ImageEstimate, Projection, SampleOptions, latent_variances, lk_curve,
-    principal_components,
-};
+pub use estimate::{Evaluator, ImageEstimate, SampleOptions};
 pub use fit::{AggregateMoments, EmStep, MeanStderr, aggregate_moments, em_step};
+pub use kernels::{DenormalsAreZero, Isa};
+pub use lse::log_sum_exp;
 pub use model::{Posterior, Vae, standard_normal_noise};
 pub use named::NamedTensor;
 pub use objective::{
-    Estimator, Objective, ObjectiveKind, Trainable, fast_path_available,
-    objective_and_grads_with_noise, objective_and_grads_with_noise_reference,
+    fast_path_available, objective_and_grads_with_noise, objective_and_grads_with_noise_reference,
 };
-pub use prior::{Mixture, Prior, PriorKind, Vamp, log_sum_exp};
+pub use prior::{Mixture, Prior, PriorKind, Vamp};
 pub use real::Real;
-pub use kernels::{DenormalsAreZero, Isa};
+pub use task::{Estimator, Objective, ObjectiveKind, Trainable};
 pub use throughput::{GemmBackend, fma_peak_gflops, gemm_gflops};
 pub use train::{AdamHyper, StepStats, Trainer};
 

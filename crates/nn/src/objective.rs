@@ -28,127 +28,13 @@ use crate::bounds::{analytic_kl, check_inputs, check_noise, log_q, sample_z};
 use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::fast::Engine;
+use crate::lse::shifted_exp_sum;
 use crate::model::Vae;
 use crate::named::NamedTensor;
 use crate::param::{mat_from, vec_from};
 use crate::prior::Prior;
 use crate::real::{Mat, Real, Taped, Vector};
-
-/// Which bound is maximised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ObjectiveKind {
-    /// The (k-sample) evidence lower bound, mean_i log w_i.
-    Elbo,
-    /// The importance-weighted bound L̂_k (Burda et al. 2016).
-    Iwae,
-}
-
-/// Gradient estimator for the encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Estimator {
-    /// Plain reparameterisation gradient of the objective.
-    Reparam,
-    /// Doubly reparameterised gradient (Tucker et al. 2019); sticking-the-landing for the ELBO.
-    Dreg,
-}
-
-/// A training objective.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Objective {
-    /// ELBO or IWAE.
-    pub kind: ObjectiveKind,
-    /// Number of importance samples per example (≥ 1).
-    pub k: usize,
-    /// Encoder gradient estimator.
-    pub estimator: Estimator,
-    /// Use KL(q ‖ N(0, I)) in closed form (ELBO, k = 1, standard-normal prior, reparam only).
-    pub analytic_kl: bool,
-}
-
-impl Objective {
-    /// The one-sample ELBO with the reparameterisation gradient.
-    pub fn elbo() -> Self {
-        Objective {
-            kind: ObjectiveKind::Elbo,
-            k: 1,
-            estimator: Estimator::Reparam,
-            analytic_kl: false,
-        }
-    }
-
-    /// The k-sample IWAE bound with the reparameterisation gradient.
-    pub fn iwae(k: usize) -> Self {
-        Objective {
-            kind: ObjectiveKind::Iwae,
-            k,
-            estimator: Estimator::Reparam,
-            analytic_kl: false,
-        }
-    }
-
-    /// Checks the combination against the prior it will be used with.
-    pub fn validate<E: Real>(&self, prior: &Prior<E>) -> Result<()> {
-        let bad = |m: &str| Err(NnError::InvalidConfig(format!("objective {self:?}: {m}")));
-        if self.k == 0 {
-            return bad("k must be at least 1");
-        }
-        if self.analytic_kl {
-            if self.kind != ObjectiveKind::Elbo {
-                return bad("analytic_kl is only defined for the ELBO");
-            }
-            if self.k != 1 {
-                return bad("analytic_kl requires k = 1");
-            }
-            if !matches!(prior, Prior::StandardNormal) {
-                return bad("analytic_kl requires the standard-normal prior");
-            }
-            if self.estimator != Estimator::Reparam {
-                return bad("analytic_kl has no score term to remove; use estimator = Reparam");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Which parameter groups receive gradients (and are updated by the trainer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Trainable {
-    /// Encoder parameters (`encoder.*`).
-    pub encoder: bool,
-    /// Decoder parameters (`decoder.*`).
-    pub decoder: bool,
-    /// Prior parameters (`prior.*`).
-    pub prior: bool,
-}
-
-impl Trainable {
-    /// Encoder and decoder (normal training, or fine-tuning under a fixed prior).
-    pub const MODEL: Trainable = Trainable {
-        encoder: true,
-        decoder: true,
-        prior: false,
-    };
-    /// Only the prior (prior refit with the model fixed).
-    pub const PRIOR: Trainable = Trainable {
-        encoder: false,
-        decoder: false,
-        prior: true,
-    };
-    /// Everything.
-    pub const ALL: Trainable = Trainable {
-        encoder: true,
-        decoder: true,
-        prior: true,
-    };
-
-    pub(crate) fn includes(&self, g: Group) -> bool {
-        match g {
-            Group::Encoder => self.encoder,
-            Group::Decoder => self.decoder,
-            Group::Prior => self.prior,
-        }
-    }
-}
+use crate::task::{Estimator, Objective, ObjectiveKind, Trainable};
 
 /// Result of one gradient evaluation.
 pub(crate) struct Evaluation<E> {
@@ -285,8 +171,8 @@ pub(crate) fn validate_inputs<E: Real>(
 ) -> Result<Vec<String>> {
     obj.validate(prior)?;
     let names = trainable_names(vae, prior, tr)?;
-    let len = check_inputs(vae, prior, x, n, obj.k)?;
-    check_noise(eps, n, obj.k, vae.config().latent_dim, len)?;
+    let len = check_inputs(vae, prior, x, n, obj.samples())?;
+    check_noise(eps, n, obj.samples(), vae.config().latent_dim, len)?;
     Ok(names)
 }
 
@@ -351,7 +237,7 @@ pub(crate) fn evaluate_reference<E: Real>(
     eps: &[E],
 ) -> Result<Evaluation<E>> {
     let names = trainable_names(vae, prior, tr)?;
-    let k = obj.k;
+    let k = obj.samples();
     let cfg = vae.config();
     let (dd, d) = (cfg.input_dim, cfg.latent_dim);
     let nk = n * k;
@@ -471,7 +357,7 @@ fn weigh<E: Real>(
     kl: &[f64],
     n: usize,
 ) -> Result<Weights> {
-    let k = obj.k;
+    let k = obj.samples();
     let mut w_tilde = vec![0.0f64; n * k];
     let mut c = vec![0.0f64; n * k];
     let mut total = 0.0f64;
@@ -493,8 +379,7 @@ fn weigh<E: Real>(
                 what: format!("log-weight of example {i}, sample {j} ({})", lw[j]),
             });
         }
-        let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let sum: f64 = lw.iter().map(|v| (v - max).exp()).sum();
+        let (max, sum) = shifted_exp_sum(lw.iter().copied());
         total += match obj.kind {
             ObjectiveKind::Iwae => max + sum.ln() - (k as f64).ln(),
             ObjectiveKind::Elbo => lw.iter().sum::<f64>() / k as f64,
@@ -535,7 +420,7 @@ struct Cotangents<'a, E> {
 /// G_r = w̃_r (G_r + c_r ε_r/σ) (IWAE) or G_r + c_r ε_r/σ (ELBO, sticking the landing) and the
 /// score term is dropped.
 fn encoder_cotangents<E: Real>(obj: &Objective, a: Cotangents<'_, E>) -> (Vec<f64>, Vec<f64>) {
-    let (n, d, k) = (a.n, a.d, obj.k);
+    let (n, d, k) = (a.n, a.d, obj.samples());
     let mut g_mu = vec![0.0f64; n * d];
     let mut g_ls = vec![0.0f64; n * d];
     for r in 0..n * k {

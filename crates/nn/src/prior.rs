@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::config::VaeConfig;
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
+use crate::lse::{log_sum_exp, shifted_exp_sum};
 use crate::model::{Vae, standard_normal_noise};
 use crate::named::{Lookup, NamedTensor};
 use crate::param::{ParamMut, ParamRef, mat_from, vec_from};
@@ -504,18 +505,6 @@ pub(crate) fn log_softmax_f64(logits: &[f64]) -> Vec<f64> {
     logits.iter().map(|l| l - lse).collect()
 }
 
-/// Numerically stable log Σ exp(vᵢ) in `f64` (−∞ for an empty slice or all −∞; NaN propagates).
-pub fn log_sum_exp(v: &[f64]) -> f64 {
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if v.iter().any(|x| x.is_nan()) {
-        return f64::NAN;
-    }
-    if max.is_infinite() {
-        return max;
-    }
-    max + v.iter().map(|x| (x - max).exp()).sum::<f64>().ln()
-}
-
 /// Mixture log-density of the rows of `z` in `f64`: one GEMM per row block of
 /// `[−½ z², z] (rows × 2d)` against `[1/σ², μ/σ²]ᵀ (2d × K)`, plus per-component constants,
 /// then a log-sum-exp per row (rayon).
@@ -565,19 +554,10 @@ pub(crate) fn mixture_log_density_f64<E: Real>(
         let lse: Vec<f64> = e
             .par_chunks(k)
             .map(|row| {
-                let max = row
-                    .iter()
-                    .zip(&consts)
-                    .map(|(a, b)| a + b)
-                    .fold(f64::NEG_INFINITY, f64::max);
+                let (max, s) = shifted_exp_sum(row.iter().zip(&consts).map(|(a, b)| a + b));
                 if !max.is_finite() {
                     return max;
                 }
-                let s: f64 = row
-                    .iter()
-                    .zip(&consts)
-                    .map(|(a, b)| (a + b - max).exp())
-                    .sum();
                 max + s.ln()
             })
             .collect();

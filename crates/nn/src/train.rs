@@ -7,19 +7,17 @@ use std::fmt;
 use dfdx::prelude::*;
 use rand::Rng;
 
-use crate::bounds::check_inputs;
+use crate::bounds::{check_batch, check_noise};
 use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::fast::Engine;
 use crate::model::{Vae, standard_normal_noise};
 use crate::named::{Lookup, NamedTensor};
-use crate::objective::{
-    Objective, Trainable, evaluate_fast, evaluate_reference, fast_engine, trainable_names,
-    validate_inputs,
-};
+use crate::objective::{evaluate_fast, evaluate_reference, fast_engine, trainable_names};
 use crate::param::ParamMut;
 use crate::prior::Prior;
 use crate::real::{Buf, Dev, Real};
+use crate::task::{Objective, Trainable};
 
 /// Name of the step-counter tensor in [`Trainer::state`].
 const STEP_TENSOR: &str = "trainer.step";
@@ -218,9 +216,9 @@ impl<E: Real> Trainer<E> {
     /// A non-finite objective or gradient returns [`NnError::Diverged`] and leaves every
     /// parameter and moment unchanged.
     pub fn step<R: Rng + ?Sized>(&mut self, x: &[E], n: usize, rng: &mut R) -> Result<StepStats> {
-        let len = check_inputs(&self.vae, &self.prior, x, n, self.objective.k)?;
+        let len = check_batch(&self.vae, x, n, self.objective.k)?;
         let eps = standard_normal_noise(rng, len);
-        self.step_with_noise(x, n, &eps)
+        self.step_checked(x, n, &eps)
     }
 
     /// Whether steps take the fast `f32` path (see
@@ -238,16 +236,20 @@ impl<E: Real> Trainer<E> {
 
     /// [`Trainer::step`] at caller-supplied noise (n·k·latent_dim values).
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
+        let k = self.objective.k;
+        let len = check_batch(&self.vae, x, n, k)?;
+        check_noise(eps, n, k.get(), self.vae.config().latent_dim, len)?;
+        self.step_checked(x, n, eps)
+    }
+
+    /// One Adam step on a batch checked once by the caller (the objective, prior and trainable
+    /// set were checked when the trainer was built and do not change).
+    fn step_checked(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
         use rayon::prelude::*;
-        validate_inputs(
-            &self.vae,
-            &self.prior,
-            &self.objective,
-            self.trainable,
-            x,
-            n,
-            eps,
-        )?;
+        debug_assert_eq!(
+            eps.len(),
+            n * self.objective.samples() * self.vae.config().latent_dim
+        );
         // The gradient of the loss to minimise (−objective) into the slots, with each slot's
         // squared norm.
         let (value, sq): (f64, Vec<f64>) = match (self.use_fast, self.fast.as_mut()) {

@@ -31,7 +31,7 @@ fn trainer_step_throughput() {
         let mut tr = Trainer::new(
             vae,
             Prior::StandardNormal,
-            Objective::iwae(k),
+            Objective::iwae(k).unwrap(),
             AdamHyper::default(),
             Trainable::MODEL,
         )

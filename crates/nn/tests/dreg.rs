@@ -46,7 +46,7 @@ fn compare(
     seed: u64,
 ) -> (f64, f64, f64) {
     let d = vae.config().latent_dim;
-    let standard = Objective::iwae(k);
+    let standard = Objective::iwae(k).unwrap();
     let dreg = Objective {
         estimator: Estimator::Dreg,
         ..standard
@@ -96,7 +96,7 @@ fn trained_model() -> Vae<f64> {
     let mut tr = Trainer::new(
         vae,
         Prior::StandardNormal,
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         hyper,
         Trainable::MODEL,
     )
@@ -160,7 +160,7 @@ fn dreg_with_one_sample_is_sticking_the_landing() {
     let eps: Vec<f64> = standard_normal_noise(&mut rng, n * cfg.latent_dim);
     let iwae1 = Objective {
         estimator: Estimator::Dreg,
-        ..Objective::iwae(1)
+        ..Objective::iwae(1).unwrap()
     };
     let stl = Objective {
         estimator: Estimator::Dreg,

@@ -10,7 +10,7 @@ fn run(cfg: &VaeConfig, objective: Objective, data: &[f64], n: usize, seed: u64)
     let vae: Vae<f64> = Vae::new(cfg, seed).unwrap();
     let prior = Prior::StandardNormal;
     let mut rng = stream_rng(seed, 1);
-    let eps: Vec<f64> = standard_normal_noise(&mut rng, n * objective.k * cfg.latent_dim);
+    let eps: Vec<f64> = standard_normal_noise(&mut rng, n * objective.samples() * cfg.latent_dim);
     check_gradients(
         &vae,
         &prior,
@@ -30,7 +30,7 @@ fn iwae_gradients_match_finite_differences_for_k_1_5_50() {
     let cfg = bernoulli_cfg();
     let x = binary_data(2, cfg.input_dim, 3);
     for k in [1, 5, 50] {
-        let worst = run(&cfg, Objective::iwae(k), &x, 2, 10 + k as u64);
+        let worst = run(&cfg, Objective::iwae(k).unwrap(), &x, 2, 10 + k as u64);
         println!("IWAE k={k}: worst relative error {worst:.2e}");
     }
 }
@@ -40,7 +40,7 @@ fn elbo_gradients_match_finite_differences() {
     let cfg = bernoulli_cfg();
     let x = binary_data(3, cfg.input_dim, 4);
     let mut obj = Objective::elbo();
-    obj.k = 5;
+    obj.k = std::num::NonZeroUsize::new(5).unwrap();
     run(&cfg, obj, &x, 3, 21);
     let analytic = Objective {
         analytic_kl: true,
@@ -60,7 +60,7 @@ fn gradients_match_for_gaussian_softplus_and_relu_variants() {
         PosteriorStd::Softplus,
     );
     let x = gaussian_data(2, gauss.input_dim, 5);
-    run(&gauss, Objective::iwae(5), &x, 2, 31);
+    run(&gauss, Objective::iwae(5).unwrap(), &x, 2, 31);
     let fixed = small_cfg(
         Activation::Relu,
         Likelihood::Gaussian {
@@ -69,5 +69,5 @@ fn gradients_match_for_gaussian_softplus_and_relu_variants() {
         },
         PosteriorStd::Exp,
     );
-    run(&fixed, Objective::iwae(5), &x, 2, 32);
+    run(&fixed, Objective::iwae(5).unwrap(), &x, 2, 32);
 }

@@ -63,7 +63,7 @@ fn exact_posterior_gives_log_px_for_every_draw_and_k() {
     let (value, _) = objective_and_grads_with_noise(
         &vae,
         &prior,
-        &Objective::iwae(5),
+        &Objective::iwae(5).unwrap(),
         Trainable::MODEL,
         &x,
         n,

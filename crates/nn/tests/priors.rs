@@ -122,7 +122,7 @@ fn training_path_log_density_equals_inference_path() {
         let (value, _) = objective_and_grads_with_noise(
             &vae,
             prior,
-            &Objective::iwae(k),
+            &Objective::iwae(k).unwrap(),
             Trainable::ALL,
             &x,
             n,
@@ -159,7 +159,7 @@ fn prior_gradients_match_finite_differences() {
             let worst = check_gradients(
                 &vae,
                 prior,
-                &Objective::iwae(k),
+                &Objective::iwae(k).unwrap(),
                 trainable,
                 Batch {
                     x: &x,

@@ -94,14 +94,14 @@ fn training_gradients_stay_finite_with_saturated_decoder() {
     let x = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0];
     let mut rng = stream_rng(3, 0);
     for obj in [
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         Objective::elbo(),
         Objective {
             estimator: Estimator::Dreg,
-            ..Objective::iwae(5)
+            ..Objective::iwae(5).unwrap()
         },
     ] {
-        let eps: Vec<f32> = standard_normal_noise(&mut rng, 2 * obj.k * 2);
+        let eps: Vec<f32> = standard_normal_noise(&mut rng, 2 * obj.samples() * 2);
         let (value, grads) = objective_and_grads_with_noise(
             &vae,
             &Prior::StandardNormal,

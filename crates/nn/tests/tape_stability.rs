@@ -45,14 +45,14 @@ fn check<E: Real>(what: &str) {
     let n = 3;
     let mut rng = stream_rng(11, 0);
     for obj in [
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         Objective::elbo(),
         Objective {
             estimator: Estimator::Dreg,
-            ..Objective::iwae(5)
+            ..Objective::iwae(5).unwrap()
         },
     ] {
-        let k = obj.k;
+        let k = obj.samples();
         let eps: Vec<E> = standard_normal_noise(&mut rng, n * k * 2);
         let (value, grads) = objective_and_grads_with_noise_reference(
             &vae,

@@ -94,11 +94,11 @@ fn bits(t: &[NamedTensor]) -> Vec<(String, Vec<u32>)> {
 fn training_improves_the_bound() {
     let x = dataset();
     for objective in [
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         Objective::elbo(),
         Objective {
             estimator: Estimator::Dreg,
-            ..Objective::iwae(5)
+            ..Objective::iwae(5).unwrap()
         },
     ] {
         let mut tr = trainer(objective);
@@ -115,7 +115,7 @@ fn training_improves_the_bound() {
 #[test]
 fn equal_seeds_give_bit_identical_runs_and_resume_is_exact() {
     let x = dataset();
-    let objective = Objective::iwae(5);
+    let objective = Objective::iwae(5).unwrap();
     let mut a = trainer(objective);
     run(&mut a, &x, 0..40);
     let mut b = trainer(objective);
@@ -144,7 +144,7 @@ fn equal_seeds_give_bit_identical_runs_and_resume_is_exact() {
 #[test]
 fn step_counter_round_trips_beyond_f32_integers() {
     let x = dataset();
-    let mut tr = trainer(Objective::iwae(2));
+    let mut tr = trainer(Objective::iwae(2).unwrap());
     let mut state = tr.state();
     let st = state.iter_mut().find(|t| t.name == "trainer.step").unwrap();
     // 2^24 + 1 is not representable as one f32.
@@ -163,7 +163,7 @@ fn step_counter_round_trips_beyond_f32_integers() {
 #[test]
 fn restore_rejects_mismatched_state_and_leaves_the_trainer_unchanged() {
     let x = dataset();
-    let mut tr = trainer(Objective::iwae(3));
+    let mut tr = trainer(Objective::iwae(3).unwrap());
     run(&mut tr, &x, 0..3);
     let before = bits(&tr.state());
     let good = tr.state();
@@ -220,7 +220,7 @@ fn divergence_is_reported_before_any_update() {
     let mut tr = Trainer::new(
         vae,
         Prior::StandardNormal,
-        Objective::iwae(3),
+        Objective::iwae(3).unwrap(),
         AdamHyper::default(),
         Trainable::MODEL,
     )
@@ -252,7 +252,7 @@ fn trainable_groups_are_respected() {
     let mut refit = Trainer::new(
         vae.clone(),
         prior.clone(),
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         hyper,
         Trainable::PRIOR,
     )
@@ -278,7 +278,7 @@ fn trainable_groups_are_respected() {
     let state_names: Vec<String> = Trainer::new(
         vae.clone(),
         prior.clone(),
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         hyper,
         Trainable::PRIOR,
     )
@@ -304,7 +304,7 @@ fn trainable_groups_are_respected() {
     let mut tune = Trainer::new(
         vae.clone(),
         prior2.clone(),
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         hyper,
         Trainable::MODEL,
     )
@@ -344,7 +344,7 @@ fn vamp_prior_trains_pseudo_inputs_and_model_together() {
     let mut tr = Trainer::new(
         vae,
         prior.clone(),
-        Objective::iwae(5),
+        Objective::iwae(5).unwrap(),
         hyper,
         Trainable::ALL,
     )

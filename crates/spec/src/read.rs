@@ -338,6 +338,21 @@ macro_rules! string_enum {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            /// The value named by its spec text (e.g. for a command-line flag).
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown value \"{other}\"; expected one of {}",
+                        Self::ALL.join(", ")
+                    )),
+                }
+            }
+        }
+
         impl $crate::read::FromNode for $name {
             fn from_node(node: &$crate::node::Node, path: &str, r: &mut $crate::read::Reader) -> Option<Self> {
                 let s = String::from_node(node, path, r)?;

@@ -10,8 +10,10 @@
 
 pub mod artifacts;
 pub mod compare;
+pub mod convert;
 mod data;
 mod eval;
+mod fit;
 mod prior;
 mod report;
 mod train;

@@ -119,7 +119,7 @@ pub fn read_split(data_dir: &Path, split: &str) -> anyhow::Result<Dataset> {
 /// stage writes to [`TEST_BINARIZED`], with the data crate's drawing rule.
 pub fn binarize_test(test: &Dataset, seed: u64) -> Dataset {
     Dataset {
-        x: crate::train::binarize_fixed(&test.x, seed),
+        x: crate::fit::binarize_fixed(&test.x, seed),
         ..test.clone()
     }
 }

@@ -17,14 +17,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{Value, json};
 use vaepipe_nn::{
-    AdamHyper, Estimator, Evaluator, GemmBackend, Isa, Objective, ObjectiveKind, Prior,
-    SampleOptions, Trainable, Trainer, Vae, VaeConfig, fma_peak_gflops, gemm_gflops,
-    standard_normal_noise, stream_rng,
+    AdamHyper, Evaluator, GemmBackend, Isa, Prior, SampleOptions, Trainable, Trainer, Vae,
+    VaeConfig, fma_peak_gflops, gemm_gflops, standard_normal_noise, stream_rng,
 };
+use vaepipe_spec::{Estimator, Objective};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -82,24 +83,22 @@ pub struct EvalArgs {
     pub net: NetArgs,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ObjectiveArg {
-    Elbo,
-    Iwae,
+/// `--objective`: the spec's names (`elbo`, `iwae`), listed in `--help`.
+fn objective_flag() -> impl TypedValueParser<Value = Objective> {
+    PossibleValuesParser::new(Objective::ALL).try_map(|s| s.parse::<Objective>())
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum EstimatorArg {
-    Reparam,
-    Dreg,
+/// `--estimator`: the spec's names (`reparam`, `dreg`), listed in `--help`.
+fn estimator_flag() -> impl TypedValueParser<Value = Estimator> {
+    PossibleValuesParser::new(Estimator::ALL).try_map(|s| s.parse::<Estimator>())
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    #[arg(long, value_enum, default_value_t = ObjectiveArg::Iwae)]
-    pub objective: ObjectiveArg,
-    #[arg(long, value_enum, default_value_t = EstimatorArg::Reparam)]
-    pub estimator: EstimatorArg,
+    #[arg(long, value_parser = objective_flag(), default_value_t = Objective::Iwae)]
+    pub objective: Objective,
+    #[arg(long, value_parser = estimator_flag(), default_value_t = Estimator::Reparam)]
+    pub estimator: Estimator,
     /// Importance samples per image.
     #[arg(long, default_value_t = 50)]
     pub k: usize,
@@ -325,18 +324,7 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
     let cfg = check_net(&a.net)?;
     let peaks = measure_peaks(&cfg, 1000, 2)?;
     let peak = peaks.best();
-    let objective = Objective {
-        kind: match a.objective {
-            ObjectiveArg::Elbo => ObjectiveKind::Elbo,
-            ObjectiveArg::Iwae => ObjectiveKind::Iwae,
-        },
-        k: a.k,
-        estimator: match a.estimator {
-            EstimatorArg::Reparam => Estimator::Reparam,
-            EstimatorArg::Dreg => Estimator::Dreg,
-        },
-        analytic_kl: false,
-    };
+    let objective = vaepipe_stages::convert::objective(a.objective, a.k, a.estimator, false)?;
     let vae = Vae::<f32>::new(&cfg, 1)?;
     let mut trainer = Trainer::new(
         vae,
@@ -391,8 +379,8 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
     Ok(json!({
         "bench": "train",
         "model": model_json(&cfg),
-        "objective": format!("{:?}", a.objective).to_lowercase(),
-        "estimator": format!("{:?}", a.estimator).to_lowercase(),
+        "objective": a.objective.as_str(),
+        "estimator": a.estimator.as_str(),
         "k": a.k,
         "batch": a.batch,
         "fast_path": fast_path,
