@@ -343,8 +343,8 @@ fn trainers_agree(prior: Prior<f32>, trainable: Trainable, tol: f32) {
     for (u, v) in fast.state().iter().zip(generic.state()) {
         for (p, q) in u.data.iter().zip(&v.data) {
             assert!(
-                (p - q).abs() < 1e-4 * (1.0 + q.abs()),
-                "{}: {p} vs {q}",
+                (p - q).abs() < tol * (1.0 + q.abs()),
+                "{}: {p} vs {q} (tolerance {tol})",
                 u.name
             );
         }
