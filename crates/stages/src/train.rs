@@ -10,7 +10,6 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow};
 use serde::Deserialize;
 use serde_json::Value;
-use vaepipe_data::Dataset;
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_nn::{Prior, Trainable, Trainer, Vae};
 use vaepipe_spec::{Binarize, ModelSection, TrainSection};
@@ -19,7 +18,7 @@ use crate::artifacts::{
     ModelConfig, TrainOutcome, TrainSummary, TrainedWith, read_split, save_model, write_sorted,
 };
 use crate::convert::{adam_of, init_of, objective_of};
-use crate::fit::{FitSettings, binarize_fixed, fit, write_history};
+use crate::fit::{FitSettings, fit, write_history};
 use crate::util::seed_for;
 
 pub struct TrainStage;
@@ -148,26 +147,6 @@ impl Stage for TrainStage {
 
 /// The binarization mode recorded by the data stage.
 pub(crate) fn data_binarization(data_dir: &Path) -> anyhow::Result<Binarize> {
-    let summary: Value = crate::read_json(&data_dir.join("summary.json"))?;
-    serde_json::from_value(summary["binarize"].clone()).map_err(|e| {
-        anyhow!(
-            "{}: `binarize`: {e}",
-            data_dir.join("summary.json").display()
-        )
-    })
+    Ok(crate::artifacts::DataSummary::read(data_dir)?.binarize)
 }
 
-/// The test data as evaluated (Burda et al. 2016): under dynamic binarization one fixed draw
-/// with `eval.binarization_seed`, shared by every stage that measures on the test set;
-/// otherwise the stored values.
-pub(crate) fn evaluated_test_x(
-    test: &Dataset,
-    dynamic: bool,
-    binarization_seed: u64,
-) -> std::borrow::Cow<'_, [f32]> {
-    if dynamic {
-        std::borrow::Cow::Owned(binarize_fixed(&test.x, binarization_seed))
-    } else {
-        std::borrow::Cow::Borrowed(&test.x)
-    }
-}

@@ -2,13 +2,12 @@
 //! refit prior through the train stage's loop.
 
 use anyhow::Context as _;
-use serde_json::{Value, json};
 use vaepipe_data::Dataset;
 use vaepipe_engine::{Context, StageError};
 use vaepipe_nn::{AdamHyper, Prior, Trainable, Trainer, Vae};
 use vaepipe_spec::{Schedule, TrainSection};
 
-use crate::artifacts::{ModelConfig, save_model};
+use crate::artifacts::{FinetuneSummary, ModelConfig, save_model};
 use crate::convert::{adam_of, objective_of};
 use crate::fit::{FitSettings, write_history};
 
@@ -31,7 +30,7 @@ pub(super) fn finetune(
     train: &Dataset,
     validation: &Dataset,
     dynamic: bool,
-) -> Result<Value, StageError> {
+) -> Result<FinetuneSummary, StageError> {
     let mut objective = objective_of(&p.train)?;
     if !matches!(prior, Prior::StandardNormal) {
         objective.analytic_kl = false;
@@ -62,16 +61,16 @@ pub(super) fn finetune(
     save_model(&ctx.out.join("finetuned.safetensors"), &tuned, config)?;
     write_history(&ctx.out.join("finetune_history.parquet"), &outcome.history)?;
     let last = outcome.history.last();
-    Ok(json!({
-        "epochs_run": outcome.history.len(),
-        "best_epoch": outcome.best_epoch,
-        "final_train_bound": last.map(|h| h.train_bound),
-        "final_validation_bound": last.map(|h| h.validation_bound),
-        "steps": outcome.steps,
-        "seconds": last.map_or(0.0, |h| h.seconds),
-        "lr": settings.lr,
-        "resumed": outcome.resumed,
-    }))
+    Ok(FinetuneSummary {
+        epochs_run: outcome.history.len(),
+        best_epoch: outcome.best_epoch,
+        final_train_bound: last.map(|h| h.train_bound),
+        final_validation_bound: last.map(|h| h.validation_bound),
+        steps: outcome.steps,
+        seconds: last.map_or(0.0, |h| h.seconds),
+        lr: settings.lr,
+        resumed: outcome.resumed,
+    })
 }
 
 /// The fine-tuning loop's settings: the training section's, for `epochs` epochs, at the constant
@@ -93,6 +92,7 @@ pub(super) fn finetune_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn train_section(schedule: &str, epochs: usize) -> TrainSection {
         serde_json::from_value(json!({

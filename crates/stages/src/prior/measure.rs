@@ -5,7 +5,6 @@
 use anyhow::Context as _;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value, json};
 use vaepipe_data::{Column, Table, permutation};
 use vaepipe_engine::{Context, StageError};
 use vaepipe_nn::{
@@ -13,6 +12,7 @@ use vaepipe_nn::{
     standard_normal_noise, stream_rng,
 };
 
+use crate::artifacts::RefitSide;
 use crate::util::seed_for;
 
 use super::{BLOCK_ROWS, MEASURE_ROWS, PLOT_SAMPLES};
@@ -177,19 +177,20 @@ impl Comparison {
         })
     }
 
-    pub(super) fn json(&self) -> Value {
+    /// Its side of `refit.json` (`train` or `test`).
+    pub(super) fn side(&self) -> RefitSide {
         let m = |v: &[f64]| MeanStderr::of(v);
-        json!({
-            "elbo_standard": m(&self.standard.elbo).mean,
-            "elbo_refit": m(&self.refit.elbo).mean,
-            "lk_standard": m(&self.standard.lk).mean,
-            "lk_refit": m(&self.refit.lk).mean,
-            "elbo_gain": self.elbo_gain.mean,
-            "elbo_gain_stderr": self.elbo_gain.stderr,
-            "lk_gain": self.lk_gain.mean,
-            "lk_gain_stderr": self.lk_gain.stderr,
-            "images": self.standard.elbo.len(),
-        })
+        RefitSide {
+            elbo_standard: m(&self.standard.elbo).mean,
+            elbo_refit: m(&self.refit.elbo).mean,
+            lk_standard: m(&self.standard.lk).mean,
+            lk_refit: m(&self.refit.lk).mean,
+            elbo_gain: self.elbo_gain.mean,
+            elbo_gain_stderr: self.elbo_gain.stderr,
+            lk_gain: self.lk_gain.mean,
+            lk_gain_stderr: self.lk_gain.stderr,
+            images: self.standard.elbo.len(),
+        }
     }
 }
 

@@ -36,13 +36,15 @@ use std::time::Instant;
 
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use vaepipe_data::Dataset;
 use vaepipe_engine::{Context, Stage, StageError, pick};
 use vaepipe_nn::{Objective, Posterior, Prior, Vae};
 use vaepipe_spec::{Binarize, MogFit, PriorMethod, PriorSection, Then, TrainSection};
 
-use crate::artifacts::{ModelConfig, Variant, load_model, load_prior, read_split};
+use crate::artifacts::{
+    ModelConfig, RefitSummary, Variant, load_model, load_prior, read_split, write_sorted,
+};
 use crate::convert::objective_of;
 use crate::train::{SeedOnly, data_binarization};
 
@@ -210,7 +212,7 @@ fn finish(
             Some(file) => load_prior(&out.join(file), vae.config())?.0,
             None => Prior::StandardNormal,
         };
-        let summary = finetune(ctx, p, vae, &prior, config, train, validation, dynamic)?;
+        let summary = Some(finetune(ctx, p, vae, &prior, config, train, validation, dynamic)?);
         variants.push(Variant {
             name: "finetuned".into(),
             label: format!(
@@ -223,16 +225,16 @@ fn finish(
         });
         summary
     } else {
-        Value::Null
+        None
     };
     crate::write_json(&out.join("variants.json"), &variants)?;
-    let mut refit = state.refit;
-    refit.insert("finetune".into(), finetune);
-    refit.insert(
-        "seconds".into(),
-        json!(state.seconds + since.elapsed().as_secs_f64()),
-    );
-    crate::write_json(&out.join("refit.json"), &refit)?;
+    let mut phase = state.refit;
+    let seconds = state.seconds + since.elapsed().as_secs_f64();
+    phase.insert("seconds".into(), Value::from(seconds));
+    let mut refit: RefitSummary = serde_json::from_value(Value::Object(phase))
+        .context("the refit phase's summary (refit.json without finetune)")?;
+    refit.finetune = finetune;
+    write_sorted(&out.join("refit.json"), &refit)?;
     // The marker (and any temporary file of an interrupted write of it) is not an output.
     if let Ok(entries) = std::fs::read_dir(out) {
         for e in entries.flatten() {

@@ -9,13 +9,16 @@ use std::time::Instant;
 use anyhow::Context as _;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value, json};
+use serde_json::Value;
 use vaepipe_data::Dataset;
 use vaepipe_engine::{Context, StageError};
 use vaepipe_nn::{MeanStderr, Prior, Vae, aggregate_moments};
 use vaepipe_spec::PriorMethod;
 
-use crate::artifacts::{ModelConfig, PriorInfo, Variant, prior_kind_name, read_split, save_prior};
+use crate::artifacts::{
+    DataSummary, ModelConfig, PriorInfo, RefitSummary, Variant, prior_kind_name,
+    read_test_binarized, save_prior,
+};
 use crate::fit::binarize_fixed;
 use crate::util::seed_for;
 
@@ -43,7 +46,13 @@ pub(super) fn refit_phase(
     dynamic: bool,
 ) -> Result<RefitState, StageError> {
     let seed = p.pipeline.seed;
-    let test = read_split(data_dir, "test")?;
+    // The test rows as the eval stage evaluates them: under dynamic binarization the data
+    // stage's fixed draw (`test_binarized.parquet`), so both stages see the same test draw.
+    let test = read_test_binarized(
+        data_dir,
+        &DataSummary::read(data_dir)?,
+        p.eval.binarization_seed,
+    )?;
     check_features("test", &test, config, data_dir, train_dir)?;
     // Under dynamic binarization every measurement uses one fixed draw of the data: the training
     // rows one derived from the pipeline seed, the test rows the eval stage's draw.
@@ -52,8 +61,7 @@ pub(super) fn refit_phase(
     } else {
         train.x.clone()
     };
-    let test_x =
-        crate::train::evaluated_test_x(&test, dynamic, p.eval.binarization_seed).into_owned();
+    let test_x = test.x.clone();
 
     // The exact aggregate posterior of every training row.
     let encode_started = Instant::now();
@@ -252,35 +260,47 @@ pub(super) fn refit_phase(
     )?;
     files.push("refit.parquet".into());
 
-    let refit_json = json!({
-        "method": p.prior.method.to_string(),
-        "fit": match p.prior.method { PriorMethod::Mog => Value::from(p.prior.fit.to_string()), PriorMethod::Vamp => Value::from("gradient"), _ => Value::Null },
-        "label": refit_label,
-        "components": refit.components,
-        "subset": refit.subset,
-        "seed": seed,
-        "k": k,
-        "objective": refit.objective,
-        "objective_before": refit.before,
-        "objective_after": refit.after,
-        "kept": if refit.kept_initial { "initial" } else { "refit" },
-        "train": train_cmp.json(),
-        "test": test_cmp.json(),
-        "kl_qagg_standard": kl_std.mean,
-        "kl_qagg_standard_stderr": kl_std.stderr,
-        "kl_qagg_refit": kl_refit.mean,
-        "kl_qagg_refit_stderr": kl_refit.stderr,
-        "kl_samples": KL_SAMPLES,
-        "kl_rows": post.rows,
-        "training_rows": post.rows,
-        "active_units": active_units,
-        "plot_dims": plot_dims,
-        "encode_seconds": encode_seconds,
-        "refit_seconds": refit_seconds,
-    });
-    let Value::Object(refit_map) = refit_json else {
-        unreachable!("json!({{…}}) is an object")
+    // `refit.json` without the fine-tuning and the stage's seconds, which `finish` adds.
+    let summary = RefitSummary {
+        method: p.prior.method.to_string(),
+        fit: match p.prior.method {
+            PriorMethod::Mog => Some(p.prior.fit.to_string()),
+            PriorMethod::Vamp => Some("gradient".into()),
+            _ => None,
+        },
+        label: Some(refit_label.clone()),
+        components: refit.components,
+        subset: refit.subset,
+        seed,
+        k,
+        objective: refit.objective,
+        objective_before: refit.before,
+        objective_after: refit.after,
+        kept: Some(if refit.kept_initial { "initial" } else { "refit" }.into()),
+        train: train_cmp.side(),
+        test: test_cmp.side(),
+        kl_qagg_standard: kl_std.mean,
+        kl_qagg_standard_stderr: kl_std.stderr,
+        kl_qagg_refit: kl_refit.mean,
+        kl_qagg_refit_stderr: kl_refit.stderr,
+        kl_samples: KL_SAMPLES,
+        kl_rows: post.rows,
+        training_rows: post.rows,
+        active_units,
+        plot_dims,
+        encode_seconds,
+        refit_seconds,
+        finetune: None,
+        seconds: 0.0,
     };
+    // The resume marker keeps it as a JSON object (its exact-float encoding, resume.rs).
+    let Value::Object(mut refit_map) =
+        serde_json::to_value(&summary).context("encoding refit.json")?
+    else {
+        unreachable!("a struct serializes to an object")
+    };
+    refit_map.remove("finetune");
+    refit_map.remove("seconds");
     let mut hashes = BTreeMap::new();
     for file in files {
         let path = out.join(&file);
