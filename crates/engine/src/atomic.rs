@@ -17,7 +17,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut tmp = temp_file_in(dir).map_err(|e| EngineError::io(dir, e))?;
+    let mut tmp = temp_file_in(dir, path).map_err(|e| EngineError::io(dir, e))?;
     tmp.write_all(bytes)
         .map_err(|e| EngineError::io(tmp.path(), e))?;
     tmp.as_file()
@@ -28,11 +28,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// A hidden temporary file in `dir` created with the permissions `File::create` gives (0666
-/// less the umask), not tempfile's private 0600: a store is shared.
-fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+/// A hidden temporary file `.<name>.tmp-<random>` next to `path` (stages remove what a kill
+/// left of their own files by that prefix), created with the permissions `File::create` gives
+/// (0666 less the umask), not tempfile's private 0600: a store is shared.
+fn temp_file_in(dir: &Path, path: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
     let mut b = tempfile::Builder::new();
-    b.prefix(".tmp-");
+    let prefix = format!(".{name}.tmp-");
+    b.prefix(&prefix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -130,3 +130,39 @@ pub fn prepare(
     let d = explain(&p, store, selection.force).map_err(SelectError::Engine)?;
     Ok((p, d))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(n: usize) -> Vec<Point> {
+        (0..n)
+            .map(|i| Point {
+                index: i,
+                id: format!("id{i}"),
+                label: String::new(),
+                config: serde_json::json!({}),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn points_are_chosen_by_index_or_id_once_and_in_order() {
+        let sel = ["id2".to_string(), "0".to_string(), "2".to_string()];
+        let (chosen, complete) = select_points(points(3), &sel).unwrap();
+        assert_eq!(chosen.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 2]);
+        assert!(!complete);
+        let (all, complete) = select_points(points(3), &[]).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(complete);
+    }
+
+    #[test]
+    fn an_unknown_point_is_a_usage_error_naming_the_range() {
+        let e = select_points(points(2), &["7".to_string()]).unwrap_err();
+        assert_eq!(
+            e,
+            "no sweep point `7`: the spec has 2 points (indices 0..1); see `vaepipe plan`"
+        );
+    }
+}
