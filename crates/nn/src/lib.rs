@@ -30,6 +30,7 @@ mod error;
 mod estimate;
 mod fast;
 mod fit;
+mod flops;
 mod kernels;
 mod model;
 mod named;
@@ -54,6 +55,8 @@ pub use estimate::{
     principal_components,
 };
 pub use fit::{AggregateMoments, EmStep, MeanStderr, aggregate_moments, em_step};
+pub use flops::{eval_flops_per_image, gemm_shapes, train_flops_per_image};
+pub use kernels::{DenormalsAreZero, Isa};
 pub use model::{Posterior, Vae, standard_normal_noise};
 pub use named::NamedTensor;
 pub use objective::{
@@ -62,7 +65,6 @@ pub use objective::{
 };
 pub use prior::{Mixture, Prior, PriorKind, Vamp, log_sum_exp};
 pub use real::Real;
-pub use kernels::{DenormalsAreZero, Isa};
 pub use throughput::{GemmBackend, fma_peak_gflops, gemm_gflops};
 pub use train::{AdamHyper, StepStats, Trainer};
 
