@@ -1,10 +1,9 @@
 //! `vaepipe gc`: removes store entries no given spec (or no recorded run) refers to, and the
-//! leftovers of removed keys.
+//! leftovers of removed keys (the work is `Store::collect_garbage`).
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use vaepipe_engine::plan;
 use vaepipe_stages::points_of;
 
@@ -36,41 +35,17 @@ pub fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let _lock = if a.dry_run {
-        None
-    } else {
-        Some(store.store_lock(true)?)
-    };
-    let mut removed = Vec::new();
-    for (stage, key) in store.entries()? {
-        if keep.contains(&(stage.clone(), key.clone())) {
-            continue;
-        }
-        let dir = store.output_dir(&stage, &key);
-        let bytes = dir_size(&dir);
-        if !a.dry_run {
-            store.remove(&stage, &key)?;
-        }
-        removed.push(json!({"stage": stage, "key": key, "bytes": bytes}));
-    }
-    // Leftovers: abandoned work directories, logs and failure records of removed keys, stale
-    // locks, temporary files.
-    let mut leftovers = Vec::new();
-    for path in store.orphans(&keep)? {
-        let bytes = if path.is_dir() {
-            dir_size(&path)
-        } else {
-            std::fs::metadata(&path).map_or(0, |m| m.len())
-        };
-        if !a.dry_run {
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
-        leftovers.push(json!({"path": path, "bytes": bytes}));
-    }
+    let collected = store.collect_garbage(&keep, a.dry_run)?;
+    let removed: Vec<Value> = collected
+        .removed
+        .iter()
+        .map(|r| json!({"stage": r.stage, "key": r.key, "bytes": r.bytes}))
+        .collect();
+    let leftovers: Vec<Value> = collected
+        .leftovers
+        .iter()
+        .map(|l| json!({"path": l.path, "bytes": l.bytes}))
+        .collect();
     if a.json {
         println!(
             "{}",
@@ -108,19 +83,4 @@ pub fn gc(g: &Global, a: GcArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                total += dir_size(&p);
-            } else if let Ok(m) = e.metadata() {
-                total += m.len();
-            }
-        }
-    }
-    total
 }
