@@ -13,11 +13,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::EngineError;
+use crate::attempts::{Attempt, PreviousAttempt, attempt_line};
+use crate::error::EngineError;
+use crate::events::{Event, Events, NoEvents, Outcome};
 use crate::lock::{LockEvent, LockOptions};
+use crate::names::hostname;
 use crate::plan::{Action, Decision, Plan, key_of};
 use crate::stage::{Context, Input, Missing, PointRef, Registry, StageError};
-use crate::store::{FailureRecord, InputPoints, Manifest, Store, hostname};
+use crate::store::{FailureRecord, InputPoints, Manifest, Store};
 use crate::time::now_rfc3339;
 
 /// Options of one execution.
@@ -37,34 +40,6 @@ pub struct RunOptions {
     /// Who we are in lock records and manifests (`placement`), and how to judge the holders of
     /// busy locks (`check`, beyond the engine's pid rule); see crate::lock.
     pub lock: LockOptions,
-}
-
-/// What happened to one instance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "status", content = "detail", rename_all = "lowercase")]
-pub enum Outcome {
-    Ran,
-    Cached,
-    Failed(String),
-    /// Not run because an input failed or was interrupted.
-    Skipped(String),
-    Interrupted,
-}
-
-impl Outcome {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Ran => "ran",
-            Outcome::Cached => "cached",
-            Outcome::Failed(_) => "failed",
-            Outcome::Skipped(_) => "skipped",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-
-    fn produced(&self) -> bool {
-        matches!(self, Outcome::Ran | Outcome::Cached)
-    }
 }
 
 /// The result of one instance, for summaries and `--json`.
@@ -96,49 +71,6 @@ impl RunReport {
             .iter()
             .filter(|i| matches!(i.outcome, Outcome::Failed(_)))
     }
-}
-
-/// Progress and log events from the executor and the running stages.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Start {
-        instance: usize,
-        stage: String,
-        points: Vec<PointRef>,
-        reason: String,
-    },
-    /// Another process is computing this instance; we wait for it.
-    Waiting {
-        instance: usize,
-        holder: String,
-    },
-    Progress {
-        instance: usize,
-        done: u64,
-        total: u64,
-        message: String,
-    },
-    Log {
-        instance: usize,
-        line: String,
-    },
-    Finish {
-        instance: usize,
-        outcome: Outcome,
-        duration_s: f64,
-    },
-}
-
-/// Receives events; must be cheap and thread-safe.
-pub trait Events: Send + Sync {
-    fn event(&self, e: &Event);
-}
-
-/// Discards every event.
-pub struct NoEvents;
-
-impl Events for NoEvents {
-    fn event(&self, _: &Event) {}
 }
 
 /// Executes `plan` according to `decisions` (from [`crate::explain`]). Stops starting new
@@ -544,7 +476,7 @@ fn run_instance(
         missing: &missing,
         out: &work,
         resumed,
-        options,
+        checkpoint_every: options.checkpoint_every,
         id: i,
         events,
         cancel,
@@ -727,10 +659,6 @@ pub fn rerun_entry(
     ));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| EngineError::io(&out, e))?;
-    let options = RunOptions {
-        jobs: 1,
-        ..Default::default()
-    };
     let cancel = AtomicBool::new(false);
     let ctx = Context {
         stage: stage.name(),
@@ -741,7 +669,7 @@ pub fn rerun_entry(
         missing: &manifest.missing,
         out: &out,
         resumed: false,
-        options: &options,
+        checkpoint_every: None,
         id: 0,
         events: &NoEvents,
         cancel: &cancel,
@@ -763,54 +691,4 @@ pub fn rerun_entry(
             )))
         }
     }
-}
-
-/// One attempt at computing an instance, as recorded in the instance's log (a line
-/// `== attempt {json}` after the human-readable header): where it ran and, if the holder before
-/// it did not release the lock, who that was. `vaepipe status` reads these to say where a point
-/// ran, failed and resumed.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Attempt {
-    pub started: String,
-    /// It continued the work directory of an earlier attempt.
-    pub resumed: bool,
-    pub host: String,
-    pub pid: u32,
-    #[serde(flatten)]
-    pub placement: BTreeMap<String, serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<PreviousAttempt>,
-}
-
-/// The holder before an attempt, when it did not release the lock (it died, or was taken over).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct PreviousAttempt {
-    pub holder: crate::lock::LockHolder,
-    pub how: String,
-}
-
-const ATTEMPT_PREFIX: &str = "== attempt ";
-
-fn attempt_line(a: &Attempt) -> String {
-    format!(
-        "{ATTEMPT_PREFIX}{}",
-        serde_json::to_string(a).unwrap_or_default()
-    )
-}
-
-/// The attempts recorded in an instance's log, oldest first, each with the log lines that
-/// followed it (until the next attempt).
-pub fn attempts(store: &Store, stage: &str, key: &str) -> Vec<(Attempt, Vec<String>)> {
-    let text = std::fs::read_to_string(store.log_path(stage, key)).unwrap_or_default();
-    let mut out: Vec<(Attempt, Vec<String>)> = Vec::new();
-    for line in text.lines() {
-        if let Some(json) = line.strip_prefix(ATTEMPT_PREFIX)
-            && let Ok(a) = serde_json::from_str::<Attempt>(json)
-        {
-            out.push((a, Vec::new()));
-        } else if let Some(last) = out.last_mut() {
-            last.1.push(line.to_string());
-        }
-    }
-    out
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::EngineError;
+use crate::error::EngineError;
 
 /// Serializes `v` with object keys sorted at every level.
 pub fn canonical_json(v: &Value) -> String {
@@ -204,7 +204,7 @@ impl FileHashCache {
     pub fn save(&self) {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if let Ok(bytes) = serde_json::to_vec_pretty(&*entries) {
-            let _ = crate::store::write_atomic(&self.path, &bytes);
+            let _ = crate::atomic::write_atomic(&self.path, &bytes);
         }
     }
 }

@@ -17,45 +17,31 @@
 //! - One process computes an instance at a time (a lock file per key); others wait, then reuse.
 //!   A lock names its holder; only a holder that is provably gone is taken over (crate::lock).
 
+pub mod atomic;
+pub mod attempts;
+pub mod error;
+pub mod events;
 pub mod exec;
+pub mod gc;
 pub mod hash;
 pub mod lock;
+pub mod names;
 pub mod plan;
+pub mod point;
+pub mod select;
 pub mod stage;
+pub mod state;
 pub mod store;
 pub mod time;
 
-pub use exec::{
-    Attempt, Event, Events, InstanceReport, NoEvents, Outcome, PreviousAttempt, RunOptions,
-    RunReport, attempts, execute, rerun_entry,
-};
+pub use attempts::{Attempt, PreviousAttempt, attempts};
+pub use error::EngineError;
+pub use events::{Event, Events, NoEvents, Outcome};
+pub use exec::{InstanceReport, RunOptions, RunReport, execute, rerun_entry};
+pub use gc::{Collected, Leftover, RemovedEntry};
 pub use lock::{HolderCheck, Liveness, LockHolder, LockOptions};
 pub use plan::{Action, Decision, Instance, Plan, Point, explain, pick, plan};
+pub use select::{SelectError, Selection, check_stages, prepare, select_points};
 pub use stage::{Context, Input, Missing, PointRef, Registry, Scope, Stage, StageError};
+pub use state::InstanceState;
 pub use store::{Manifest, Store};
-
-/// Errors of the engine itself (not of a stage).
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Plan(String),
-    #[error("{path}: invalid manifest: {message}")]
-    Manifest {
-        path: std::path::PathBuf,
-        message: String,
-    },
-}
-
-impl EngineError {
-    pub fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
-        EngineError::Io {
-            path: path.into(),
-            source,
-        }
-    }
-}

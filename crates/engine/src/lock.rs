@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::EngineError;
-use crate::store::{hostname, unique};
+use crate::error::EngineError;
+use crate::names::{hostname, unique};
 
 /// Who holds (or held) an instance's lock: what the lock file records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::EngineError;
+use crate::error::EngineError;
 use crate::hash::{canonical_json, file_refs, hash_bytes, with_file_hashes};
 use crate::stage::{PointRef, Registry, Scope};
 use crate::store::Store;

@@ -12,7 +12,8 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::exec::{Event, Events, RunOptions};
+use crate::events::{Event, Events};
+pub use crate::point::PointRef;
 
 /// How many instances of a stage a plan has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,17 +75,17 @@ impl Registry {
     }
 
     /// Adds a stage; its inputs must already be registered.
-    pub fn register(&mut self, stage: Box<dyn Stage>) -> Result<(), crate::EngineError> {
+    pub fn register(&mut self, stage: Box<dyn Stage>) -> Result<(), crate::error::EngineError> {
         for input in stage.inputs() {
             if self.get(input).is_none() {
-                return Err(crate::EngineError::Plan(format!(
+                return Err(crate::error::EngineError::Plan(format!(
                     "stage `{}` reads `{input}`, which is not registered before it",
                     stage.name()
                 )));
             }
         }
         if self.get(stage.name()).is_some() {
-            return Err(crate::EngineError::Plan(format!(
+            return Err(crate::error::EngineError::Plan(format!(
                 "stage `{}` is registered twice",
                 stage.name()
             )));
@@ -107,14 +108,6 @@ impl Registry {
     pub fn names(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.name()).collect()
     }
-}
-
-/// A sweep point as a stage sees it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct PointRef {
-    pub index: usize,
-    pub id: String,
-    pub label: String,
 }
 
 /// One upstream output a stage reads.
@@ -150,7 +143,9 @@ pub struct Context<'a> {
     pub out: &'a Path,
     /// True if `out` holds what an interrupted earlier attempt left (resumable stages only).
     pub resumed: bool,
-    pub options: &'a RunOptions,
+    /// Save a checkpoint at least every N steps (iterative stages; they always save at the end
+    /// of an epoch and when stopped): the run's `--checkpoint-every`.
+    pub checkpoint_every: Option<u64>,
     pub(crate) id: usize,
     pub(crate) events: &'a dyn Events,
     pub(crate) cancel: &'a AtomicBool,

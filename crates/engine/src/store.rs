@@ -13,17 +13,19 @@
 //! <root>/slots/<pipeline>/<point>/<stage>.json         the key last run for this slot
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::EngineError;
+use crate::atomic::sync_dir;
+pub use crate::atomic::write_atomic;
+use crate::error::EngineError;
 use crate::hash::{FileHashCache, hash_file};
 pub use crate::lock::InstanceLock;
 use crate::lock::{LockEvent, LockHolder, LockOptions};
+pub use crate::names::{hostname, slug, unique};
 
 /// One output file as recorded in a manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -547,59 +549,4 @@ fn list_files(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Engi
         }
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", unique()));
-    let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| EngineError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))?;
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
-/// A file-system-safe version of a name: keeps `[A-Za-z0-9._-]`, replaces the rest with `_`.
-pub fn slug(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_matches('.').to_string();
-    if s.is_empty() { "_".into() } else { s }
-}
-
-/// A name part unique across processes and machines sharing a store: host, pid and a counter.
-pub fn unique() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{}-{}-{n}", slug(&hostname()), std::process::id())
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }

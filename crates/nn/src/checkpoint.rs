@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use ::safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 
@@ -87,54 +86,60 @@ pub fn save_safetensors(
         .map_err(|e| ckpt_err(path, format!("cannot encode header: {e}")))?;
     header_bytes.resize(header_bytes.len().div_ceil(8) * 8, b' ');
 
-    let tmp = temp_path(path)?;
-    let write = || -> Result<()> {
-        let file = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        let mut put = |bytes: &[u8]| w.write_all(bytes).map_err(io_err(&tmp, "write"));
-        put(&(header_bytes.len() as u64).to_le_bytes())?;
-        put(&header_bytes)?;
+    let Some(name) = path.file_name() else {
+        return Err(ckpt_err(path, "path has no file name"));
+    };
+    let name = name.to_string_lossy();
+    write_atomic(path, &name, |w| {
+        w.write_all(&(header_bytes.len() as u64).to_le_bytes())?;
+        w.write_all(&header_bytes)?;
         for t in &sorted {
             for v in &t.data {
-                put(&v.to_le_bytes())?;
+                w.write_all(&v.to_le_bytes())?;
             }
         }
-        let file = w.into_inner().map_err(|e| NnError::Io {
-            path: tmp.clone(),
-            op: "write",
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io_err(&tmp, "fsync"))?;
-        fs::rename(&tmp, path).map_err(io_err(path, "rename"))?;
         Ok(())
+    })
+}
+
+/// Writes `path` (file name `name`) atomically with the bytes `write` produces: a hidden
+/// temporary file `.<name>.tmp-<random>` (`tempfile::NamedTempFile`) next to it, flushed and fsynced, persisted (renamed) over `path`,
+/// then the directory fsynced (best effort). On error the temporary file is removed and `path`
+/// is untouched. The workspace's one pattern; the canonical copy is vaepipe-engine's
+/// `atomic.rs` (this crate does not depend on the engine).
+fn write_atomic(
+    path: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<&File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    if let Err(e) = write() {
-        let _ = fs::remove_file(&tmp); // best effort; the target file is untouched
-        return Err(e);
-    }
-    // Make the rename durable; failure to sync a directory is not an error on every platform.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && let Ok(d) = File::open(dir)
+    let mut b = tempfile::Builder::new();
+    let prefix = format!(".{name}.tmp-");
+    b.prefix(&prefix);
+    #[cfg(unix)]
     {
+        // The permissions `File::create` gives (0666 less the umask), not tempfile's 0600.
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(fs::Permissions::from_mode(0o666));
+    }
+    let tmp = b.tempfile_in(dir).map_err(io_err(path, "create"))?;
+    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+    write(&mut w).map_err(io_err(tmp.path(), "write"))?;
+    w.flush().map_err(io_err(tmp.path(), "write"))?;
+    drop(w);
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err(tmp.path(), "fsync"))?;
+    tmp.persist(path)
+        .map_err(|e| io_err(path, "rename")(e.error))?;
+    // Make the rename durable; failure to sync a directory is not an error on every platform.
+    if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-/// A unique temporary path next to `path`.
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| ckpt_err(path, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    Ok(path.with_file_name(tmp_name))
 }
 
 fn describe(e: &SafeTensorError) -> String {

@@ -31,6 +31,7 @@ mod error;
 mod estimate;
 mod fast;
 mod fit;
+mod flops;
 mod kernels;
 mod lse;
 mod model;
@@ -55,6 +56,7 @@ pub use config::{
 pub use error::{NnError, Result};
 pub use estimate::{Evaluator, ImageEstimate, SampleOptions};
 pub use fit::{AggregateMoments, EmStep, MeanStderr, aggregate_moments, em_step};
+pub use flops::{eval_flops_per_image, gemm_shapes, train_flops_per_image};
 pub use kernels::{DenormalsAreZero, Isa};
 pub use lse::log_sum_exp;
 pub use model::{Posterior, Vae, standard_normal_noise};

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use serde_json::Value;
-use vaepipe_engine::{HolderCheck, Liveness, LockHolder};
+use vaepipe_engine::{HolderCheck, Liveness, LockHolder, LockOptions};
 
-use crate::JobState;
+use crate::queue::JobState;
+use crate::submission::Tools;
 
 /// The SLURM placement of this process, from its environment: `slurm_job_id`,
 /// `slurm_array_job_id` and `slurm_array_task_id` (array tasks), `slurm_restart_count` (0 on
@@ -38,6 +40,21 @@ pub fn placement(get: impl Fn(&str) -> Option<String>) -> BTreeMap<String, Value
         out.insert("slurm_node".into(), Value::from(node.trim()));
     }
     out
+}
+
+/// How `vaepipe run` takes instance locks: under SLURM it records its job, array task, restart
+/// count and node (also in manifests), and a lock held by a SLURM job that has left the queue,
+/// ended or been requeued since is taken over (docs/slurm.md, "Locks").
+pub fn lock_options() -> LockOptions {
+    let placement = placement_from_env();
+    LockOptions {
+        check: Some(Arc::new(QueueCheck {
+            squeue: Tools::default().squeue,
+            me: placement.clone(),
+        })),
+        placement,
+        ..Default::default()
+    }
 }
 
 /// Judges lock holders that ran as SLURM jobs, with one `squeue` call per check.

@@ -14,23 +14,30 @@
 //! prepare(Request) ──▶ <store>/slurm/<pipeline>/<id>/{shared,points,report}.sbatch, logs/, submission.json
 //! submit(Submission, Tools) ──sbatch ×3──▶ Submission with job ids
 //! latest(store, pipeline, point ids) + query(squeue, job name) + point_state(..) ──▶ status
+//! queue_view(registry, store, plan) ──▶ QueueView: its `json()` and `render()` for `vaepipe status`
 //! ```
 
+pub mod history;
 pub mod holder;
 pub mod queue;
 pub mod quote;
+pub mod resources;
 pub mod script;
 pub mod state;
 pub mod submission;
+pub mod view;
 
 use std::path::PathBuf;
 
-pub use holder::{QueueCheck, placement_from_env};
+pub use history::node_history;
+pub use holder::{QueueCheck, lock_options, placement_from_env};
 pub use queue::{JobState, QueueEntry, query};
 pub use quote::{shell_quote, shell_quote_str};
-pub use script::{JobKind, Resources};
+pub use resources::Resources;
+pub use script::JobKind;
 pub use state::{PointState, StoreState, point_state};
 pub use submission::{PointInfo, Request, Submission, Tools, latest, prepare, submit};
+pub use view::{PointRow, QueueView, queue_view};
 
 /// Errors of this crate; each names the value, file or command involved.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 //! preempted.
 
 use serde::Serialize;
+use vaepipe_engine::InstanceState;
 
 use crate::queue::{JobState, QueueEntry};
 
@@ -30,7 +31,7 @@ impl StoreState {
         StoreState::Missing,
     ];
 
-    /// The state names of `vaepipe status` (`instance_state`): `done`, `running`, `failed`,
+    /// The state names of `vaepipe status` (`InstanceState::name`): `done`, `running`, `failed`,
     /// `interrupted`, `missing`. A name this crate does not know (a newer CLI's) counts as
     /// `missing`: not done, and nothing known to be under way.
     pub fn parse(s: &str) -> StoreState {
@@ -74,6 +75,19 @@ impl StoreState {
             }
         }
         if all_done { StoreState::Done } else { worst }
+    }
+}
+
+impl From<&InstanceState> for StoreState {
+    /// The store's state of one instance ([`vaepipe_engine::Store::state`]).
+    fn from(s: &InstanceState) -> StoreState {
+        match s {
+            InstanceState::Done => StoreState::Done,
+            InstanceState::Running => StoreState::Running,
+            InstanceState::Failed(_) => StoreState::Failed,
+            InstanceState::Interrupted => StoreState::Interrupted,
+            InstanceState::Missing => StoreState::Missing,
+        }
     }
 }
 
@@ -250,10 +264,28 @@ mod tests {
     #[test]
     fn every_state_name_of_the_cli_is_parsed() {
         use StoreState as S;
-        // The names `instance_state` (crates/vaepipe/src/commands/mod.rs) returns.
+        // The names `vaepipe status` prints (vaepipe_engine::InstanceState::name).
         let cli = ["done", "running", "failed", "interrupted", "missing"];
         let parsed: Vec<S> = cli.iter().map(|n| S::parse(n)).collect();
         assert_eq!(parsed, S::ALL);
+        let engine = [
+            InstanceState::Done,
+            InstanceState::Running,
+            InstanceState::Failed(vaepipe_engine::store::FailureRecord {
+                stage: "train".into(),
+                key: "k".into(),
+                error: "e".into(),
+                log: "l".into(),
+                time: "t".into(),
+                host: "h".into(),
+            }),
+            InstanceState::Interrupted,
+            InstanceState::Missing,
+        ];
+        for (i, s) in engine.iter().enumerate() {
+            assert_eq!(s.name(), cli[i]);
+            assert_eq!(S::from(s), S::ALL[i]);
+        }
         for s in S::ALL {
             assert_eq!(S::parse(s.name()), s);
             assert_eq!(serde_json::to_value(s).unwrap(), s.name());

@@ -18,7 +18,8 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::script::{JobKind, Resources, ScriptInputs, render};
+use crate::resources::Resources;
+use crate::script::{JobKind, ScriptInputs, render};
 
 /// Version of the `submission.json` layout. 2: the first job is `shared` (`vaepipe run
 /// --shared`; version 1 called it `data` and ran `--stage data`) and array tasks pick their

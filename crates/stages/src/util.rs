@@ -12,8 +12,11 @@ pub fn seed_for(seed: u64, purpose: &str) -> u64 {
     u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
 }
 
-/// Copies directory `src` to `dest`, replacing `dest` as a whole: the copy is written next to
-/// `dest` first and renamed into place, so readers never see a half-written directory.
+/// Copies directory `src` to `dest`, replacing `dest` as a whole: the copy is written to a
+/// temporary directory next to `dest` (`tempfile::TempDir`, removed if anything fails) and
+/// renamed into place, so readers never see a half-written directory. (Files are replaced with
+/// `vaepipe_engine::store::write_atomic`; a directory cannot be persisted over another, hence
+/// the move aside.)
 pub fn publish_dir(src: &Path, dest: &Path) -> anyhow::Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
@@ -22,16 +25,20 @@ pub fn publish_dir(src: &Path, dest: &Path) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.new-{}", std::process::id()));
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.new-"))
+        .tempdir_in(parent)
+        .map_err(|e| anyhow::anyhow!("cannot create a directory in {}: {e}", parent.display()))?;
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    copy_dir(src, &tmp)?;
+    copy_dir(src, tmp.path())?;
     if dest.exists() {
         std::fs::rename(dest, &old)
             .map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", dest.display()))?;
     }
-    std::fs::rename(&tmp, dest)
+    std::fs::rename(tmp.path(), dest)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dest.display()))?;
+    // Renamed into place: nothing left for the guard to remove.
+    let _ = tmp.keep();
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

@@ -47,7 +47,7 @@ pub enum Command {
     /// Measure speed (JSON with --json): training steps, evaluation, and this machine's GEMM peak.
     Bench(crate::commands::bench::BenchArgs),
     /// Submit a sweep to a batch cluster (SLURM array jobs sharing this store).
-    Submit(crate::commands::submit::SubmitArgs),
+    Submit(SubmitArgs),
     /// Compare the points of specs from the store only (nothing runs): differing parameters,
     /// test NLL ± se, ELBO, active units, epochs, training time; or two points with --diff.
     Compare(CompareArgs),
@@ -161,6 +161,43 @@ pub struct GcArgs {
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SubmitArgs {
+    /// The pipeline spec.
+    pub spec: PathBuf,
+    /// Override a key of the spec (passed on to every job), e.g. --set train.epochs=10.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Submit to SLURM (the only batch system supported today).
+    #[arg(long)]
+    pub slurm: bool,
+    /// SLURM partition(s) for every job [default: the cluster's].
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+    /// Time limit of each job (SLURM format: HH:MM:SS, D-HH:MM:SS, minutes).
+    #[arg(long, value_name = "HH:MM:SS")]
+    pub time: Option<String>,
+    /// CPUs per job (vaepipe uses them as threads).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus_per_task: u32,
+    /// Memory per job (e.g. 4G; SLURM's default unit is MB) [default: the cluster's].
+    #[arg(long, value_name = "M")]
+    pub mem: Option<String>,
+    /// At most N sweep points run at once [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub max_parallel: Option<usize>,
+    /// Seconds of warning (SIGUSR1) before the time limit: training checkpoints, the job
+    /// requeues itself and resumes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub grace: u32,
+    /// Write and show the scripts; submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the submission record as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

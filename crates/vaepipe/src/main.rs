@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod exit;
 mod progress;
 
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(commands::EXIT_FAILED)
+            ExitCode::from(exit::EXIT_FAILED)
         }
     }
 }

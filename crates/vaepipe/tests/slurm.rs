@@ -1,11 +1,10 @@
-//! `vaepipe submit --slurm` on a real SLURM: sweeps, preemption, failures and hostile names. The
-//! project's local cluster (tests/slurm/start.sh: one node, or two in CI; these tests do not
-//! care which; idempotent, shared by every test of this file; each test has its own spec, store
-//! and job name). Without a SLURM client (`sinfo`) the tests that need a cluster are ignored
-//! (crates/vaepipe/build.rs; counted as ignored in the summary); when SLURM is installed but
-//! cannot be started they print why on stderr and pass; under CI=true they always run and fail
-//! without SLURM. The dry-run tests need no SLURM and always run. slurm_queue.rs has the tests of
-//! shared stages, points by id and queue-aware `status`.
+//! `vaepipe submit --slurm` and the queue-aware `vaepipe status` on a real SLURM: the project's
+//! local cluster (tests/slurm/start.sh: one node, or two in CI; these tests do not care which;
+//! idempotent, shared by every test of this file and of slurm_shared.rs; each test has its own
+//! spec, store and job name). Without a SLURM client (`sinfo`) the tests that
+//! need a cluster are ignored (crates/vaepipe/build.rs; counted as ignored in the summary); when
+//! SLURM is installed but cannot be started they print why on stderr and pass; under CI=true
+//! they always run and fail without SLURM. The dry-run tests need no SLURM and always run.
 //!
 //! What they prove:
 //! 1. a 4-point sweep runs as shared job → array → report job: every point done, the full sweep
@@ -15,19 +14,20 @@
 //!    the weights of an uninterrupted run (bit for bit) and a history without repeated epochs;
 //! 3. a diverging point is reported failed (with its logs) by `vaepipe status`, the others finish;
 //! 4. hostile names (`$(…)`, backquotes, quotes, spaces, newlines) are inert and survive the
-//!    round trip: scripts parse, run outside SLURM, and a real submission completes.
+//!    round trip: scripts parse, run outside SLURM, and a real submission completes;
+//!
+//! Shared stages and points picked by id (5), and a failing shared job (6), are in
+//! slurm_shared.rs; the helpers are in common/slurm.rs.
 
 mod common;
-#[path = "slurm/support.rs"]
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::slurm::*;
 use common::{describe, the_entry, verify_store};
 use serde_json::Value;
-use support::*;
 
 // ---------------------------------------------------------------- 1. a sweep
 

@@ -365,7 +365,8 @@ fn a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit(
         .spawn()
         .expect("reference run");
 
-    // Once epoch 1 is logged (a checkpoint exists, 9 epochs to go), the task's node dies.
+    // Once epoch 1 is logged and its checkpoint written (9 epochs to go), the task's node dies.
+    // (The epoch's log line comes before its checkpoint: waiting for the line alone raced.)
     let plan = json_of(&vaepipe(
         cwd,
         &store,
@@ -381,9 +382,19 @@ fn a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit(
         .unwrap()
         .to_string();
     let train_log = store.join("logs/train").join(format!("{key}.log"));
+    let work = store.join("work/train").join(&key);
+    let checkpointed = || {
+        std::fs::read_dir(&work).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                !name.starts_with('.') && name.ends_with("-checkpoint.json")
+            })
+        })
+    };
     let t_wait = Instant::now();
-    while !std::fs::read_to_string(&train_log)
+    while !(std::fs::read_to_string(&train_log)
         .is_ok_and(|l| l.contains(&format!("epoch 1/{epochs}:")))
+        && checkpointed())
     {
         assert!(
             t_wait.elapsed() < Duration::from_secs(180),

@@ -188,7 +188,7 @@ pub(crate) fn fit(
                 );
                 ctx.progress(done.min(total_steps), total_steps, &msg);
             }
-            let every = ctx.options.checkpoint_every.unwrap_or(0);
+            let every = ctx.checkpoint_every.unwrap_or(0);
             let stop = ctx.cancelled();
             if stop || (every > 0 && done - last_save >= every) {
                 pos.epoch_seconds += t_epoch.elapsed().as_secs_f64();

@@ -11,7 +11,8 @@
 //!
 //! Every measurement is repeated (`--repeat`) and reported as min/median/max. The networks have
 //! random initial weights (seed 1) and the data are random binary images: the work per image
-//! does not depend on the values. FLOPs count matrix products only, 2·m·n·k each.
+//! does not depend on the values. FLOPs count matrix products only, 2·m·n·k each (the model is
+//! vaepipe-nn's `eval_flops_per_image` / `train_flops_per_image`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -23,7 +24,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use vaepipe_nn::{
     AdamHyper, Evaluator, GemmBackend, Isa, Prior, SampleOptions, Trainable, Trainer, Vae,
-    VaeConfig, fma_peak_gflops, gemm_gflops, standard_normal_noise, stream_rng,
+    VaeConfig, eval_flops_per_image, fma_peak_gflops, gemm_gflops, gemm_shapes,
+    standard_normal_noise, stream_rng, train_flops_per_image,
 };
 use vaepipe_spec::{Estimator, Objective};
 
@@ -128,7 +130,7 @@ pub struct GemmArgs {
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Err(msg) = check_usage(&a.what) {
         eprintln!("error: {msg}");
-        return Ok(ExitCode::from(super::EXIT_INVALID));
+        return Ok(ExitCode::from(crate::exit::EXIT_INVALID));
     }
     let (out, json) = match a.what {
         Bench::Eval(e) => {
@@ -226,36 +228,6 @@ fn model_json(cfg: &VaeConfig) -> Value {
     })
 }
 
-/// Multiply-adds of one pass through a stack of dense layers of widths `widths`.
-fn macs(widths: &[usize]) -> f64 {
-    widths.windows(2).map(|w| (w[0] * w[1]) as f64).sum()
-}
-
-fn encoder_widths(cfg: &VaeConfig) -> Vec<usize> {
-    let mut w = vec![cfg.input_dim];
-    w.extend(&cfg.encoder_hidden);
-    w
-}
-
-fn decoder_widths(cfg: &VaeConfig) -> Vec<usize> {
-    let mut w = vec![cfg.latent_dim];
-    w.extend(&cfg.decoder_hidden);
-    w.push(cfg.input_dim);
-    w
-}
-
-/// Forward FLOPs of the encoder for one image (hidden layers and both heads).
-fn encoder_flops(cfg: &VaeConfig) -> f64 {
-    let widths = encoder_widths(cfg);
-    let last = *widths.last().unwrap_or(&cfg.input_dim);
-    2.0 * (macs(&widths) + 2.0 * (last * cfg.latent_dim) as f64)
-}
-
-/// Forward FLOPs of the decoder for one latent sample.
-fn decoder_flops(cfg: &VaeConfig) -> f64 {
-    2.0 * macs(&decoder_widths(cfg))
-}
-
 /// Random binary images with about 20 % of pixels on.
 fn random_images(n: usize, d: usize) -> Vec<f32> {
     let u: Vec<f64> = standard_normal_noise(&mut stream_rng(7, 0), n * d);
@@ -294,7 +266,7 @@ fn bench_eval(a: &EvalArgs) -> anyhow::Result<Value> {
             bail!("non-finite estimate in the benchmark");
         }
     }
-    let gflop = (encoder_flops(&cfg) + a.k as f64 * decoder_flops(&cfg)) / 1e9;
+    let gflop = eval_flops_per_image(&cfg, a.k) / 1e9;
     let ips: Vec<f64> = seconds.iter().map(|s| a.images as f64 / s).collect();
     let gflops: Vec<f64> = ips.iter().map(|i| i * gflop).collect();
     let ips = Stats::of(&ips);
@@ -363,17 +335,7 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         ips.push((steps as usize * a.batch) as f64 / t.elapsed().as_secs_f64());
         steps_done.push(steps);
     }
-    // Forward: encoder once per image, decoder once per sample. Backward: two products per
-    // forward product (gradients of the input and of the weights), except the input gradient
-    // of the encoder's first layer, which is not needed.
-    let forward = encoder_flops(&cfg) + a.k as f64 * decoder_flops(&cfg);
-    let first = 2.0
-        * (cfg.input_dim
-            * encoder_widths(&cfg)
-                .get(1)
-                .copied()
-                .unwrap_or(2 * cfg.latent_dim)) as f64;
-    let gflop = (3.0 * forward - first) / 1e9;
+    let gflop = train_flops_per_image(&cfg, a.k) / 1e9;
     let gflops: Vec<f64> = ips.iter().map(|i| i * gflop).collect();
     let gflops = Stats::of(&gflops);
     Ok(json!({
@@ -396,20 +358,6 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         "fma_peak_gflops": peaks.fma_all(),
         "ratio_to_fma_peak": peaks.fma_all().map(|f| gflops.median / f),
     }))
-}
-
-/// The matrix products of one forward pass of the network on `rows` rows: `(m, k, n)`.
-fn shapes(cfg: &VaeConfig, rows: usize) -> Vec<(usize, usize, usize)> {
-    let mut out = Vec::new();
-    for w in encoder_widths(cfg)
-        .windows(2)
-        .chain(decoder_widths(cfg).windows(2))
-    {
-        if !out.contains(&(rows, w[0], w[1])) {
-            out.push((rows, w[0], w[1]));
-        }
-    }
-    out
 }
 
 /// GFLOP/s of `a (m × k) · b (k × n)` through `backend`, `repeat` measurements of at least
@@ -501,7 +449,7 @@ fn measure_peaks(cfg: &VaeConfig, rows: usize, repeat: usize) -> anyhow::Result<
             .collect(),
     };
     let unavailable = || anyhow::anyhow!("dfdx's matmul could not be measured");
-    for (m, k, n) in shapes(cfg, rows) {
+    for (m, k, n) in gemm_shapes(cfg, rows) {
         let dfdx_one = single
             .install(|| time_matmul(GemmBackend::Dfdx, m, k, n, repeat))
             .ok_or_else(unavailable)?;

@@ -5,6 +5,8 @@
 // Each test target uses only some of these.
 #![allow(dead_code)]
 
+pub mod slurm;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

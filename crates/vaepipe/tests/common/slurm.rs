@@ -1,8 +1,6 @@
-//! Support for the SLURM end-to-end tests (slurm.rs, slurm_queue.rs): the shared local cluster,
-//! running the binary against a store, submissions, waiting for jobs, and reading their logs.
-
-// Each test target uses only some of these.
-#![allow(dead_code)]
+//! Helpers of the SLURM end-to-end tests (slurm.rs, slurm_shared.rs): the local cluster,
+//! started once per test process, the small specs they submit, submissions and dry runs, waiting
+//! for jobs, and reading `status`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{bin, describe, json_of, repo};
+use super::{bin, describe, json_of, repo};
 
 // ---------------------------------------------------------------- the shared SLURM
 
-pub static SLURM: OnceLock<Result<(), String>> = OnceLock::new();
+static SLURM: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Starts (or finds) the local SLURM once per test process. `false`: not available here (the
 /// caller skips); under CI=true that is a failure instead.
@@ -76,7 +74,7 @@ pub fn write_spec(
     train: &str,
     sweep: &str,
 ) -> PathBuf {
-    crate::common::write_spec(dir, file, name, 3, rows, model, train, sweep)
+    super::write_spec(dir, file, name, 3, rows, model, train, sweep)
 }
 
 /// The quickest pipeline: 300 rows, the tiny model, one ELBO epoch; `sweep` appended verbatim.
@@ -110,7 +108,7 @@ pub struct Submitted {
     pub job_name: String,
     /// The submission's directory (scripts, SLURM logs).
     pub dir: PathBuf,
-    _guard: CancelOnDrop,
+    pub _guard: CancelOnDrop,
 }
 
 impl Submitted {
@@ -214,7 +212,7 @@ pub fn job_id(record: &Value, kind: &str) -> String {
 }
 
 /// Cancels a submission's jobs when a test ends early (panics), so nothing is left queued.
-pub struct CancelOnDrop(String);
+pub struct CancelOnDrop(pub String);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -308,3 +306,45 @@ pub const TWO_IWAE_EPOCHS: &str = "objective = \"iwae\"\nk = 2\nepochs = 2";
 pub const EVAL_K_SWEEP: &str = "[sweep]\n\"eval.k\" = [10, 20]";
 pub const EVAL_K_REORDERED: &str = "[sweep]\n\"eval.k\" = [20, 10]";
 
+/// `(stage, status)` of every row of the summary tables `vaepipe run` printed into a log.
+pub fn outcomes(log: &str) -> Vec<(String, String)> {
+    const STAGES: [&str; 5] = ["data", "train", "prior", "eval", "report"];
+    const STATUSES: [&str; 5] = ["ran", "cached", "failed", "skipped", "interrupted"];
+    log.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (stage, status) = (w.next()?, w.next()?);
+            (STAGES.contains(&stage) && STATUSES.contains(&status))
+                .then(|| (stage.to_string(), status.to_string()))
+        })
+        .collect()
+}
+
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// The string `key` of every object in the JSON array `list`, in order.
+pub fn strings_of<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list:#}"))
+        .iter()
+        .map(|o| {
+            o[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string `{key}` in {o:#}"))
+        })
+        .collect()
+}
+
+/// The point ids of a submission record, in task order.
+pub fn task_ids(record: &Value) -> Vec<String> {
+    record["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -1,7 +1,5 @@
-//! `vaepipe submit --slurm` on a real SLURM: what the points of a sweep share, points by id, and
-//! the queue-aware `vaepipe status` (same cluster and rules as slurm.rs).
-//!
-//! What they prove:
+//! `vaepipe submit --slurm` when sweep points share stages, on a real SLURM (see slurm.rs for
+//! how the local cluster is found or skipped; the helpers are in common/slurm.rs):
 //! 5. in a sweep over `eval.k`, the first job computes what the points share (data, train,
 //!    prior) and the array tasks find it cached; tasks run their point by id, also after the
 //!    spec was reordered (and stop with 2 when their point left the spec);
@@ -9,61 +7,15 @@
 //!    was rendered; `status` says whether a stopped point resumes from a checkpoint or restarts.
 
 mod common;
-#[path = "slurm/support.rs"]
-mod support;
 
 use std::path::{Path, PathBuf};
-
 use std::time::Instant;
 
+use common::slurm::*;
 use common::{describe, json_of, subset, verify_store};
 use serde_json::Value;
-use support::*;
 
 // ---------------------------------------------------------------- 5. shared stages, points by id
-
-/// `(stage, status)` of every row of the summary tables `vaepipe run` printed into a log.
-fn outcomes(log: &str) -> Vec<(String, String)> {
-    const STAGES: [&str; 5] = ["data", "train", "prior", "eval", "report"];
-    const STATUSES: [&str; 5] = ["ran", "cached", "failed", "skipped", "interrupted"];
-    log.lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            let (stage, status) = (w.next()?, w.next()?);
-            (STAGES.contains(&stage) && STATUSES.contains(&status))
-                .then(|| (stage.to_string(), status.to_string()))
-        })
-        .collect()
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
-}
-
-/// The string `key` of every object in the JSON array `list`, in order.
-fn strings_of<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("not an array: {list:#}"))
-        .iter()
-        .map(|o| {
-            o[key]
-                .as_str()
-                .unwrap_or_else(|| panic!("no string `{key}` in {o:#}"))
-        })
-        .collect()
-}
-
-/// The point ids of a submission record, in task order.
-fn task_ids(record: &Value) -> Vec<String> {
-    record["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn array_tasks_run_their_point_by_id_whatever_happens_to_the_spec() {
