@@ -603,7 +603,7 @@ mod tests {
             ..LockHolder::me(&placement(77))
         };
         let stale = hold(&store, "train", "k1", &remote);
-        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let check = |verdict: Liveness| {
             let asked = asked.clone();
             LockOptions {

@@ -848,6 +848,8 @@ fn chunk(
 /// A trained mixture prior's gradient of the surrogate Σ_r c_r log p(z_r): with
 /// responsibilities ρ_rc, ∂/∂a_c = ρ_rc − π_c, ∂/∂μ_cj = ρ_rc (z_j − μ_cj)/σ_cj² and ∂/∂ln σ_cj =
 /// ρ_rc ((z_j − μ_cj)²/σ_cj² − 1); accumulated into the lane's `grad_prior`.
+// Several arrays with different strides are indexed by the same (c, j): indices read better here.
+#[allow(clippy::needless_range_loop)]
 fn prior_gradient(mix: &MixPack, w: &mut LaneWork, rows: usize, d: usize) {
     let kc = mix.k;
     let (g_logits, rest) = w.grad_prior.split_at_mut(kc);

@@ -534,8 +534,10 @@ macro_rules! dispatched {
         pub(crate) fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             match Isa::active() {
-                // SAFETY: the CPU supports the features each instantiation is compiled for.
+                // SAFETY: `Isa::active()` is Avx512 only on CPUs with the AVX-512 features
+                // this instantiation is compiled for.
                 Isa::Avx512 => return unsafe { $avx512($($arg),*) },
+                // SAFETY: `Isa::active()` is Avx2 only on CPUs with AVX2 and FMA.
                 Isa::Avx2 => return unsafe { $avx($($arg),*) },
                 Isa::Generic => {}
             }
@@ -792,10 +794,12 @@ pub(crate) mod gemm {
         match isa {
             // SAFETY: the CPU has the features (asserted above); the operand sizes were checked.
             super::Isa::Avx512 => {
+                // SAFETY: as above, for the AVX-512 kernel.
                 unsafe { gemm_avx512(m, n, k, a, b, c.as_mut_ptr(), ldc, acc, scratch) };
                 return;
             }
             super::Isa::Avx2 => {
+                // SAFETY: as above, for the AVX2+FMA kernel.
                 unsafe { gemm_avx2(m, n, k, a, b, c.as_mut_ptr(), ldc, acc, scratch) };
                 return;
             }
@@ -872,7 +876,7 @@ pub(crate) mod gemm {
                         (scratch.as_ptr(), NR)
                     }
                 };
-                // SAFETY (all kernel calls): rows i..i+R of A and C and the kc × 16 block of B
+                // SAFETY: (all kernel calls) rows i..i+R of A and C and the kc × 16 block of B
                 // at `bp` (stride ldb) are in bounds: i + R ≤ m, col + cols ≤ n, kb + kc ≤ k and
                 // the operand sizes were checked by `gemm`; a full panel of `Rows` has 16
                 // readable columns.
