@@ -223,9 +223,9 @@ fn the_engine_and_the_binary_name_no_stage_kind() {
             }
             for n in &names {
                 let quoted = format!("\"{n}\"");
-                let as_value = l.match_indices(&quoted).any(|(i, _)| {
-                    !l[i + quoted.len()..].trim_start().starts_with(':')
-                });
+                let as_value = l
+                    .match_indices(&quoted)
+                    .any(|(i, _)| !l[i + quoted.len()..].trim_start().starts_with(':'));
                 if as_value {
                     problems.push(format!("{}:{line}: names the stage `{n}`", f.display()));
                 }
@@ -246,7 +246,12 @@ fn every_crate_inherits_the_workspace_lints() {
                 .and_then(|w| w.as_bool())
                 != Some(true)
         })
-        .map(|(d, _)| format!("{}/Cargo.toml lacks `[lints] workspace = true`", d.display()))
+        .map(|(d, _)| {
+            format!(
+                "{}/Cargo.toml lacks `[lints] workspace = true`",
+                d.display()
+            )
+        })
         .collect();
     fail_if_any("every crate inherits the workspace lints", problems);
 }
@@ -323,7 +328,10 @@ fn no_import_cycle_between_the_modules_of_a_crate() {
 }
 
 /// Strongly connected components with more than one node (Tarjan's algorithm).
-fn cycles(nodes: &BTreeSet<String>, edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+fn cycles(
+    nodes: &BTreeSet<String>,
+    edges: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<Vec<String>> {
     struct Tarjan<'a> {
         edges: &'a BTreeMap<String, BTreeSet<String>>,
         index: BTreeMap<String, usize>,

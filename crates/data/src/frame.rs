@@ -622,8 +622,13 @@ mod tests {
         let columns = vec![vec![0.0; 5], vec![0.0; 3]];
         let path = Path::new("damaged.parquet");
         assert!(same_lengths(path, &names, &columns[..1], 5).is_ok());
-        let e = same_lengths(path, &names, &columns, 5).unwrap_err().to_string();
-        assert!(e.contains("damaged.parquet") && e.contains("`b` has 3 values"), "{e}");
+        let e = same_lengths(path, &names, &columns, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("damaged.parquet") && e.contains("`b` has 3 values"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -149,4 +149,3 @@ impl Stage for TrainStage {
 pub(crate) fn data_binarization(data_dir: &Path) -> anyhow::Result<Binarize> {
     Ok(crate::artifacts::DataSummary::read(data_dir)?.binarize)
 }
-

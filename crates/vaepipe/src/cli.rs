@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vaepipe_spec::{Estimator, Objective};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,7 +47,7 @@ pub enum Command {
     /// Remove store entries that no given spec (or, without specs, no recorded run) refers to.
     Gc(GcArgs),
     /// Measure speed (JSON with --json): training steps, evaluation, and this machine's GEMM peak.
-    Bench(crate::commands::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Submit a sweep to a batch cluster (SLURM array jobs sharing this store).
     Submit(SubmitArgs),
     /// Compare the points of specs from the store only (nothing runs): differing parameters,
@@ -200,4 +202,104 @@ pub struct SubmitArgs {
     /// Print the submission record as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+// ---------------------------------------------------------------- vaepipe bench
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Bench,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Bench {
+    /// Test images per second of the importance-sampled NLL at k samples (the eval stage).
+    Eval(EvalArgs),
+    /// Images per second of a training step (Trainer::step).
+    Train(TrainArgs),
+    /// f32 GEMM GFLOP/s on the network's shapes (dfdx's matmul and the packed kernel).
+    Gemm(GemmArgs),
+}
+
+/// The network and the reporting options every benchmark shares.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Hidden layer widths of the encoder and of the decoder (mirrored).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "200,200",
+        value_name = "W,W"
+    )]
+    pub hidden: Vec<usize>,
+    /// Latent dimension.
+    #[arg(long, default_value_t = 50)]
+    pub latent: usize,
+    /// Input dimension (784 for MNIST).
+    #[arg(long, default_value_t = 784)]
+    pub input: usize,
+    /// Measurements taken (reported as min/median/max).
+    #[arg(long, default_value_t = 3, value_name = "R")]
+    pub repeat: usize,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Importance samples per image.
+    #[arg(long, default_value_t = 5000)]
+    pub k: usize,
+    /// Test images per measurement.
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
+    /// Sample rows evaluated at once (default: the evaluator's).
+    #[arg(long)]
+    pub chunk: Option<usize>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// `--objective`: the spec's names (`elbo`, `iwae`), listed in `--help`.
+fn objective_flag() -> impl TypedValueParser<Value = Objective> {
+    PossibleValuesParser::new(Objective::ALL).try_map(|s| s.parse::<Objective>())
+}
+
+/// `--estimator`: the spec's names (`reparam`, `dreg`), listed in `--help`.
+fn estimator_flag() -> impl TypedValueParser<Value = Estimator> {
+    PossibleValuesParser::new(Estimator::ALL).try_map(|s| s.parse::<Estimator>())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    #[arg(long, value_parser = objective_flag(), default_value_t = Objective::Iwae)]
+    pub objective: Objective,
+    #[arg(long, value_parser = estimator_flag(), default_value_t = Estimator::Reparam)]
+    pub estimator: Estimator,
+    /// Importance samples per image.
+    #[arg(long, default_value_t = 50)]
+    pub k: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 20)]
+    pub batch: usize,
+    /// Seconds of stepping per measurement.
+    #[arg(long, default_value_t = 3.0, value_name = "S")]
+    pub seconds: f64,
+    /// Step on the generic dfdx-tape path even where the fast f32 path is available (to
+    /// compare the two; both compute the same values and gradients).
+    #[arg(long)]
+    pub generic: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GemmArgs {
+    /// Rows of the left operand (a batch of samples).
+    #[arg(long, default_value_t = 1000)]
+    pub rows: usize,
+    #[command(flatten)]
+    pub net: NetArgs,
 }

@@ -212,7 +212,9 @@ fn finish(
             Some(file) => load_prior(&out.join(file), vae.config())?.0,
             None => Prior::StandardNormal,
         };
-        let summary = Some(finetune(ctx, p, vae, &prior, config, train, validation, dynamic)?);
+        let summary = Some(finetune(
+            ctx, p, vae, &prior, config, train, validation, dynamic,
+        )?);
         variants.push(Variant {
             name: "finetuned".into(),
             label: format!(

@@ -276,7 +276,14 @@ pub(super) fn refit_phase(
         objective: refit.objective,
         objective_before: refit.before,
         objective_after: refit.after,
-        kept: Some(if refit.kept_initial { "initial" } else { "refit" }.into()),
+        kept: Some(
+            if refit.kept_initial {
+                "initial"
+            } else {
+                "refit"
+            }
+            .into(),
+        ),
         train: train_cmp.side(),
         test: test_cmp.side(),
         kl_qagg_standard: kl_std.mean,
