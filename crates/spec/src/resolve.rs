@@ -388,7 +388,7 @@ fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
     let observation_std = t.get_checked(r, "observation_std", 1.0f64, positive_f);
     let learn_std = t.get(r, "learn_std", false);
     let posterior_std = t.get(r, "posterior_std", PosteriorStd::Exp);
-    let init = t.get(r, "init", InitScheme::Glorot);
+    let init = t.get(r, "init", InitScheme::Pytorch);
     let output_bias = match t.opt::<OutputBias>(r, "output_bias") {
         Some((OutputBias::Data, origin)) if likelihood != Likelihood::Bernoulli => {
             r.error_help(

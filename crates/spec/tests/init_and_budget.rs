@@ -51,7 +51,7 @@ fn defaults_are_the_measured_best_for_bernoulli_models() {
     let dir = fixture();
     let s = load(&spec("", ""), dir.path()).unwrap();
     let c = &s.runs[0].config;
-    assert_eq!(c.model.init, InitScheme::Glorot);
+    assert_eq!(c.model.init, InitScheme::Pytorch);
     assert_eq!(c.model.output_bias, OutputBias::Data);
     assert_eq!(c.model.std_head_scale, 0.0);
     assert_eq!(c.train.time_limit, None);
