@@ -191,9 +191,9 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
     let t0 = Instant::now();
     let tmp = scratch("vaepipe-slurm-preempt");
     let cwd = tmp.path();
-    // Long enough that the signal lands mid-training on any machine: a fast CI runner did
-    // all of 3 000 rows x 8 epochs at k = 5 (1.2 s) before `scancel` arrived, so the
-    // signal hit the prior stage instead. 9 800 rows at k = 20 is ~10x the work per epoch.
+    // The signal must land mid-training. CI once saw it hit the prior stage: the test waited for
+    // the local reference run (below) before signalling, and the task had finished meanwhile.
+    // The reference now runs in the background; 9 800 rows at k = 20 leave a margin besides.
     let epochs = 8;
     let spec = write_spec(
         cwd,
@@ -209,18 +209,15 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
     let dir = &sub.dir;
     let task = format!("{}_0", job_id(&sub.record, "points"));
 
-    // The uninterrupted reference, computed locally meanwhile.
+    // The uninterrupted reference, computed locally meanwhile: in the background, so that the
+    // signal below is not held up until it finishes (the SLURM task would be done by then).
     let reference = cwd.join("reference");
-    let local = vaepipe(
-        cwd,
-        &reference,
-        &["run", spec.to_str().unwrap(), "--stage", "train"],
-    );
-    assert!(
-        local.status.success(),
-        "reference run failed:\n{}",
-        describe(&local)
-    );
+    let local = vaepipe_command(cwd, &reference)
+        .args(["run", spec.to_str().unwrap(), "--stage", "train"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the reference run");
 
     // Stop the task once its first epoch is logged: training is under way, 7 epochs to go.
     let key = train_key(cwd, &store, &spec);
@@ -243,6 +240,12 @@ fn a_preempted_task_checkpoints_requeues_and_resumes_bit_for_bit() {
     assert!(o.status.success(), "scancel: {}", describe(&o));
 
     sub.wait();
+    let local = local.wait_with_output().expect("the reference run");
+    assert!(
+        local.status.success(),
+        "reference run failed:\n{}",
+        describe(&local)
+    );
     let st = status(cwd, &store, &spec, &[]);
     let p = &st["points"][0];
     assert_eq!(p["state"], "done", "{p:#}\n{}", logs_of(dir));
