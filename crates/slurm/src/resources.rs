@@ -135,10 +135,11 @@ pub fn parse_time_limit(t: &str) -> Option<Option<u64>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn full() -> Resources {
+    /// Every resource set (also used by the script tests).
+    pub(crate) fn full() -> Resources {
         Resources {
             partition: Some("gpu".into()),
             time: Some("04:00:00".into()),

@@ -383,16 +383,7 @@ mod tests {
         }
     }
 
-    fn full() -> Resources {
-        Resources {
-            partition: Some("gpu".into()),
-            time: Some("04:00:00".into()),
-            cpus_per_task: 2,
-            mem: Some("4G".into()),
-            grace_s: 90,
-            max_parallel: Some(2),
-        }
-    }
+    use crate::resources::tests::full;
 
     fn sbatch_lines(script: &str) -> Vec<&str> {
         script

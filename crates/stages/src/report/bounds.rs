@@ -47,14 +47,7 @@ pub(super) fn sweep_figures(
             // Series: variant × the other swept keys' values.
             let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
             for ((p, v, n, _), x) in all.iter().zip(&values) {
-                let others: Vec<String> = p
-                    .swept()
-                    .into_iter()
-                    .filter(|(k, _)| k != key)
-                    .map(|(k, x)| {
-                        format!("{}={}", k.rsplit('.').next().unwrap_or(&k), cell_text(&x))
-                    })
-                    .collect();
+                let others = other_swept(p, key);
                 let mut name = v.label.clone();
                 if !others.is_empty() {
                     name = format!("{} — {name}", others.join(" "));
@@ -110,14 +103,7 @@ pub(super) fn sweep_figures(
                 .zip(&values)
                 .map(|((p, v, n, se), x)| {
                     let x = x.map_or("—".to_string(), cell_text);
-                    let rest: Vec<String> = p
-                        .swept()
-                        .into_iter()
-                        .filter(|(k, _)| k != key)
-                        .map(|(k, x)| {
-                            format!("{}={}", k.rsplit('.').next().unwrap_or(&k), cell_text(&x))
-                        })
-                        .collect();
+                    let rest = other_swept(p, key);
                     let mut name = format!("{key}={x}");
                     if !rest.is_empty() {
                         name.push_str(&format!(" ({})", rest.join(" ")));
@@ -143,6 +129,15 @@ pub(super) fn sweep_figures(
 }
 
 /// A swept value as text (strings without quotes).
+/// The point's swept values other than `key`, as `name=value` with the key's last segment.
+fn other_swept(p: &PointRun, key: &str) -> Vec<String> {
+    p.swept()
+        .into_iter()
+        .filter(|(k, _)| k != key)
+        .map(|(k, x)| format!("{}={}", k.rsplit('.').next().unwrap_or(&k), cell_text(&x)))
+        .collect()
+}
+
 pub(super) fn cell_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
