@@ -189,6 +189,16 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Another test thread's fork can briefly hold our write descriptor, and exec then fails
+        // with ETXTBSY ("text file busy"; seen once in CI): wait until the script executes.
+        for _ in 0..200 {
+            match Command::new(&p).output() {
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                _ => break,
+            }
+        }
         p
     }
 
