@@ -181,7 +181,25 @@ impl Init {
     }
 }
 
-/// Architecture of a one-stochastic-layer VAE with diagonal-Gaussian posterior q(z|x).
+/// A stochastic layer above the first (Burda et al. 2016, §5, the two-stochastic-layer nets):
+/// the encoder q(z_{l+1}|z_l) and the decoder p(z_l|z_{l+1}), both diagonal Gaussians with
+/// σ = exp(linear), on MLPs of the given hidden widths with the model's activation.
+///
+/// Parameter names, for the layer producing z_{l+1} (l ≥ 1): `encoder.z{l+1}.{i}.*` (hidden),
+/// `encoder.z{l+1}.mean.*`, `encoder.z{l+1}.log_std.*`; `decoder.z{l}.{i}.*`,
+/// `decoder.z{l}.mean.*`, `decoder.z{l}.log_std.*`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UpperLayer {
+    /// Hidden widths of q(z_{l+1}|z_l)'s MLP.
+    pub encoder_hidden: Vec<usize>,
+    /// Dimension of z_{l+1}.
+    pub latent_dim: usize,
+    /// Hidden widths of p(z_l|z_{l+1})'s MLP.
+    pub decoder_hidden: Vec<usize>,
+}
+
+/// Architecture of a VAE with diagonal-Gaussian posteriors: the first stochastic layer
+/// q(z1|x), p(x|z1) and, in `upper`, any further layers (empty: the one-layer VAE).
 ///
 /// Weights are stored `[in, out]` (the layer computes `x · W + b`).
 #[derive(Clone, Debug, PartialEq)]
@@ -198,8 +216,11 @@ pub struct VaeConfig {
     pub activation: Activation,
     /// Observation model.
     pub likelihood: Likelihood,
-    /// Posterior standard-deviation parametrization.
+    /// Posterior standard-deviation parametrization (of the first layer; upper layers use
+    /// σ = exp(linear)).
     pub posterior_std: PosteriorStd,
+    /// Stochastic layers above the first, bottom up (empty for one stochastic layer).
+    pub upper: Vec<UpperLayer>,
 }
 
 /// Which part of the model a parameter belongs to.
@@ -230,7 +251,45 @@ impl VaeConfig {
             activation: Activation::Tanh,
             likelihood: Likelihood::Bernoulli,
             posterior_std: PosteriorStd::Exp,
+            upper: Vec::new(),
         }
+    }
+
+    /// Burda et al.'s two-stochastic-layer MNIST net (Table 1): 784-200-200-100 (z1) and
+    /// 100-100-50 (z2) tanh, the decoder mirrored (50-100-100 → z1, 100-200-200 → x).
+    pub fn burda_mnist_two_layers() -> VaeConfig {
+        VaeConfig {
+            latent_dim: 100,
+            upper: vec![UpperLayer {
+                encoder_hidden: vec![100, 100],
+                latent_dim: 50,
+                decoder_hidden: vec![100, 100],
+            }],
+            ..VaeConfig::burda_mnist()
+        }
+    }
+
+    /// The dimensions of the stochastic layers, bottom up: `[latent_dim, upper...]`.
+    pub fn latent_dims(&self) -> Vec<usize> {
+        std::iter::once(self.latent_dim)
+            .chain(self.upper.iter().map(|l| l.latent_dim))
+            .collect()
+    }
+
+    /// The dimension of the top stochastic layer, on which the prior p(z_L) is defined.
+    pub fn prior_dim(&self) -> usize {
+        self.upper.last().map_or(self.latent_dim, |l| l.latent_dim)
+    }
+
+    /// Standard-normal noise values per sample: the sum of the layers' dimensions (the noise
+    /// of one sample is ε₁ then ε₂ ..., layer by layer).
+    pub fn noise_dim(&self) -> usize {
+        self.latent_dims().iter().sum()
+    }
+
+    /// The number of stochastic layers (1 + `upper.len()`).
+    pub fn stochastic_layers(&self) -> usize {
+        1 + self.upper.len()
     }
 
     /// Checks every size and setting; the error says which field is wrong and why.
@@ -251,6 +310,22 @@ impl VaeConfig {
             return bad(format!(
                 "decoder_hidden[{i}] is 0; layer widths must be at least 1"
             ));
+        }
+        for (l, layer) in self.upper.iter().enumerate() {
+            let z = l + 2;
+            if layer.latent_dim == 0 {
+                return bad(format!("the latent_dim of z{z} must be at least 1"));
+            }
+            for (what, widths) in [
+                ("encoder_hidden", &layer.encoder_hidden),
+                ("decoder_hidden", &layer.decoder_hidden),
+            ] {
+                if let Some(i) = widths.iter().position(|&h| h == 0) {
+                    return bad(format!(
+                        "{what}[{i}] of z{z} is 0; layer widths must be at least 1"
+                    ));
+                }
+            }
         }
         if let Likelihood::Gaussian { std, .. } = self.likelihood
             && !(std.is_finite() && std > 0.0)
@@ -322,6 +397,25 @@ impl VaeConfig {
             width = h;
         }
         push_linear("decoder.out".into(), width, self.input_dim);
+        let mut below = self.latent_dim;
+        for (l, layer) in self.upper.iter().enumerate() {
+            let (lo, hi) = (l + 1, l + 2);
+            let mut width = below;
+            for (i, &h) in layer.encoder_hidden.iter().enumerate() {
+                push_linear(format!("encoder.z{hi}.{i}"), width, h);
+                width = h;
+            }
+            push_linear(format!("encoder.z{hi}.mean"), width, layer.latent_dim);
+            push_linear(format!("encoder.z{hi}.log_std"), width, layer.latent_dim);
+            let mut width = layer.latent_dim;
+            for (i, &h) in layer.decoder_hidden.iter().enumerate() {
+                push_linear(format!("decoder.z{lo}.{i}"), width, h);
+                width = h;
+            }
+            push_linear(format!("decoder.z{lo}.mean"), width, below);
+            push_linear(format!("decoder.z{lo}.log_std"), width, below);
+            below = layer.latent_dim;
+        }
         if let Likelihood::Gaussian { learned: true, .. } = self.likelihood {
             out.push(ParamSpec {
                 name: "decoder.log_std".into(),

@@ -723,6 +723,7 @@ mod tests {
             activation: Activation::Tanh,
             likelihood: Likelihood::Bernoulli,
             posterior_std: crate::PosteriorStd::Exp,
+            upper: Vec::new(),
         };
         let vae = Vae::<f32>::new(&cfg, 1).unwrap();
         let exact = prior.log_density(&vae, &z, m).unwrap();

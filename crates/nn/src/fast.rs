@@ -38,7 +38,8 @@ use crate::lse::shifted_exp_sum;
 use crate::model::{Linear, Vae};
 use crate::prior::{Mixture, Prior, PriorKind};
 use crate::real::LN_2PI;
-use crate::task::{Estimator, Objective, ObjectiveKind, Trainable};
+use crate::task::{Estimator, Objective, Trainable};
+use crate::weights::{SampleWeights, weigh_example};
 
 /// Independent lanes the batch is split into (fixed: results do not depend on the threads).
 pub(crate) const LANES: usize = 2;
@@ -422,6 +423,9 @@ struct LaneWork {
     c: Vec<f32>,
     cf: Vec<f64>,
     wt: Vec<f64>,
+    /// One example's log-weights and decoder weights (scratch of `weigh`).
+    lw: Vec<f64>,
+    dec: Vec<f64>,
     tmp: Vec<f32>,
     scratch: Vec<f32>,
 }
@@ -461,6 +465,10 @@ impl Engine {
             _ => None,
         };
         if !supported(prior) || !(tr.encoder || tr.decoder || (tr.prior && mixture.is_some())) {
+            return None;
+        }
+        if obj.kind.splits_weights() {
+            // PIWAE needs ∂/∂z under other weights than the decoder's: the tape path.
             return None;
         }
         let net = Net::new(cfg);
@@ -907,30 +915,33 @@ fn weigh(
             continue;
         }
         let r0 = q * k;
-        let mut total = 0.0f64;
-        for j in 0..k {
-            let r = r0 + j;
-            let lw = w.ll[r] + w.lp[r] - w.lq[r];
-            if !lw.is_finite() {
-                return Err(NnError::Diverged {
-                    what: format!("log-weight of example {}, sample {j} ({lw})", e0 + li),
-                });
-            }
-            w.wt[r] = lw;
-            total += lw;
-        }
-        let (max, sum) = shifted_exp_sum(w.wt[r0..r0 + k].iter().copied());
-        *value = match obj.kind {
-            ObjectiveKind::Iwae => max + sum.ln() - (k as f64).ln(),
-            ObjectiveKind::Elbo => total / k as f64,
-        };
         for r in r0..r0 + k {
-            let wt = (w.wt[r] - max).exp() / sum;
-            w.wt[r] = wt;
-            w.cf[r] = match obj.kind {
-                ObjectiveKind::Iwae => wt / n,
-                ObjectiveKind::Elbo => 1.0 / (n * k as f64),
-            };
+            w.wt[r] = w.ll[r] + w.lp[r] - w.lq[r];
+        }
+        w.lw.clear();
+        w.lw.extend_from_slice(&w.wt[r0..r0 + k]);
+        w.dec.clear();
+        w.dec.resize(k, 0.0);
+        // The engine runs only kinds whose decoder and encoder weights agree (`Engine::new`),
+        // so `cf` (the weights of the one backward pass) is the encoder's and `wt` is DReG's
+        // factor (w̃ for IWAE, 1 for the ELBO).
+        *value = weigh_example(
+            obj.kind,
+            &w.lw,
+            SampleWeights {
+                dec: &mut w.dec,
+                enc: &mut w.cf[r0..r0 + k],
+                dreg_factor: &mut w.wt[r0..r0 + k],
+            },
+        )
+        .map_err(|e| match e {
+            NnError::Diverged { what } => NnError::Diverged {
+                what: format!("example {}: {what}", e0 + li),
+            },
+            e => e,
+        })?;
+        for c in &mut w.cf[r0..r0 + k] {
+            *c /= n;
         }
     }
     w.c.clear();
@@ -1108,10 +1119,9 @@ fn encoder_cotangents(ctx: &Ctx<'_>, w: &mut LaneWork, e0: usize, start: usize, 
                     Some(_) => g += c * w.gz[r * d + l],
                 }
             }
-            let g = match (obj.estimator, obj.kind) {
-                (Estimator::Reparam, _) => g,
-                (Estimator::Dreg, ObjectiveKind::Iwae) => wt * (g + c * ev / s),
-                (Estimator::Dreg, ObjectiveKind::Elbo) => g + c * ev / s,
+            let g = match obj.estimator {
+                Estimator::Reparam => g,
+                Estimator::Dreg => wt * (g + c * ev / s),
             };
             w.g_mu[li * d + l] += g;
             w.g_ls[li * d + l] += g * ev * s;

@@ -43,6 +43,7 @@ mod real;
 mod task;
 mod throughput;
 mod train;
+mod weights;
 
 pub use analysis::{CurvePoint, Projection, latent_variances, lk_curve, principal_components};
 pub use bounds::{
@@ -51,7 +52,7 @@ pub use bounds::{
 pub use checkpoint::{load_safetensors, save_safetensors};
 pub use config::{
     Activation, DATA_MEAN_CLIP, DataLogits, Init, InitScheme, Likelihood, OutputBias, PosteriorStd,
-    VaeConfig,
+    UpperLayer, VaeConfig,
 };
 pub use error::{NnError, Result};
 pub use estimate::{Evaluator, ImageEstimate, SampleOptions};
@@ -66,7 +67,7 @@ pub use objective::{
 };
 pub use prior::{Mixture, Prior, PriorKind, Vamp};
 pub use real::Real;
-pub use task::{Estimator, Objective, ObjectiveKind, Trainable};
+pub use task::{Beta, Estimator, Objective, ObjectiveKind, Trainable};
 pub use throughput::{GemmBackend, fma_peak_gflops, gemm_gflops};
 pub use train::{AdamHyper, StepStats, Trainer};
 

@@ -28,13 +28,13 @@ use crate::bounds::{analytic_kl, check_inputs, check_noise, log_q, sample_z};
 use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::fast::Engine;
-use crate::lse::shifted_exp_sum;
 use crate::model::Vae;
 use crate::named::NamedTensor;
 use crate::param::{mat_from, vec_from};
 use crate::prior::Prior;
 use crate::real::{Mat, Real, Taped, Vector};
-use crate::task::{Estimator, Objective, ObjectiveKind, Trainable};
+use crate::task::{Estimator, Objective, Trainable};
+use crate::weights::{SampleWeights, weigh_example};
 
 /// Result of one gradient evaluation.
 pub(crate) struct Evaluation<E> {
@@ -256,47 +256,45 @@ pub(crate) fn evaluate_reference<E: Real>(
     let lq = log_q(&log_std, eps, k, d);
 
     // Model tape, from the leaf z.
-    let z_leaf: Mat<E, Taped<E>> =
-        mat_from(nk, d, sample_z(&mean, &std, eps, k, d))?.leaky_traced();
+    let z: Vec<E> = sample_z(&mean, &std, eps, k, d);
+    let z_leaf: Mat<E, Taped<E>> = mat_from(nk, d, z.clone())?.leaky_traced();
     let z_ref: Mat<E> = z_leaf.retaped();
-    let (ll_vals, ll_taped): (Vec<E>, Option<Vector<E, Taped<E>>>) = if tr.encoder || tr.decoder {
-        let ll = vae.log_likelihood_t(vae.decode_t(z_leaf.with_empty_tape()), &x_t, n, k);
-        (ll.as_vec(), Some(ll))
-    } else {
-        let ll = vae.log_likelihood_t(vae.decode_t(z_ref.clone()), &x_t, n, k);
-        (ll.as_vec(), None)
-    };
-    let (lp_vals, lp_taped) = if obj.analytic_kl {
-        (Vec::new(), None)
-    } else {
-        let lp = prior.log_density_t(vae, z_leaf);
-        (lp.as_vec(), Some(lp))
-    };
+    let model = model_forward(vae, prior, obj, tr, z_leaf, &x_t, n, k);
+    let (ll_vals, lp_vals) = (model.ll_vals.clone(), model.lp_vals.clone());
 
     let kl = if obj.analytic_kl {
         analytic_kl(&mean, &log_std, d)
     } else {
         Vec::new()
     };
-    let Weights { value, w_tilde, c } = weigh(obj, &ll_vals, &lp_vals, &lq, &kl, n)?;
+    let Weights {
+        value,
+        dec,
+        enc,
+        dreg_factor,
+    } = weigh(obj, &ll_vals, &lp_vals, &lq, &kl, n)?;
 
-    // Backward through the model tape.
-    let c_t: Vector<E> = vec_from(c.iter().map(|&v| E::of_f64(v)).collect())?;
-    let surrogate = match (ll_taped, lp_taped) {
-        (Some(ll), Some(lp)) => Some((ll * c_t.clone()).sum::<(), _>() + (lp * c_t).sum::<(), _>()),
-        (Some(ll), None) => Some((ll * c_t).sum::<(), _>()),
-        (None, Some(lp)) => Some((lp * c_t).sum::<(), _>()),
-        (None, None) => None,
-    };
-    let mut grads_model = match surrogate {
-        Some(s) => Some(s.try_backward()?),
-        None => None,
-    };
+    // Backward through the model tape under the decoder's weights.
+    let mut grads_model = model.backward(&dec)?;
 
-    // Encoder cotangents and backward through the encoder tape.
+    // ∂/∂z under the encoder's weights: the same gradients unless the kind splits them
+    // (PIWAE), which runs the model tape a second time.
     let mut grads_enc = None;
-    if let (Some((mu_t, ls_t)), Some(gm)) = (enc_tape, grads_model.as_mut()) {
-        let gz: Vec<E> = gm.get_or_alloc_mut(&z_ref)?.to_vec();
+    if let Some((mu_t, ls_t)) = enc_tape {
+        let gz: Vec<E> = if obj.kind.splits_weights() {
+            let z_leaf: Mat<E, Taped<E>> = mat_from(nk, d, z)?.leaky_traced();
+            let z_ref2: Mat<E> = z_leaf.retaped();
+            let again = model_forward(vae, prior, obj, tr, z_leaf, &x_t, n, k);
+            match again.backward(&enc)? {
+                Some(mut g) => g.get_or_alloc_mut(&z_ref2)?.to_vec(),
+                None => vec![E::zero(); nk * d],
+            }
+        } else {
+            match grads_model.as_mut() {
+                Some(g) => g.get_or_alloc_mut(&z_ref)?.to_vec(),
+                None => vec![E::zero(); nk * d],
+            }
+        };
         let (g_mu, g_ls) = encoder_cotangents(
             obj,
             Cotangents {
@@ -304,8 +302,8 @@ pub(crate) fn evaluate_reference<E: Real>(
                 eps,
                 mean: &mean,
                 std: &std,
-                w_tilde: &w_tilde,
-                c: &c,
+                enc: &enc,
+                dreg_factor: &dreg_factor,
                 n,
                 d,
             },
@@ -335,15 +333,80 @@ pub(crate) fn evaluate_reference<E: Real>(
     Ok(Evaluation { value, grads })
 }
 
-/// The objective's value and the weights of the model-tape surrogate.
+/// The model tape's outputs: log p(x|z) and log p(z) per sample row, on the tape when a
+/// gradient is wanted.
+struct ModelTape<E: Real> {
+    ll_vals: Vec<E>,
+    lp_vals: Vec<E>,
+    ll: Option<Vector<E, Taped<E>>>,
+    lp: Option<Vector<E, Taped<E>>>,
+}
+
+/// Runs the decoder and the prior forward from the leaf `z_leaf` (`n·k` rows).
+#[allow(clippy::too_many_arguments)]
+fn model_forward<E: Real>(
+    vae: &Vae<E>,
+    prior: &Prior<E>,
+    obj: &Objective,
+    tr: Trainable,
+    z_leaf: Mat<E, Taped<E>>,
+    x_t: &Mat<E>,
+    n: usize,
+    k: usize,
+) -> ModelTape<E> {
+    let z_ref: Mat<E> = z_leaf.retaped();
+    let (ll_vals, ll) = if tr.encoder || tr.decoder {
+        let ll = vae.log_likelihood_t(vae.decode_t(z_leaf.with_empty_tape()), x_t, n, k);
+        (ll.as_vec(), Some(ll))
+    } else {
+        let ll = vae.log_likelihood_t(vae.decode_t(z_ref), x_t, n, k);
+        (ll.as_vec(), None)
+    };
+    let (lp_vals, lp) = if obj.analytic_kl {
+        (Vec::new(), None)
+    } else {
+        let lp = prior.log_density_t(vae, z_leaf);
+        (lp.as_vec(), Some(lp))
+    };
+    ModelTape {
+        ll_vals,
+        lp_vals,
+        ll,
+        lp,
+    }
+}
+
+impl<E: Real> ModelTape<E> {
+    /// Gradients of the surrogate Σ_r c_r (log p(x|z_r) + log p(z_r)) (`None` if nothing on
+    /// the model tape is differentiated).
+    fn backward(self, c: &[f64]) -> Result<Option<Gradients<E, crate::real::Dev<E>>>> {
+        let c_t: Vector<E> = vec_from(c.iter().map(|&v| E::of_f64(v)).collect())?;
+        let surrogate = match (self.ll, self.lp) {
+            (Some(ll), Some(lp)) => {
+                Some((ll * c_t.clone()).sum::<(), _>() + (lp * c_t).sum::<(), _>())
+            }
+            (Some(ll), None) => Some((ll * c_t).sum::<(), _>()),
+            (None, Some(lp)) => Some((lp * c_t).sum::<(), _>()),
+            (None, None) => None,
+        };
+        Ok(match surrogate {
+            Some(s) => Some(s.try_backward()?),
+            None => None,
+        })
+    }
+}
+
+/// The objective's value and the per-row coefficients (already divided by the batch size n;
+/// see `weights.rs`).
 struct Weights {
     /// Batch mean of the objective.
     value: f64,
-    /// Normalised importance weights w̃ = softmax(log w) per example (1 for the ELBO with an
-    /// analytic KL), per sample row.
-    w_tilde: Vec<f64>,
-    /// Surrogate weights c: w̃/n for IWAE, 1/(nk) for the ELBO, per sample row.
-    c: Vec<f64>,
+    /// Decoder and prior weights of ∇ log w_r.
+    dec: Vec<f64>,
+    /// Encoder weights of ∇ log w_r, and the weights under which ∂/∂z is taken.
+    enc: Vec<f64>,
+    /// DReG's b_r / enc_r.
+    dreg_factor: Vec<f64>,
 }
 
 /// Forms log w = log p(x|z) + log p(z) − log q(z|x) per row (or uses the analytic KL), the
@@ -358,38 +421,42 @@ fn weigh<E: Real>(
     n: usize,
 ) -> Result<Weights> {
     let k = obj.samples();
-    let mut w_tilde = vec![0.0f64; n * k];
-    let mut c = vec![0.0f64; n * k];
+    let mut dec = vec![0.0f64; n * k];
+    let mut enc = vec![0.0f64; n * k];
+    let mut dreg_factor = vec![0.0f64; n * k];
     let mut total = 0.0f64;
     for i in 0..n {
         let rows = i * k..(i + 1) * k;
         if obj.analytic_kl {
             // k = 1 (validated): reconstruction − KL.
             total += ll[i].as_f64() - kl[i];
-            w_tilde[i] = 1.0;
-            c[i] = 1.0 / n as f64;
+            dec[i] = 1.0 / n as f64;
+            enc[i] = 1.0 / n as f64;
+            dreg_factor[i] = 1.0;
             continue;
         }
         let lw: Vec<f64> = rows
             .clone()
             .map(|r| ll[r].as_f64() + lp[r].as_f64() - lq[r])
             .collect();
-        if let Some(j) = lw.iter().position(|v| !v.is_finite()) {
-            return Err(NnError::Diverged {
-                what: format!("log-weight of example {i}, sample {j} ({})", lw[j]),
-            });
-        }
-        let (max, sum) = shifted_exp_sum(lw.iter().copied());
-        total += match obj.kind {
-            ObjectiveKind::Iwae => max + sum.ln() - (k as f64).ln(),
-            ObjectiveKind::Elbo => lw.iter().sum::<f64>() / k as f64,
-        };
-        for (j, r) in rows.enumerate() {
-            w_tilde[r] = (lw[j] - max).exp() / sum;
-            c[r] = match obj.kind {
-                ObjectiveKind::Iwae => w_tilde[r] / n as f64,
-                ObjectiveKind::Elbo => 1.0 / (n * k) as f64,
-            };
+        total += weigh_example(
+            obj.kind,
+            &lw,
+            SampleWeights {
+                dec: &mut dec[rows.clone()],
+                enc: &mut enc[rows.clone()],
+                dreg_factor: &mut dreg_factor[rows.clone()],
+            },
+        )
+        .map_err(|e| match e {
+            NnError::Diverged { what } => NnError::Diverged {
+                what: format!("example {i}: {what}"),
+            },
+            e => e,
+        })?;
+        for r in rows {
+            dec[r] /= n as f64;
+            enc[r] /= n as f64;
         }
     }
     let value = total / n as f64;
@@ -398,18 +465,23 @@ fn weigh<E: Real>(
             what: format!("objective ({value})"),
         });
     }
-    Ok(Weights { value, w_tilde, c })
+    Ok(Weights {
+        value,
+        dec,
+        enc,
+        dreg_factor,
+    })
 }
 
 /// Inputs of [`encoder_cotangents`].
 struct Cotangents<'a, E> {
-    /// ∂(model-tape surrogate)/∂z per sample row (already weighted by c).
+    /// ∂(model-tape surrogate)/∂z per sample row, weighted by `enc`.
     gz: &'a [E],
     eps: &'a [E],
     mean: &'a [E],
     std: &'a [E],
-    w_tilde: &'a [f64],
-    c: &'a [f64],
+    enc: &'a [f64],
+    dreg_factor: &'a [f64],
     n: usize,
     d: usize,
 }
@@ -417,8 +489,8 @@ struct Cotangents<'a, E> {
 /// Cotangents of the batch objective with respect to the encoder outputs μ and ln σ
 /// (n × d each), from z = μ + σ ε: ∂/∂μ = Σ_j G_j, ∂/∂ln σ = σ Σ_j G_j ε_j, plus the direct
 /// terms of −log q (standard estimator) or of −KL (analytic KL). For DReG,
-/// G_r = w̃_r (G_r + c_r ε_r/σ) (IWAE) or G_r + c_r ε_r/σ (ELBO, sticking the landing) and the
-/// score term is dropped.
+/// G_r = f_r (G_r + a_r ε_r/σ) with a = `enc` and f = `dreg_factor` (w̃_r for IWAE, 1 for the
+/// ELBO — sticking the landing; `weights.rs` for every kind) and the score term is dropped.
 fn encoder_cotangents<E: Real>(obj: &Objective, a: Cotangents<'_, E>) -> (Vec<f64>, Vec<f64>) {
     let (n, d, k) = (a.n, a.d, obj.samples());
     let mut g_mu = vec![0.0f64; n * d];
@@ -429,16 +501,15 @@ fn encoder_cotangents<E: Real>(obj: &Objective, a: Cotangents<'_, E>) -> (Vec<f6
             let e = a.eps[r * d + l].as_f64();
             let s = a.std[i * d + l].as_f64();
             let g = a.gz[r * d + l].as_f64();
-            let g = match (obj.estimator, obj.kind) {
-                (Estimator::Reparam, _) => g,
-                (Estimator::Dreg, ObjectiveKind::Iwae) => a.w_tilde[r] * (g + a.c[r] * e / s),
-                (Estimator::Dreg, ObjectiveKind::Elbo) => g + a.c[r] * e / s,
+            let g = match obj.estimator {
+                Estimator::Reparam => g,
+                Estimator::Dreg => a.dreg_factor[r] * (g + a.enc[r] * e / s),
             };
             g_mu[i * d + l] += g;
             g_ls[i * d + l] += g * e * s;
             if obj.estimator == Estimator::Reparam && !obj.analytic_kl {
-                // −c_r log q(z_r|x) = c_r Σ ln σ + const.
-                g_ls[i * d + l] += a.c[r];
+                // −a_r log q(z_r|x) = a_r Σ ln σ + const.
+                g_ls[i * d + l] += a.enc[r];
             }
         }
     }

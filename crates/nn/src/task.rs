@@ -1,6 +1,8 @@
-//! What a training step optimises and updates: the [`Objective`] (ELBO or IWAE with k ≥ 1
-//! samples, and the encoder's gradient estimator) and the [`Trainable`] parameter groups. Plain
-//! data below both gradient paths (`objective.rs`, the dfdx tape, and `fast.rs`), which import it.
+//! What a training step optimises and updates: the [`Objective`] (ELBO, IWAE and the IWAE
+//! variants of Rainforth et al. 2018 with k ≥ 1 samples, and the encoder's gradient estimator)
+//! and the [`Trainable`] parameter groups. Plain data below both gradient paths (`objective.rs`,
+//! the dfdx tape, and `fast.rs`), which import it; how each kind weighs its samples is in
+//! `weights.rs`.
 
 use std::num::NonZeroUsize;
 
@@ -8,14 +10,93 @@ use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::prior::Prior;
 use crate::real::Real;
+use crate::weights::{SampleWeights, weigh_example};
 
-/// Which bound is maximised.
+/// Which bound is maximised. With `k` samples per group and `m` groups, every kind draws
+/// [`ObjectiveKind::samples`]`(k)` samples per example (`m·k` for the grouped kinds).
+///
+/// The variants of Rainforth, Kosiorek, Le, Maddison, Igl, Wood & Teh (2018), "Tighter
+/// variational bounds are not necessarily better":
+/// * MIWAE(M, K) = (1/M) Σ_m L_K(group m), trained end to end;
+/// * CIWAE(β) = β·ELBO + (1 − β)·L_k over the same k samples;
+/// * PIWAE(M, K): the decoder (and prior) ascend L_{MK} over all samples, the encoder ascends
+///   MIWAE(M, K); the value reported is L_{MK}.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectiveKind {
     /// The (k-sample) evidence lower bound, mean_i log w_i.
     Elbo,
     /// The importance-weighted bound L̂_k (Burda et al. 2016).
     Iwae,
+    /// The mean over `m` groups of the k-sample IWAE bound.
+    Miwae {
+        /// Number of groups M.
+        m: NonZeroUsize,
+    },
+    /// β·ELBO + (1 − β)·L_k.
+    Ciwae {
+        /// The ELBO's share β ∈ [0, 1].
+        beta: Beta,
+    },
+    /// Decoder on L_{mk}, encoder on MIWAE(m, k).
+    Piwae {
+        /// Number of groups M.
+        m: NonZeroUsize,
+    },
+}
+
+impl ObjectiveKind {
+    /// Samples drawn per example for `k` samples per group: `m·k` for MIWAE and PIWAE, else `k`.
+    /// `None` if the product overflows.
+    pub fn samples(&self, k: usize) -> Option<usize> {
+        match self {
+            ObjectiveKind::Miwae { m } | ObjectiveKind::Piwae { m } => m.get().checked_mul(k),
+            _ => Some(k),
+        }
+    }
+
+    /// The number of groups M (1 for the ungrouped kinds).
+    pub fn groups(&self) -> usize {
+        match self {
+            ObjectiveKind::Miwae { m } | ObjectiveKind::Piwae { m } => m.get(),
+            _ => 1,
+        }
+    }
+
+    /// Whether the decoder and the encoder weigh the samples differently (PIWAE), so that the
+    /// gradient with respect to z must be taken under the encoder's weights separately.
+    pub fn splits_weights(&self) -> bool {
+        matches!(self, ObjectiveKind::Piwae { .. })
+    }
+}
+
+/// CIWAE's mixing weight β, a finite value in [0, 1] by construction ([`Beta::new`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Beta(f64);
+
+impl Beta {
+    /// β, or an error if it is not a finite value in [0, 1].
+    pub fn new(beta: f64) -> Result<Beta> {
+        if beta.is_finite() && (0.0..=1.0).contains(&beta) {
+            Ok(Beta(beta))
+        } else {
+            Err(NnError::InvalidConfig(format!(
+                "CIWAE's beta must lie in [0, 1], found {beta}"
+            )))
+        }
+    }
+
+    /// The value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl Eq for Beta {}
+
+impl std::hash::Hash for Beta {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
 }
 
 /// Gradient estimator for the encoder.
@@ -34,7 +115,8 @@ pub enum Estimator {
 pub struct Objective {
     /// ELBO or IWAE.
     pub kind: ObjectiveKind,
-    /// Number of importance samples per example.
+    /// Number of importance samples per example (per group for MIWAE and PIWAE; see
+    /// [`Objective::samples`]).
     pub k: NonZeroUsize,
     /// Encoder gradient estimator.
     pub estimator: Estimator,
@@ -43,7 +125,8 @@ pub struct Objective {
 }
 
 impl Objective {
-    /// An objective with `k` samples per example; errors if `k` is 0.
+    /// An objective with `k` samples per example (per group); errors if `k` is 0 or the total
+    /// number of samples overflows.
     pub fn new(
         kind: ObjectiveKind,
         k: usize,
@@ -55,6 +138,11 @@ impl Objective {
                 "objective {kind:?} with k = 0: k must be at least 1"
             ))
         })?;
+        if kind.samples(k.get()).is_none() {
+            return Err(NnError::InvalidConfig(format!(
+                "objective {kind:?} with k = {k}: too many samples per example"
+            )));
+        }
         Ok(Objective {
             kind,
             k,
@@ -78,14 +166,18 @@ impl Objective {
         Objective::new(ObjectiveKind::Iwae, k, Estimator::Reparam, false)
     }
 
-    /// The number of samples per example, `k`, as a count.
+    /// The number of samples drawn per example: `k`, or `m·k` for MIWAE and PIWAE (checked
+    /// not to overflow where the objective was built).
     pub fn samples(&self) -> usize {
-        self.k.get()
+        self.kind.samples(self.k.get()).unwrap_or(usize::MAX)
     }
 
     /// Checks the combination against the prior it will be used with.
     pub fn validate<E: Real>(&self, prior: &Prior<E>) -> Result<()> {
         let bad = |m: &str| Err(NnError::InvalidConfig(format!("objective {self:?}: {m}")));
+        if self.kind.samples(self.k.get()).is_none() {
+            return bad("m·k overflows");
+        }
         if self.analytic_kl {
             if self.kind != ObjectiveKind::Elbo {
                 return bad("analytic_kl is only defined for the ELBO");
@@ -101,6 +193,48 @@ impl Objective {
             }
         }
         Ok(())
+    }
+}
+
+impl Objective {
+    /// The objective's value for each of `n` examples from their log-weights (`n ×`
+    /// [`Objective::samples`] values, example-major, as [`log_weights`](crate::log_weights)
+    /// returns them). Errors if the length does not match or a log-weight is not finite.
+    pub fn values_from_log_weights<E: Real>(&self, log_w: &[E], n: usize) -> Result<Vec<f64>> {
+        let s = self.samples();
+        if n.checked_mul(s) != Some(log_w.len()) {
+            return Err(NnError::InvalidArgument {
+                what: "log_w".into(),
+                reason: format!(
+                    "{} values for n = {n} examples of {s} samples each",
+                    log_w.len()
+                ),
+            });
+        }
+        let (mut dec, mut enc, mut f) = (vec![0.0; s], vec![0.0; s], vec![0.0; s]);
+        let mut lw = vec![0.0; s];
+        (0..n)
+            .map(|i| {
+                for (dst, v) in lw.iter_mut().zip(&log_w[i * s..(i + 1) * s]) {
+                    *dst = v.as_f64();
+                }
+                weigh_example(
+                    self.kind,
+                    &lw,
+                    SampleWeights {
+                        dec: &mut dec,
+                        enc: &mut enc,
+                        dreg_factor: &mut f,
+                    },
+                )
+                .map_err(|e| match e {
+                    NnError::Diverged { what } => NnError::Diverged {
+                        what: format!("example {i}: {what}"),
+                    },
+                    e => e,
+                })
+            })
+            .collect()
     }
 }
 

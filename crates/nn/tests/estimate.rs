@@ -33,6 +33,7 @@ fn cfg(
         activation,
         likelihood,
         posterior_std,
+        upper: Vec::new(),
     }
 }
 
@@ -439,6 +440,7 @@ fn active_units_count_the_informative_dimensions() {
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
         posterior_std: PosteriorStd::Exp,
+        upper: Vec::new(),
     };
     let x = data(400, d_in, 2, true);
     for m in [0usize, 1, 4, 6] {

@@ -24,6 +24,7 @@ fn deep_cfg(
         activation,
         likelihood,
         posterior_std,
+        upper: Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ fn config() -> VaeConfig {
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
         posterior_std: PosteriorStd::Exp,
+        upper: Vec::new(),
     }
 }
 

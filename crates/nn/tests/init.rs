@@ -17,6 +17,7 @@ fn wide() -> VaeConfig {
         activation: vaepipe_nn::Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
         posterior_std: PosteriorStd::Exp,
+        upper: Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ fn cfg() -> VaeConfig {
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
         posterior_std: PosteriorStd::Exp,
+        upper: Vec::new(),
     }
 }
 

@@ -17,6 +17,7 @@ fn saturated(bias: [f32; D]) -> Vae<f32> {
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
         posterior_std: PosteriorStd::Exp,
+        upper: Vec::new(),
     };
     let mut t = Vae::<f32>::new(&cfg, 1).unwrap().named_tensors();
     for x in t.iter_mut() {

@@ -60,6 +60,7 @@ fn trained() -> &'static (Vae, Vec<f32>) {
             activation: vaepipe_nn::Activation::Tanh,
             likelihood: vaepipe_nn::Likelihood::Bernoulli,
             posterior_std: vaepipe_nn::PosteriorStd::Exp,
+            upper: Vec::new(),
         };
         let vae = Vae::new(&cfg, 1).unwrap();
         let mut trainer = Trainer::new(

@@ -30,6 +30,7 @@ pub fn cfg() -> VaeConfig {
             learned: false,
         },
         posterior_std: PosteriorStd::Exp,
+        upper: Vec::new(),
     }
 }
 

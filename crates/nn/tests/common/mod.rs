@@ -22,6 +22,7 @@ pub fn small_cfg(
         activation,
         likelihood,
         posterior_std,
+        upper: Vec::new(),
     }
 }
 

@@ -42,6 +42,7 @@ impl ModelConfig {
                 PosteriorStd::Exp => vaepipe_nn::PosteriorStd::Exp,
                 PosteriorStd::Softplus => vaepipe_nn::PosteriorStd::Softplus,
             },
+            upper: Vec::new(),
         }
     }
 }

@@ -26,7 +26,7 @@ use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 use vaepipe_data::Dataset;
 use vaepipe_engine::{Context, StageError};
-use vaepipe_nn::{NamedTensor, NnError, Objective, ObjectiveKind, Prior, Trainer, Vae};
+use vaepipe_nn::{NamedTensor, NnError, Objective, Prior, Trainer, Vae};
 
 use crate::util::seed_for;
 
@@ -96,14 +96,10 @@ pub(crate) fn mean_bound(
         let xs = &x[start * vae.config().input_dim..(start + n) * vae.config().input_dim];
         let mut rng = vaepipe_nn::stream_rng(seed, c as u64);
         let lw = vaepipe_nn::log_weights(vae, prior, xs, n, objective.samples(), &mut rng)?;
-        total += match objective.kind {
-            ObjectiveKind::Iwae => vaepipe_nn::bound_from_log_weights(&lw, n, objective.samples())?
-                .iter()
-                .sum::<f64>(),
-            ObjectiveKind::Elbo => {
-                lw.iter().map(|v| *v as f64).sum::<f64>() / objective.samples() as f64
-            }
-        };
+        total += objective
+            .values_from_log_weights(&lw, n)?
+            .iter()
+            .sum::<f64>();
     }
     Ok(total / rows as f64)
 }

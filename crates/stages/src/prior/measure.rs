@@ -95,8 +95,9 @@ impl Bounds {
     /// The per-row value of what `objective` maximizes.
     pub(super) fn of(&self, objective: &Objective) -> &[f64] {
         match objective.kind {
-            ObjectiveKind::Iwae => &self.lk,
             ObjectiveKind::Elbo => &self.elbo,
+            // FIXME(objectives): the per-row value of MIWAE/CIWAE/PIWAE.
+            _ => &self.lk,
         }
     }
 }

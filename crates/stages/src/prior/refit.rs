@@ -328,8 +328,9 @@ pub(super) fn gradient_refit(
     let before = MeanStderr::of(b_init.of(&r.objective)).mean;
     let after = MeanStderr::of(b_fit.of(&r.objective)).mean;
     let what = match r.objective.kind {
-        ObjectiveKind::Iwae => format!("L_{}", r.objective.k),
         ObjectiveKind::Elbo => format!("{}-sample ELBO", r.objective.k),
+        // FIXME(objectives): name MIWAE/CIWAE/PIWAE.
+        _ => format!("L_{}", r.objective.k),
     };
     let objective = format!(
         "mean {what} over {} training rows at fixed noise, encoder and decoder fixed (Adam, {} steps at lr {})",
