@@ -1,6 +1,7 @@
 //! The results tables: every run's numbers, paired differences, and the Burda et al. (2016)
 //! Table 1-style comparison.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -139,8 +140,42 @@ pub(super) const BURDA: [(&str, [f64; 3]); 2] = [
     ("IWAE", [86.76, 85.54, 84.78]),
 ];
 
-/// Test NLL laid out like Table 1 of Burda et al. (2016): rows VAE / IWAE (× prior variant),
-/// columns k; one table per combination of the other swept keys; then the paper's values.
+/// A row of the Table-1 layout: the objective with its groups M or its β (k is the column).
+struct ObjectiveRow {
+    /// Sort key: ELBO, IWAE, MIWAE, CIWAE, PIWAE, then by M or β.
+    order: (u8, f64),
+    name: String,
+}
+
+/// The row of point `p`: "VAE (ELBO)", "IWAE (L_k)", and for the variants of Rainforth et al.
+/// (2018) "MIWAE (M = 8)", "CIWAE (β = 0.05)", "PIWAE (M = 8)".
+fn objective_row(p: &PointRun) -> ObjectiveRow {
+    let objective = p
+        .cfg("train.objective")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let m = p.cfg("train.m").and_then(Value::as_u64).unwrap_or(1);
+    let beta = p.cfg("train.beta").and_then(Value::as_f64);
+    let (order, name) = match objective {
+        "elbo" => ((0, 0.0), "VAE (ELBO)".to_string()),
+        "iwae" => ((1, 0.0), "IWAE (L_k)".to_string()),
+        "miwae" => ((2, m as f64), format!("MIWAE (M = {m})")),
+        "ciwae" => (
+            (3, beta.unwrap_or(f64::NAN)),
+            format!(
+                "CIWAE (β = {})",
+                beta.map(|b| b.to_string()).unwrap_or_default()
+            ),
+        ),
+        "piwae" => ((4, m as f64), format!("PIWAE (M = {m})")),
+        other => ((5, 0.0), other.to_string()),
+    };
+    ObjectiveRow { order, name }
+}
+
+/// Test NLL laid out like Table 1 of Burda et al. (2016): rows VAE / IWAE and the variants of
+/// Rainforth et al. (2018) (× prior variant), columns k (per group for MIWAE and PIWAE); one
+/// table per combination of the other swept keys; then the paper's values.
 pub(super) fn burda_tables(
     points: &[PointRun],
     g: &Gathered,
@@ -191,18 +226,15 @@ pub(super) fn burda_tables(
         let mut header = vec!["objective".to_string(), "prior".to_string()];
         header.extend(ks.iter().map(|k| format!("k = {k}")));
         let mut rows = Vec::new();
-        for (objective, name) in [("elbo", "VAE (ELBO)"), ("iwae", "IWAE (L_k)")] {
-            if !group
-                .iter()
-                .any(|p| p.cfg("train.objective").and_then(Value::as_str) == Some(objective))
-            {
-                continue;
-            }
+        let mut objectives: Vec<ObjectiveRow> = group.iter().map(|p| objective_row(p)).collect();
+        objectives.sort_by(|a, b| a.order.partial_cmp(&b.order).unwrap_or(Ordering::Equal));
+        objectives.dedup_by(|a, b| a.name == b.name);
+        for objective in &objectives {
             for (vname, vlabel) in &variants {
-                let mut row = vec![name.to_string(), vlabel.clone()];
+                let mut row = vec![objective.name.clone(), vlabel.clone()];
                 for k in &ks {
                     let point = group.iter().find(|p| {
-                        p.cfg("train.objective").and_then(Value::as_str) == Some(objective)
+                        objective_row(p).name == objective.name
                             && p.cfg("train.k").and_then(Value::as_u64) == Some(*k)
                     });
                     row.push(match point {
