@@ -216,9 +216,15 @@ impl<E: Real> Trainer<E> {
     /// A non-finite objective or gradient returns [`NnError::Diverged`] and leaves every
     /// parameter and moment unchanged.
     pub fn step<R: Rng + ?Sized>(&mut self, x: &[E], n: usize, rng: &mut R) -> Result<StepStats> {
-        let len = check_batch(&self.vae, x, n, self.objective.k)?;
+        let len = check_batch(&self.vae, x, n, self.samples())?;
         let eps = standard_normal_noise(rng, len);
         self.step_checked(x, n, &eps)
+    }
+
+    /// Samples drawn per example (the objective built the trainer, so this is at least 1 and
+    /// does not overflow).
+    fn samples(&self) -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(self.objective.samples()).unwrap_or(self.objective.k)
     }
 
     /// Whether steps take the fast `f32` path (see
@@ -234,9 +240,10 @@ impl<E: Real> Trainer<E> {
         self.use_fast
     }
 
-    /// [`Trainer::step`] at caller-supplied noise (n·k·latent_dim values).
+    /// [`Trainer::step`] at caller-supplied noise (n·S·latent_dim values for the objective's S =
+    /// [`Objective::samples`] samples per example: k, or m·k for MIWAE and PIWAE).
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
-        let k = self.objective.k;
+        let k = self.samples();
         let len = check_batch(&self.vae, x, n, k)?;
         check_noise(eps, n, k.get(), self.vae.config().latent_dim, len)?;
         self.step_checked(x, n, eps)
