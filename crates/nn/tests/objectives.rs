@@ -33,6 +33,20 @@ fn eval(vae: &Vae<f64>, o: &Objective, x: &[f64], n: usize, eps: &[f64]) -> Grad
     Grads(v, g)
 }
 
+/// [`eval`] under `prior` with `tr` trained.
+fn eval_under(
+    vae: &Vae<f64>,
+    prior: &Prior<f64>,
+    tr: Trainable,
+    o: &Objective,
+    x: &[f64],
+    n: usize,
+    eps: &[f64],
+) -> Grads {
+    let (v, g) = objective_and_grads_with_noise(vae, prior, o, tr, x, n, eps).unwrap();
+    Grads(v, g)
+}
+
 struct Grads(f64, Vec<NamedTensor<f64>>);
 
 impl Grads {
@@ -56,15 +70,48 @@ fn check_part(
     batch: Batch<'_>,
     per_tensor: usize,
 ) -> usize {
+    check_part_under(
+        vae,
+        &Prior::StandardNormal,
+        grads,
+        value_of,
+        prefix,
+        batch,
+        per_tensor,
+    )
+}
+
+/// [`check_part`] under `prior`, whose parameters (`prior.*`) may be among those checked.
+fn check_part_under(
+    vae: &Vae<f64>,
+    prior: &Prior<f64>,
+    grads: &Grads,
+    value_of: &Objective,
+    prefix: &str,
+    batch: Batch<'_>,
+    per_tensor: usize,
+) -> usize {
     let cfg = vae.config().clone();
     let model = vae.named_tensors();
+    let prior_t = prior.named_tensors();
     let value = |name: &str, idx: usize, v: f64| {
-        let vae2 = Vae::from_named_tensors(&cfg, &with_value(&model, name, idx, v)).unwrap();
-        eval(&vae2, value_of, batch.x, batch.n, batch.eps).0
+        let (m, p) = if name.starts_with("prior.") {
+            (model.clone(), with_value(&prior_t, name, idx, v))
+        } else {
+            (with_value(&model, name, idx, v), prior_t.clone())
+        };
+        let vae2 = Vae::from_named_tensors(&cfg, &m).unwrap();
+        let prior2 = Prior::from_named_tensors(prior.kind(), &cfg, &p).unwrap();
+        let tr = Trainable::ALL;
+        eval_under(&vae2, &prior2, tr, value_of, batch.x, batch.n, batch.eps).0
     };
     let mut checked = 0;
     for g in grads.1.iter().filter(|t| t.name.starts_with(prefix)) {
-        let base = model.iter().find(|t| t.name == g.name).unwrap();
+        let base = model
+            .iter()
+            .chain(prior_t.iter())
+            .find(|t| t.name == g.name)
+            .unwrap();
         let stride = (g.data.len() / per_tensor).max(1);
         for idx in (0..g.data.len()).step_by(stride) {
             let theta = base.data[idx];
@@ -153,6 +200,49 @@ fn each_piwae_gradient_part_matches_its_own_objective() {
             }
             assert!(max_diff(&g_lmk.part("encoder."), &g_mi.part("encoder.")) > 1e-6);
         }
+    }
+}
+
+/// Under a trained 3-component mixture prior, the prior's gradient is that of what the decoder
+/// ascends: MIWAE's and CIWAE's own value, L_{MK} for PIWAE.
+#[test]
+fn the_prior_gradient_matches_finite_differences_for_every_variant() {
+    let n = 2;
+    let cfg = bernoulli_cfg();
+    let d = cfg.latent_dim;
+    let u = standard_normal_noise::<f64, _>(&mut stream_rng(3, 9), 3 * (1 + 2 * d));
+    let (logits, rest) = u.split_at(3);
+    let (means, ls) = rest.split_at(3 * d);
+    let prior = Prior::mixture(
+        3,
+        d,
+        logits.to_vec(),
+        means.iter().map(|v| 1.5 * v).collect(),
+        ls.iter().map(|v| 0.3 * v - 0.2).collect(),
+    )
+    .unwrap();
+    for (kind, k) in [
+        (ObjectiveKind::Miwae { m: m(3) }, 2),
+        (beta(0.3), 5),
+        (ObjectiveKind::Piwae { m: m(3) }, 2),
+    ] {
+        let o = obj(kind, k, Estimator::Reparam);
+        let value_of = match kind {
+            ObjectiveKind::Piwae { .. } => {
+                obj(ObjectiveKind::Iwae, o.samples(), Estimator::Reparam)
+            }
+            _ => o,
+        };
+        let (vae, x, eps) = setup(n, o.samples(), 60 + k as u64);
+        let g = eval_under(&vae, &prior, Trainable::ALL, &o, &x, n, &eps);
+        let batch = Batch {
+            x: &x,
+            n,
+            eps: &eps,
+        };
+        let checked = check_part_under(&vae, &prior, &g, &value_of, "prior.", batch, 6);
+        assert!(checked >= 12, "{o:?}: {checked} prior entries");
+        check_part_under(&vae, &prior, &g, &value_of, "decoder.", batch, 4);
     }
 }
 
