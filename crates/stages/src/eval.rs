@@ -533,6 +533,7 @@ fn evaluate(
     let variances = latent_variances(&post.mean, n, d).map_err(anyhow::Error::from)?;
     let active: Vec<bool> = variances.iter().map(|&s| s > e.active_threshold).collect();
     let active_units = active.iter().filter(|a| **a).count();
+    let units_per_layer = vec![active_units];
     write(
         dir,
         "units.parquet",
@@ -634,6 +635,8 @@ fn evaluate(
             kl: MeanStderr::of(&kl).mean,
             recon: MeanStderr::of(&recon).mean,
             active_units,
+            active_units_per_layer: units_per_layer.clone(),
+            latent_dims: l.vae.config().latent_dims(),
             images: m,
             note: (!notes.is_empty()).then(|| notes.join("; ")),
         },

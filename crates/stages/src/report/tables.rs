@@ -1,7 +1,7 @@
-//! The results tables: every run's numbers, paired differences, and the Burda et al. (2016)
-//! Table 1-style comparison.
+//! The results tables: every run's numbers and paired differences (the Table 1 layout of Burda
+//! et al. 2016 is in table1.rs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 use vaepipe_nn::MeanStderr;
@@ -130,115 +130,6 @@ pub(super) fn paired_table(points: &[PointRun], g: &Gathered, blocks: &mut Vec<B
         1,
         rows,
     ));
-}
-
-/// The paper's Table 1 anchor values (test NLL, dynamically binarized MNIST, one stochastic
-/// layer 784-200-200-50 tanh; Burda, Grosse & Salakhutdinov, ICLR 2016).
-pub(super) const BURDA: [(&str, [f64; 3]); 2] = [
-    ("VAE", [86.76, 86.47, 86.35]),
-    ("IWAE", [86.76, 85.54, 84.78]),
-];
-
-/// Test NLL laid out like Table 1 of Burda et al. (2016): rows VAE / IWAE (× prior variant),
-/// columns k; one table per combination of the other swept keys; then the paper's values.
-pub(super) fn burda_tables(
-    points: &[PointRun],
-    g: &Gathered,
-    sweep_keys: &BTreeSet<String>,
-    blocks: &mut Vec<Block>,
-) {
-    blocks.push(Block::Heading(
-        2,
-        "Comparison in the layout of Burda et al. (2016), Table 1".into(),
-    ));
-    let others: Vec<&String> = sweep_keys
-        .iter()
-        .filter(|k| *k != "train.objective" && *k != "train.k")
-        .collect();
-    let mut groups: BTreeMap<String, Vec<&PointRun>> = BTreeMap::new();
-    for p in points {
-        let sw = p.swept();
-        let label: Vec<String> = others
-            .iter()
-            .map(|k| format!("{k}={}", sw.get(*k).map(value_text).unwrap_or_default()))
-            .collect();
-        groups.entry(label.join(" ")).or_default().push(p);
-    }
-    let ks: BTreeSet<u64> = points
-        .iter()
-        .filter_map(|p| p.cfg("train.k").and_then(Value::as_u64))
-        .collect();
-    for (other, group) in &groups {
-        if !other.is_empty() {
-            blocks.push(Block::Paragraph(format!("With {other}:")));
-        }
-        // Rows: objective × variant, in a fixed order.
-        let mut variants: Vec<(String, String)> = Vec::new();
-        for p in group {
-            for v in g
-                .eval_of(p)
-                .map(|e| e.variants.as_slice())
-                .unwrap_or_default()
-            {
-                if !variants.iter().any(|(n, _)| *n == v.name) {
-                    variants.push((v.name.clone(), v.label.clone()));
-                }
-            }
-        }
-        if variants.is_empty() {
-            variants.push((String::new(), "—".into()));
-        }
-        let mut header = vec!["objective".to_string(), "prior".to_string()];
-        header.extend(ks.iter().map(|k| format!("k = {k}")));
-        let mut rows = Vec::new();
-        for (objective, name) in [("elbo", "VAE (ELBO)"), ("iwae", "IWAE (L_k)")] {
-            if !group
-                .iter()
-                .any(|p| p.cfg("train.objective").and_then(Value::as_str) == Some(objective))
-            {
-                continue;
-            }
-            for (vname, vlabel) in &variants {
-                let mut row = vec![name.to_string(), vlabel.clone()];
-                for k in &ks {
-                    let point = group.iter().find(|p| {
-                        p.cfg("train.objective").and_then(Value::as_str) == Some(objective)
-                            && p.cfg("train.k").and_then(Value::as_u64) == Some(*k)
-                    });
-                    row.push(match point {
-                        None => String::new(),
-                        Some(p) => match g
-                            .eval_of(p)
-                            .and_then(|e| e.variants.iter().find(|v| v.name == *vname))
-                        {
-                            Some(v) => nll_cell(v.metrics.as_ref()),
-                            None if g.eval_of(p).is_none() => status_of(p),
-                            None => "—".into(),
-                        },
-                    });
-                }
-                rows.push(row);
-            }
-        }
-        blocks.push(table(&header, 2, rows));
-    }
-    blocks.push(Block::Paragraph(
-        "For context only — the paper's numbers, not ours: Burda, Grosse & Salakhutdinov (2016), Table 1, test NLL on \
-         dynamically binarized MNIST (all 60 000 training images), one stochastic layer 784-200-200-50 with tanh units, \
-         3 280 passes over the data, evaluated with k = 5 000. Our runs are short and on a subset, so only the ordering \
-         is comparable, not the values. With k = 1 both objectives are the ELBO."
-            .into(),
-    ));
-    let header = ["Burda et al. 2016 (paper)", "k = 1", "k = 5", "k = 50"];
-    let rows = BURDA
-        .iter()
-        .map(|(name, v)| {
-            std::iter::once(format!("{name} (paper)"))
-                .chain(v.iter().map(|x| format!("{x:.2}")))
-                .collect()
-        })
-        .collect();
-    blocks.push(table(&header, 1, rows));
 }
 
 /// A table block under the column titles `header`: the first `text_columns` columns hold text
