@@ -420,12 +420,22 @@ struct LaneWork {
     ll: Vec<f64>,
     lp: Vec<f64>,
     lq: Vec<f64>,
+    /// The encoder's weights a^z / n per sample (`f32` and `f64`): the backward pass through
+    /// the decoder runs under them, so that ∂/∂z is the encoder's.
     c: Vec<f32>,
     cf: Vec<f64>,
+    /// The decoder's (and prior's) weights / n per sample; equal to `cf` except for PIWAE.
+    cd: Vec<f64>,
+    /// PIWAE only: the decoder's weights in `f32`, and ρ = decoder / encoder weight per sample
+    /// (M·S_g/S_all ∈ [0, M]: finite, while its inverse can overflow), which rescales the rows
+    /// of the backward pass when the decoder's weight gradients are accumulated.
+    cdec: Vec<f32>,
+    ratio: Vec<f32>,
+    /// PIWAE only: a hidden layer's backward rows rescaled by ρ.
+    das: Vec<f32>,
     wt: Vec<f64>,
-    /// One example's log-weights and decoder weights (scratch of `weigh`).
+    /// One example's log-weights (scratch of `weigh`).
     lw: Vec<f64>,
-    dec: Vec<f64>,
     tmp: Vec<f32>,
     scratch: Vec<f32>,
 }
@@ -465,10 +475,6 @@ impl Engine {
             _ => None,
         };
         if !supported(prior) || !(tr.encoder || tr.decoder || (tr.prior && mixture.is_some())) {
-            return None;
-        }
-        if obj.kind.splits_weights() {
-            // PIWAE needs ∂/∂z under other weights than the decoder's: the tape path.
             return None;
         }
         let net = Net::new(cfg);
@@ -832,7 +838,7 @@ fn chunk(
     // stored gradient g = −(μ − x) σ⁻².
     if ctx.tr.decoder && matches!(net.lik, Likelihood::Gaussian { learned: true, .. }) {
         for r in 0..rows {
-            let c = w.cf[r];
+            let c = w.cd[r];
             for (j, acc) in w.grad_log_std.iter_mut().enumerate() {
                 let g = w.out[r * dd + j] as f64;
                 let var = -0.5 / ctx.pk.lik.coef[j] as f64;
@@ -863,7 +869,7 @@ fn prior_gradient(mix: &MixPack, w: &mut LaneWork, rows: usize, d: usize) {
     let (g_logits, rest) = w.grad_prior.split_at_mut(kc);
     let (g_means, g_ls) = rest.split_at_mut(kc * d);
     for r in 0..rows {
-        let c_r = w.cf[r];
+        let c_r = w.cd[r];
         let z = &w.z[r * (d + 1)..r * (d + 1) + d];
         for c in 0..kc {
             let p = w.rho[r * kc + c];
@@ -900,6 +906,8 @@ fn weigh(
     w.wt.resize(rows, 0.0);
     w.cf.clear();
     w.cf.resize(rows, 0.0);
+    w.cd.clear();
+    w.cd.resize(rows, 0.0);
     for (q, value) in values.iter_mut().enumerate() {
         let li = start + q;
         if obj.analytic_kl {
@@ -912,6 +920,7 @@ fn weigh(
             *value = w.ll[q] - kl;
             w.wt[q] = 1.0;
             w.cf[q] = 1.0 / n;
+            w.cd[q] = 1.0 / n;
             continue;
         }
         let r0 = q * k;
@@ -920,16 +929,13 @@ fn weigh(
         }
         w.lw.clear();
         w.lw.extend_from_slice(&w.wt[r0..r0 + k]);
-        w.dec.clear();
-        w.dec.resize(k, 0.0);
-        // The engine runs only kinds whose decoder and encoder weights agree (`Engine::new`),
-        // so `cf` (the weights of the one backward pass) is the encoder's and `wt` is DReG's
-        // factor (w̃ for IWAE, 1 for the ELBO).
+        // `cf` (the weights of the one backward pass) is the encoder's, `cd` the decoder's
+        // (they differ for PIWAE only) and `wt` is DReG's factor (w̃ for IWAE, 1 for the ELBO).
         *value = weigh_example(
             obj.kind,
             &w.lw,
             SampleWeights {
-                dec: &mut w.dec,
+                dec: &mut w.cd[r0..r0 + k],
                 enc: &mut w.cf[r0..r0 + k],
                 dreg_factor: &mut w.wt[r0..r0 + k],
             },
@@ -943,19 +949,36 @@ fn weigh(
         for c in &mut w.cf[r0..r0 + k] {
             *c /= n;
         }
+        for c in &mut w.cd[r0..r0 + k] {
+            *c /= n;
+        }
     }
     w.c.clear();
     w.c.extend(w.cf.iter().map(|&v| v as f32));
+    if obj.kind.splits_weights() {
+        w.cdec.clear();
+        w.cdec.extend(w.cd.iter().map(|&v| v as f32));
+        w.ratio.clear();
+        w.ratio.extend(
+            w.cd.iter()
+                .zip(&w.cf)
+                .map(|(&dec, &enc)| if enc > 0.0 { (dec / enc) as f32 } else { 0.0 }),
+        );
+    }
     Ok(())
 }
 
 /// Backward through the decoder: weight gradients (accumulated over the lane's chunks) and
-/// ∂/∂z into `dz` (when the encoder is trained). The surrogate is Σ_r c_r log p(x|z_r).
+/// ∂/∂z into `dz` (when the encoder is trained). The surrogate is Σ_r c_r log p(x|z_r), with
+/// the encoder's c for ∂/∂z and the decoder's for the weights: for PIWAE, where they differ, the
+/// rows are carried under the encoder's c and rescaled by ρ = c_dec / c_enc where a weight
+/// gradient is accumulated (one backward pass instead of two).
 fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
     let net = ctx.net;
     let (dd, d) = (net.dd, net.d);
     let hidden = net.dec.len() - 1;
     let (dec_tr, enc_tr) = (ctx.tr.decoder, ctx.tr.encoder);
+    let split = ctx.obj.kind.splits_weights();
     let acc = !first;
     let e = &w.out[..rows * dd];
     if hidden == 0 {
@@ -981,7 +1004,8 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
         if dec_tr {
             let zs = sized(&mut w.zs, rows * (d + 1));
             zs.copy_from_slice(&w.z[..rows * (d + 1)]);
-            kernels::scale_rows(zs, d + 1, rows, d, &w.c[..rows]);
+            let c = if split { &w.cdec } else { &w.c };
+            kernels::scale_rows(zs, d + 1, rows, d, &c[..rows]);
             let g = &mut w.grad[ctx.off.dec[0]..];
             gemm(
                 d + 1,
@@ -1025,7 +1049,8 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
             Some(&w.c[..rows]),
         );
         if dec_tr {
-            kernels::scale_rows(h, i_out + 1, rows, i_out, &w.c[..rows]);
+            let c = if split { &w.cdec } else { &w.c };
+            kernels::scale_rows(h, i_out + 1, rows, i_out, &c[..rows]);
             let g = &mut w.grad[ctx.off.dec[hidden]..];
             gemm(
                 i_out + 1,
@@ -1052,12 +1077,25 @@ fn decoder_backward(ctx: &Ctx<'_>, w: &mut LaneWork, rows: usize, first: bool) {
         let da = &w.db0[..rows * o];
         if dec_tr {
             let g = &mut w.grad[ctx.off.dec[l]..];
+            let da_dec: &[f32] = if split {
+                let das = sized(&mut w.das, rows * o);
+                for ((dst, src), &r) in das
+                    .chunks_exact_mut(o)
+                    .zip(da.chunks_exact(o))
+                    .zip(&w.ratio)
+                {
+                    dst.iter_mut().zip(src).for_each(|(a, &b)| *a = b * r);
+                }
+                das
+            } else {
+                da
+            };
             gemm(
                 i + 1,
                 o,
                 rows,
                 Lhs::Cols(input, ld),
-                Rhs::Rows(da, o),
+                Rhs::Rows(da_dec, o),
                 g,
                 o,
                 acc,

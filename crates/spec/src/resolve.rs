@@ -395,6 +395,21 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
             None
         }
     });
+    let m = t.get_checked(r, "m", 1usize, positive);
+    // A β that is given but invalid (reported here) is kept as given, NaN if it did not read,
+    // so that it is not also reported missing; the spec does not resolve either way.
+    let beta = t.node("beta").map(|_| {
+        t.opt::<f64>(r, "beta").map_or(f64::NAN, |(v, origin)| {
+            if !(0.0..=1.0).contains(&v) {
+                r.error(
+                    origin,
+                    "train.beta",
+                    format!("CIWAE's beta must lie in [0, 1], found {v}"),
+                );
+            }
+            v
+        })
+    });
     t.finish(
         r,
         &[
@@ -412,6 +427,8 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
             "step_gamma",
             "patience",
             "time_limit",
+            "m",
+            "beta",
         ],
     );
     let betas = [
@@ -433,6 +450,8 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
         step_gamma,
         patience,
         time_limit,
+        m,
+        beta,
     })
 }
 
@@ -541,6 +560,44 @@ fn read_report(
     Some(ReportSection { title })
 }
 
+/// `train.m` and `train.beta` against `train.objective` (Rainforth et al. 2018's variants).
+fn objective_checks(t: &TrainSection, at: &dyn Fn(&[&str]) -> Origin, r: &mut Reader) {
+    let grouped = matches!(t.objective, Objective::Miwae | Objective::Piwae);
+    if t.m != 1 && !grouped {
+        r.error_help(
+            &at(&["train", "m"]),
+            "train.m",
+            format!(
+                "m = {} groups, but objective = \"{}\" has no groups",
+                t.m, t.objective
+            ),
+            "m is the number of groups of objective = \"miwae\" or \"piwae\"; leave it out otherwise",
+        );
+    }
+    if grouped && t.m.checked_mul(t.k).is_none() {
+        r.error(
+            &at(&["train", "m"]),
+            "train.m",
+            format!("m·k = {}·{} samples per example overflows", t.m, t.k),
+        );
+    }
+    match (t.objective, t.beta) {
+        (Objective::Ciwae, None) => r.error_help(
+            &at(&["train", "objective"]),
+            "train.beta",
+            "objective = \"ciwae\" needs beta, the ELBO's share in [0, 1]",
+            "e.g. beta = 0.05 (Rainforth et al. 2018)",
+        ),
+        (o, Some(b)) if o != Objective::Ciwae => r.error_help(
+            &at(&["train", "beta"]),
+            "train.beta",
+            format!("beta = {b} is CIWAE's mixing weight, but objective = \"{o}\""),
+            "use objective = \"ciwae\", or leave beta out",
+        ),
+        _ => {}
+    }
+}
+
 /// Checks that involve more than one key.
 fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
     let at = |path: &[&str]| -> Origin {
@@ -562,6 +619,7 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
             "the analytic-KL ELBO is a different estimator; with k > 1 use the Monte Carlo ELBO or the IWAE bound",
         );
     }
+    objective_checks(t, &at, r);
     if t.analytic_kl && t.estimator == Estimator::Dreg {
         r.error(
             &at(&["train", "estimator"]),

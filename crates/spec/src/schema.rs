@@ -206,8 +206,17 @@ impl ModelSection {
 }
 
 string_enum!(
-    /// Training objective: the ELBO (k samples averaged) or the importance-weighted bound L_k.
-    Objective { Elbo = "elbo", Iwae = "iwae" }
+    /// Training objective: the ELBO (k samples averaged), the importance-weighted bound L_k
+    /// (Burda et al. 2016), or a variant of Rainforth et al. (2018): `miwae` (the mean over
+    /// `train.m` groups of L_k), `ciwae` (β·ELBO + (1 − β)·L_k with β = `train.beta`), `piwae`
+    /// (decoder on L_{mk}, encoder on MIWAE(m, k)).
+    Objective {
+        Elbo = "elbo",
+        Iwae = "iwae",
+        Miwae = "miwae",
+        Ciwae = "ciwae",
+        Piwae = "piwae"
+    }
 );
 string_enum!(
     /// Gradient estimator: plain reparameterization, or doubly reparameterized (Tucker et al. 2019).
@@ -240,6 +249,22 @@ pub struct TrainSection {
     /// epoch in which it runs out. `None` = no budget.
     #[serde(default)]
     pub time_limit: Option<f64>,
+    /// Groups M of MIWAE and PIWAE (`k` samples each); 1 for the other objectives. Left out of
+    /// the canonical form when 1, so that specs without it keep their cache keys.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub m: usize,
+    /// CIWAE's β ∈ [0, 1] (the ELBO's share); `None` for the other objectives (and then left
+    /// out of the canonical form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 string_enum!(

@@ -6,16 +6,81 @@
 //! preconditions once more where they are built ([`vaepipe_nn::Objective::new`]), so a value
 //! that bypassed the spec (a hand-edited parameter file) is an error, never a panic.
 
-use anyhow::anyhow;
+use std::num::NonZeroUsize;
+
+use anyhow::{anyhow, bail};
 use vaepipe_data::Dataset;
-use vaepipe_nn::{AdamHyper, Estimator, Init, InitScheme, Objective, ObjectiveKind, OutputBias};
+use vaepipe_nn::{
+    AdamHyper, Beta, Estimator, Init, InitScheme, Objective, ObjectiveKind, OutputBias,
+};
 use vaepipe_spec::{ModelSection, TrainSection};
 
-/// The bound a spec names.
-pub fn objective_kind(o: vaepipe_spec::Objective) -> ObjectiveKind {
+/// The bound a spec names, with its groups `m` (MIWAE, PIWAE; must be 1 otherwise) and its β
+/// (CIWAE only, required there). Errors name the keys `train.m` and `train.beta`.
+pub fn objective_kind(
+    o: vaepipe_spec::Objective,
+    m: usize,
+    beta: Option<f64>,
+) -> anyhow::Result<ObjectiveKind> {
+    use vaepipe_spec::Objective as O;
+    let groups =
+        || NonZeroUsize::new(m).ok_or_else(|| anyhow!("train.m = 0: {o} needs at least one group"));
+    if m != 1 && !matches!(o, O::Miwae | O::Piwae) {
+        bail!("train.m = {m}, but objective = \"{o}\" has no groups");
+    }
+    if beta.is_some() && o != O::Ciwae {
+        bail!("train.beta is CIWAE's mixing weight, but objective = \"{o}\"");
+    }
+    Ok(match o {
+        O::Elbo => ObjectiveKind::Elbo,
+        O::Iwae => ObjectiveKind::Iwae,
+        O::Miwae => ObjectiveKind::Miwae { m: groups()? },
+        O::Piwae => ObjectiveKind::Piwae { m: groups()? },
+        O::Ciwae => {
+            let b = beta.ok_or_else(|| anyhow!("objective = \"ciwae\" needs train.beta"))?;
+            ObjectiveKind::Ciwae {
+                beta: Beta::new(b).map_err(|e| anyhow!("train.beta: {e}"))?,
+            }
+        }
+    })
+}
+
+/// A readable name of an objective, as the logs, the report and `vaepipe bench` print it:
+/// "ELBO", "IWAE", "MIWAE(8,8)", "CIWAE(β=0.05)", "PIWAE(8,8)" (groups M, samples per group K:
+/// Rainforth et al. 2018's notation).
+pub fn objective_label(o: &Objective) -> String {
+    let (m, beta) = match o.kind {
+        ObjectiveKind::Miwae { m } | ObjectiveKind::Piwae { m } => (m.get(), None),
+        ObjectiveKind::Ciwae { beta } => (1, Some(beta.get())),
+        ObjectiveKind::Elbo | ObjectiveKind::Iwae => (1, None),
+    };
+    let kind = match o.kind {
+        ObjectiveKind::Elbo => vaepipe_spec::Objective::Elbo,
+        ObjectiveKind::Iwae => vaepipe_spec::Objective::Iwae,
+        ObjectiveKind::Miwae { .. } => vaepipe_spec::Objective::Miwae,
+        ObjectiveKind::Ciwae { .. } => vaepipe_spec::Objective::Ciwae,
+        ObjectiveKind::Piwae { .. } => vaepipe_spec::Objective::Piwae,
+    };
+    spec_objective_label(kind, m, o.k.get(), beta)
+}
+
+/// [`objective_label`] from the spec's values `train.objective`, `m`, `k`, `beta`.
+pub fn spec_objective_label(
+    o: vaepipe_spec::Objective,
+    m: usize,
+    k: usize,
+    beta: Option<f64>,
+) -> String {
+    use vaepipe_spec::Objective as O;
     match o {
-        vaepipe_spec::Objective::Elbo => ObjectiveKind::Elbo,
-        vaepipe_spec::Objective::Iwae => ObjectiveKind::Iwae,
+        O::Elbo => "ELBO".into(),
+        O::Iwae => "IWAE".into(),
+        O::Miwae => format!("MIWAE({m},{k})"),
+        O::Piwae => format!("PIWAE({m},{k})"),
+        O::Ciwae => match beta {
+            Some(b) => format!("CIWAE(β={b})"),
+            None => "CIWAE".into(),
+        },
     }
 }
 
@@ -27,15 +92,18 @@ pub fn estimator(e: vaepipe_spec::Estimator) -> Estimator {
     }
 }
 
-/// The training objective from its spec values (errors if `k` is 0).
+/// The training objective from its spec values `[train] objective, m, beta, k, estimator,
+/// analytic_kl` (errors if `k` or `m` is 0, or `m`/`beta` do not fit the objective).
 pub fn objective(
     kind: vaepipe_spec::Objective,
+    m: usize,
+    beta: Option<f64>,
     k: usize,
     est: vaepipe_spec::Estimator,
     analytic_kl: bool,
 ) -> anyhow::Result<Objective> {
     Ok(Objective::new(
-        objective_kind(kind),
+        objective_kind(kind, m, beta)?,
         k,
         estimator(est),
         analytic_kl,
@@ -44,7 +112,7 @@ pub fn objective(
 
 /// The objective of `[train]`.
 pub fn objective_of(t: &TrainSection) -> anyhow::Result<Objective> {
-    objective(t.objective, t.k, t.estimator, t.analytic_kl)
+    objective(t.objective, t.m, t.beta, t.k, t.estimator, t.analytic_kl)
 }
 
 /// Adam's hyper-parameters of `[train]`.

@@ -17,7 +17,7 @@ use vaepipe_spec::{Binarize, ModelSection, TrainSection};
 use crate::artifacts::{
     ModelConfig, TrainOutcome, TrainSummary, TrainedWith, read_split, save_model, write_sorted,
 };
-use crate::convert::{adam_of, init_of, objective_of};
+use crate::convert::{adam_of, init_of, objective_label, objective_of};
 use crate::fit::{FitSettings, fit, write_history};
 use crate::util::seed_for;
 
@@ -85,7 +85,7 @@ impl Stage for TrainStage {
             config.vae_config().parameter_count(),
             train.rows,
             validation.rows,
-            p.train.objective,
+            objective_label(&objective),
             p.train.k,
             p.train.estimator,
             if p.train.analytic_kl {
@@ -119,6 +119,8 @@ impl Stage for TrainStage {
                 objective: p.train.objective,
                 k: p.train.k,
                 estimator: p.train.estimator,
+                m: p.train.m,
+                beta: p.train.beta,
             },
             analytic_kl: p.train.analytic_kl,
             outcome: TrainOutcome {

@@ -262,7 +262,8 @@ pub struct EvalArgs {
     pub net: NetArgs,
 }
 
-/// `--objective`: the spec's names (`elbo`, `iwae`), listed in `--help`.
+/// `--objective`: the spec's names (`elbo`, `iwae`, `miwae`, `ciwae`, `piwae`), listed in
+/// `--help`.
 fn objective_flag() -> impl TypedValueParser<Value = Objective> {
     PossibleValuesParser::new(Objective::ALL).try_map(|s| s.parse::<Objective>())
 }
@@ -278,9 +279,15 @@ pub struct TrainArgs {
     pub objective: Objective,
     #[arg(long, value_parser = estimator_flag(), default_value_t = Estimator::Reparam)]
     pub estimator: Estimator,
-    /// Importance samples per image.
+    /// Importance samples per image (per group for `miwae` and `piwae`).
     #[arg(long, default_value_t = 50)]
     pub k: usize,
+    /// Groups M of `miwae` and `piwae` (each of k samples), as `train.m`.
+    #[arg(long, default_value_t = 1)]
+    pub m: usize,
+    /// CIWAE's β (the ELBO's share, in [0, 1]), as `train.beta`; required for `ciwae`.
+    #[arg(long)]
+    pub beta: Option<f64>,
     /// Images per step.
     #[arg(long, default_value_t = 20)]
     pub batch: usize,

@@ -49,11 +49,32 @@ pub struct TrainOutcome {
 
 /// The training objective in `train.json` and `metrics.json`: the part of `train.json` the eval
 /// stage reads (a stand-in train stage may write only these keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrainedWith {
     pub objective: Objective,
     pub k: usize,
     pub estimator: Estimator,
+    /// `train.m`: the groups of MIWAE and PIWAE (absent when 1, as for the other objectives).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub m: usize,
+    /// `train.beta`: CIWAE's β (absent for the other objectives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+}
+
+impl TrainedWith {
+    /// The readable name, e.g. "IWAE", "PIWAE(8,8)", "CIWAE(β=0.05)".
+    pub fn label(&self) -> String {
+        crate::convert::spec_objective_label(self.objective, self.m, self.k, self.beta)
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 fn epochs() -> String {

@@ -44,19 +44,22 @@ pub(super) struct Probe {
     pub(super) k: usize,
     pub(super) latent: usize,
     pub(super) eps: Vec<f32>,
+    /// The training objective, whose per-row value [`bounds`] also measures.
+    pub(super) objective: Objective,
 }
 
 impl Probe {
     /// A seeded subset of at most [`MEASURE_ROWS`] of the `n` rows of `x`, in source order, and
-    /// standard-normal noise for k samples per row.
+    /// standard-normal noise for the objective's samples per row (`m·k` for MIWAE and PIWAE).
     pub(super) fn new(
         x: &[f32],
         n: usize,
         features: usize,
-        k: usize,
+        objective: &Objective,
         latent: usize,
         seed: u64,
     ) -> Self {
+        let k = objective.samples();
         let rows: Vec<usize> = if n <= MEASURE_ROWS {
             (0..n).collect()
         } else {
@@ -79,25 +82,32 @@ impl Probe {
             k,
             latent,
             eps,
+            objective: *objective,
         }
     }
 }
 
-/// Per-row bounds at the probe's noise: the k-sample ELBO mean_i log w_i and
-/// L_k = logsumexp_i log w_i − log k (Burda et al. 2016).
+/// Per-row bounds at the probe's noise over all its k samples: the k-sample ELBO
+/// mean_i log w_i and L_k = logsumexp_i log w_i − log k (Burda et al. 2016), and the value of
+/// the probe's objective (for MIWAE, CIWAE and PIWAE, Rainforth et al. 2018).
 #[derive(Clone)]
 pub(super) struct Bounds {
     pub(super) elbo: Vec<f64>,
     pub(super) lk: Vec<f64>,
+    /// The probe's objective per row (for the ELBO and IWAE, `elbo` and `lk` serve).
+    pub(super) objective: Vec<f64>,
 }
 
 impl Bounds {
-    /// The per-row value of what `objective` maximizes.
+    /// The per-row value of what `objective` (the probe's) maximizes. PIWAE's value is L_{mk},
+    /// what its decoder and prior ascend.
     pub(super) fn of(&self, objective: &Objective) -> &[f64] {
         match objective.kind {
             ObjectiveKind::Elbo => &self.elbo,
-            // FIXME(objectives): the per-row value of MIWAE/CIWAE/PIWAE.
-            _ => &self.lk,
+            ObjectiveKind::Iwae => &self.lk,
+            ObjectiveKind::Miwae { .. }
+            | ObjectiveKind::Ciwae { .. }
+            | ObjectiveKind::Piwae { .. } => &self.objective,
         }
     }
 }
@@ -114,7 +124,12 @@ pub(super) fn bounds(
     let mut out = Bounds {
         elbo: Vec::with_capacity(probe.rows),
         lk: Vec::with_capacity(probe.rows),
+        objective: Vec::new(),
     };
+    let variant = !matches!(
+        probe.objective.kind,
+        ObjectiveKind::Elbo | ObjectiveKind::Iwae
+    );
     for start in (0..probe.rows).step_by(BLOCK_ROWS) {
         let m = BLOCK_ROWS.min(probe.rows - start);
         let lw = log_weights_with_noise(
@@ -126,6 +141,13 @@ pub(super) fn bounds(
             &probe.eps[start * k * l..(start + m) * k * l],
         )
         .with_context(|| format!("log-weights ({what}, rows {start}..{})", start + m))?;
+        if variant {
+            let v = probe
+                .objective
+                .values_from_log_weights(&lw, m)
+                .with_context(|| format!("objective ({what}, rows {start}..{})", start + m))?;
+            out.objective.extend(v);
+        }
         for row in lw.chunks(k) {
             let row: Vec<f64> = row.iter().map(|v| *v as f64).collect();
             out.elbo.push(row.iter().sum::<f64>() / k as f64);

@@ -91,7 +91,7 @@ pub(super) fn refit_phase(
         &train_x,
         train.rows,
         train.features,
-        k,
+        &objective,
         d,
         seed_for(seed, "prior/measure/train"),
     );
@@ -99,7 +99,7 @@ pub(super) fn refit_phase(
         &test_x,
         test.rows,
         test.features,
-        k,
+        &objective,
         d,
         seed_for(seed, "prior/measure/test"),
     );

@@ -13,7 +13,7 @@ use vaepipe_nn::{
 };
 use vaepipe_spec::{MogFit, PriorMethod, PriorSection, VampInit};
 
-use crate::convert::adam_of;
+use crate::convert::{adam_of, objective_label};
 use crate::fit::Batches;
 use crate::util::seed_for;
 
@@ -329,8 +329,14 @@ pub(super) fn gradient_refit(
     let after = MeanStderr::of(b_fit.of(&r.objective)).mean;
     let what = match r.objective.kind {
         ObjectiveKind::Elbo => format!("{}-sample ELBO", r.objective.k),
-        // FIXME(objectives): name MIWAE/CIWAE/PIWAE.
-        _ => format!("L_{}", r.objective.k),
+        ObjectiveKind::Iwae => format!("L_{}", r.objective.k),
+        // PIWAE's prior ascends L_{mk}, what its value is.
+        ObjectiveKind::Piwae { .. } => format!(
+            "L_{} (the decoder's bound of {})",
+            r.objective.samples(),
+            objective_label(&r.objective)
+        ),
+        ObjectiveKind::Miwae { .. } | ObjectiveKind::Ciwae { .. } => objective_label(&r.objective),
     };
     let objective = format!(
         "mean {what} over {} training rows at fixed noise, encoder and decoder fixed (Adam, {} steps at lr {})",

@@ -197,7 +197,8 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
     let cfg = check_net(&a.net)?;
     let peaks = measure_peaks(&cfg, 1000, 2)?;
     let peak = peaks.best();
-    let objective = vaepipe_stages::convert::objective(a.objective, a.k, a.estimator, false)?;
+    let objective =
+        vaepipe_stages::convert::objective(a.objective, a.m, a.beta, a.k, a.estimator, false)?;
     let vae = Vae::<f32>::new(&cfg, 1)?;
     let mut trainer = Trainer::new(
         vae,
@@ -236,7 +237,7 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         ips.push((steps as usize * a.batch) as f64 / t.elapsed().as_secs_f64());
         steps_done.push(steps);
     }
-    let gflop = train_flops_per_image(&cfg, a.k) / 1e9;
+    let gflop = train_flops_per_image(&cfg, objective.samples()) / 1e9;
     let gflops: Vec<f64> = ips.iter().map(|i| i * gflop).collect();
     let gflops = Stats::of(&gflops);
     Ok(json!({
@@ -245,6 +246,10 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         "objective": a.objective.as_str(),
         "estimator": a.estimator.as_str(),
         "k": a.k,
+        "m": a.m,
+        "beta": a.beta,
+        "samples": objective.samples(),
+        "objective_label": vaepipe_stages::convert::objective_label(&objective),
         "batch": a.batch,
         "fast_path": fast_path,
         "repeat": a.net.repeat,
