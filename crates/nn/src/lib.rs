@@ -40,6 +40,8 @@ mod objective;
 mod param;
 mod prior;
 mod real;
+mod stack;
+mod stack_eval;
 mod task;
 mod throughput;
 mod train;

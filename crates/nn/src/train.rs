@@ -142,6 +142,11 @@ impl<E: Real> Trainer<E> {
     ) -> Result<Self> {
         objective.validate(&prior)?;
         prior.check_compatible(&vae)?;
+        if objective.analytic_kl && vae.config().stochastic_layers() > 1 {
+            return Err(NnError::InvalidConfig(
+                "analytic_kl is defined for one stochastic layer only".into(),
+            ));
+        }
         hyper.validate()?;
         let names = trainable_names(&vae, &prior, trainable)?;
         let dev = Dev::<E>::default();
@@ -170,6 +175,11 @@ impl<E: Real> Trainer<E> {
             step: 0,
             slots,
         })
+    }
+
+    /// Samples per example (m·k for the grouped objectives), never 0.
+    fn samples(&self) -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(self.objective.samples()).unwrap_or(self.objective.k)
     }
 
     /// Sets the learning rate (for schedules; not part of [`Trainer::state`]).
@@ -216,7 +226,7 @@ impl<E: Real> Trainer<E> {
     /// A non-finite objective or gradient returns [`NnError::Diverged`] and leaves every
     /// parameter and moment unchanged.
     pub fn step<R: Rng + ?Sized>(&mut self, x: &[E], n: usize, rng: &mut R) -> Result<StepStats> {
-        let len = check_batch(&self.vae, x, n, self.objective.k)?;
+        let len = check_batch(&self.vae, x, n, self.samples())?;
         let eps = standard_normal_noise(rng, len);
         self.step_checked(x, n, &eps)
     }
@@ -234,11 +244,12 @@ impl<E: Real> Trainer<E> {
         self.use_fast
     }
 
-    /// [`Trainer::step`] at caller-supplied noise (n·k·latent_dim values).
+    /// [`Trainer::step`] at caller-supplied noise (n × [`Objective::samples`] ×
+    /// [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim) values).
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
-        let k = self.objective.k;
+        let k = self.samples();
         let len = check_batch(&self.vae, x, n, k)?;
-        check_noise(eps, n, k.get(), self.vae.config().latent_dim, len)?;
+        check_noise(eps, n, k.get(), self.vae.config().noise_dim(), len)?;
         self.step_checked(x, n, eps)
     }
 
@@ -248,7 +259,7 @@ impl<E: Real> Trainer<E> {
         use rayon::prelude::*;
         debug_assert_eq!(
             eps.len(),
-            n * self.objective.samples() * self.vae.config().latent_dim
+            n * self.objective.samples() * self.vae.config().noise_dim()
         );
         // The gradient of the loss to minimise (−objective) into the slots, with each slot's
         // squared norm.
