@@ -29,7 +29,7 @@ use super::refit::{RefitData, refit};
 use super::resume::RefitState;
 use super::{
     ACTIVE_THRESHOLD, KL_SAMPLES, MARKER_FORMAT, Params, check_features, fmt_opt, method_label,
-    mixture_of, planned_components, planned_work, refit_objective, top_two,
+    mixture_of, planned_components, planned_work, refit_objective, top_posterior, top_two,
 };
 
 /// Encoding, refit and measurements; writes `prior.safetensors` (unless N(0, I)),
@@ -65,7 +65,8 @@ pub(super) fn refit_phase(
 
     // The exact aggregate posterior of every training row.
     let encode_started = Instant::now();
-    let post = vae.encode(&train_x).context("encoding the training rows")?;
+    // With several stochastic layers: of the top layer, where the prior lives.
+    let post = top_posterior(vae, &train_x).context("encoding the training rows")?;
     let moments = aggregate_moments(&post).context("moments of the aggregate posterior")?;
     let q_agg = mixture_of(&post, None).context("building the aggregate posterior")?;
     let encode_seconds = encode_started.elapsed().as_secs_f64();
@@ -92,7 +93,7 @@ pub(super) fn refit_phase(
         train.rows,
         train.features,
         &objective,
-        d,
+        vae.config().noise_dim(),
         seed_for(seed, "prior/measure/train"),
     );
     let test_probe = Probe::new(
@@ -100,7 +101,7 @@ pub(super) fn refit_phase(
         test.rows,
         test.features,
         &objective,
-        d,
+        vae.config().noise_dim(),
         seed_for(seed, "prior/measure/test"),
     );
     let kl_draws = q_agg

@@ -50,12 +50,26 @@ pub(super) fn results_table(
                     let m = v.metrics.as_ref();
                     let int =
                         |f: fn(&Estimates) -> usize| m.map_or("—".into(), |m| f(m).to_string());
-                    let units = match (
-                        int(|m| m.active_units),
-                        p.cfg("model.latent").and_then(Value::as_u64),
-                    ) {
-                        (a, Some(l)) if a != "—" => format!("{a}/{l}"),
-                        (a, _) => a,
+                    let per_layer = m.filter(|m| {
+                        m.active_units_per_layer.len() > 1
+                            && m.latent_dims.len() == m.active_units_per_layer.len()
+                    });
+                    let units = match per_layer {
+                        // Several stochastic layers: `a1/d1, a2/d2`, bottom up.
+                        Some(m) => m
+                            .active_units_per_layer
+                            .iter()
+                            .zip(&m.latent_dims)
+                            .map(|(a, d)| format!("{a}/{d}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        None => match (
+                            int(|m| m.active_units),
+                            p.cfg("model.latent").and_then(Value::as_u64),
+                        ) {
+                            (a, Some(l)) if a != "—" => format!("{a}/{l}"),
+                            (a, _) => a,
+                        },
                     };
                     let nll = match notes.number(v) {
                         Some(i) => format!("{} [note {i}]", nll_cell(m)),
@@ -81,7 +95,8 @@ pub(super) fn results_table(
     blocks.push(table(&header, 2, rows));
     blocks.push(Block::Paragraph(
         "ELBO, KL and recon are test-set averages per image (recon is the expected log-likelihood term E_q log p(x|z)). \
-         Active units: latent dimensions j with Cov_x E_q[z_j|x] above the eval threshold (Burda et al. 2016, §5.2). \
+         Active units: latent dimensions j with Cov_x E_q[z_j|x] above the eval threshold (Burda et al. 2016, §5.2), \
+         per stochastic layer (bottom up) for models with several. \
          epochs and train s are the training stage's epochs run and seconds."
             .into(),
     ));
