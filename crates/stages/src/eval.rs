@@ -662,12 +662,18 @@ fn evaluate(
     write_sorted(&dir.join("metrics.json"), &metrics)?;
     ctx.log(format!(
         "variant `{}`: test NLL {test_nll:.3} ± {test_nll_stderr:.3} (k = {}, {} images, \
-         {:.1} images/s); ELBO {:.3}; {active_units}/{d} active units; {seconds:.1} s",
+         {:.1} images/s); ELBO {:.3}; active units {} (per layer, of {:?}); {seconds:.1} s",
         v.name,
         e.k,
         m,
         m as f64 / nll_seconds.max(1e-9),
-        elbo_mean
+        elbo_mean,
+        units_per_layer
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        l.vae.config().latent_dims()
     ));
     Ok(nll)
 }
