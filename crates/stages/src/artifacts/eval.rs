@@ -82,11 +82,11 @@ pub struct Estimates {
     /// Active units of the first stochastic layer (z1).
     pub active_units: usize,
     /// Active units of each stochastic layer, bottom up (`[active_units]` for one layer; empty
-    /// in files written before several layers existed).
-    #[serde(default)]
+    /// in files written before several layers existed, and then not written back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub active_units_per_layer: Vec<usize>,
     /// The dimensions of the stochastic layers, bottom up (empty in older files).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latent_dims: Vec<usize>,
     /// Images of the NLL.
     pub images: usize,
