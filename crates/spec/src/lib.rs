@@ -182,6 +182,7 @@ pub fn load_str(
     // Expansion: one tree per point (explicit points × grid), each read and validated.
     let mut runs = Vec::new();
     let mut labels = BTreeMap::new();
+    let mut values_seen = BTreeMap::new();
     if r.errors.is_empty() {
         let explicit: Vec<Vec<sweep::Assignment>> = if explicit.is_empty() {
             vec![Vec::new()]
@@ -219,7 +220,12 @@ pub fn load_str(
                 Some(name) => format!("{name} {}", label(&grid_values)),
                 None => label(&assignments),
             };
-            if let Some(prev) = labels.insert(label.clone(), index) {
+            // Labelled points may differ in label only: their values (and ids) must differ too.
+            let values = serde_json::to_string(&assignments).unwrap_or_default();
+            let repeated = labels
+                .insert(label.clone(), index)
+                .or_else(|| values_seen.insert(values, index));
+            if let Some(prev) = repeated {
                 let (origin, key) = match (axes.first(), fixed.first()) {
                     (Some(a), _) => (a.key.origin.clone(), format!("sweep.{}", a.key.name)),
                     (None, Some(a)) => (a.key.origin.clone(), "sweep.points".to_string()),

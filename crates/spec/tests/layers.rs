@@ -227,4 +227,8 @@ label = "two layers"
     let e = spec("[[sweep.points]]\nlabel = \"a\"\n\"train.k\" = 2\n[[sweep.points]]\nlabel = \"a\"\n\"train.k\" = 3\n")
         .unwrap_err();
     assert!(e.to_string().contains("identical"), "{e}");
+    // Points that differ in their label only are the same run.
+    let e = spec("[[sweep.points]]\nlabel = \"a\"\n\"train.k\" = 2\n[[sweep.points]]\nlabel = \"b\"\n\"train.k\" = 2\n")
+        .unwrap_err();
+    assert!(e.to_string().contains("identical"), "{e}");
 }
