@@ -1,8 +1,9 @@
 //! What a training step optimises and updates: the [`Objective`] (ELBO, IWAE and the IWAE
 //! variants of Rainforth et al. 2018 with k ≥ 1 samples, and the encoder's gradient estimator)
 //! and the [`Trainable`] parameter groups. Plain data below both gradient paths (`objective.rs`,
-//! the dfdx tape, and `fast.rs`), which import it; how each kind weighs its samples is in
-//! `weights.rs`.
+//! the dfdx tape, and `fast.rs`), which import it; how each kind weighs its samples, and
+//! `Objective::values_from_log_weights`, are in `weights.rs` (which imports this module, not
+//! the other way round).
 
 use std::num::NonZeroUsize;
 
@@ -10,7 +11,6 @@ use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::prior::Prior;
 use crate::real::Real;
-use crate::weights::{SampleWeights, weigh_example};
 
 /// Which bound is maximised. With `k` samples per group and `m` groups, every kind draws
 /// [`ObjectiveKind::samples`]`(k)` samples per example (`m·k` for the grouped kinds).
@@ -193,48 +193,6 @@ impl Objective {
             }
         }
         Ok(())
-    }
-}
-
-impl Objective {
-    /// The objective's value for each of `n` examples from their log-weights (`n ×`
-    /// [`Objective::samples`] values, example-major, as [`log_weights`](crate::log_weights)
-    /// returns them). Errors if the length does not match or a log-weight is not finite.
-    pub fn values_from_log_weights<E: Real>(&self, log_w: &[E], n: usize) -> Result<Vec<f64>> {
-        let s = self.samples();
-        if n.checked_mul(s) != Some(log_w.len()) {
-            return Err(NnError::InvalidArgument {
-                what: "log_w".into(),
-                reason: format!(
-                    "{} values for n = {n} examples of {s} samples each",
-                    log_w.len()
-                ),
-            });
-        }
-        let (mut dec, mut enc, mut f) = (vec![0.0; s], vec![0.0; s], vec![0.0; s]);
-        let mut lw = vec![0.0; s];
-        (0..n)
-            .map(|i| {
-                for (dst, v) in lw.iter_mut().zip(&log_w[i * s..(i + 1) * s]) {
-                    *dst = v.as_f64();
-                }
-                weigh_example(
-                    self.kind,
-                    &lw,
-                    SampleWeights {
-                        dec: &mut dec,
-                        enc: &mut enc,
-                        dreg_factor: &mut f,
-                    },
-                )
-                .map_err(|e| match e {
-                    NnError::Diverged { what } => NnError::Diverged {
-                        what: format!("example {i}: {what}"),
-                    },
-                    e => e,
-                })
-            })
-            .collect()
     }
 }
 

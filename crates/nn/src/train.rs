@@ -231,6 +231,12 @@ impl<E: Real> Trainer<E> {
         self.step_checked(x, n, &eps)
     }
 
+    /// Samples drawn per example (the objective built the trainer, so this is at least 1 and
+    /// does not overflow).
+    fn samples(&self) -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(self.objective.samples()).unwrap_or(self.objective.k)
+    }
+
     /// Whether steps take the fast `f32` path (see
     /// [`fast_path_available`](crate::fast_path_available)).
     pub fn uses_fast_path(&self) -> bool {
@@ -244,8 +250,9 @@ impl<E: Real> Trainer<E> {
         self.use_fast
     }
 
-    /// [`Trainer::step`] at caller-supplied noise (n × [`Objective::samples`] ×
-    /// [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim) values).
+    /// [`Trainer::step`] at caller-supplied noise (n × S × [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim)
+    /// values for the objective's S = [`Objective::samples`] samples per example: k, or m·k for
+    /// MIWAE and PIWAE).
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
         let k = self.samples();
         let len = check_batch(&self.vae, x, n, k)?;

@@ -26,7 +26,8 @@
 
 use crate::error::{NnError, Result};
 use crate::lse::shifted_exp_sum;
-use crate::task::ObjectiveKind;
+use crate::real::Real;
+use crate::task::{Objective, ObjectiveKind};
 
 /// One example's coefficients, written by [`weigh_example`] (each slice has S entries).
 pub(crate) struct SampleWeights<'a> {
@@ -113,6 +114,49 @@ pub(crate) fn weigh_example(
                 miwae / groups as f64
             })
         }
+    }
+}
+
+// Here rather than in task.rs, so that task.rs (plain data) does not import this module.
+impl Objective {
+    /// The objective's value for each of `n` examples from their log-weights (`n ×`
+    /// [`Objective::samples`] values, example-major, as [`log_weights`](crate::log_weights)
+    /// returns them). Errors if the length does not match or a log-weight is not finite.
+    pub fn values_from_log_weights<E: Real>(&self, log_w: &[E], n: usize) -> Result<Vec<f64>> {
+        let s = self.samples();
+        if n.checked_mul(s) != Some(log_w.len()) {
+            return Err(NnError::InvalidArgument {
+                what: "log_w".into(),
+                reason: format!(
+                    "{} values for n = {n} examples of {s} samples each",
+                    log_w.len()
+                ),
+            });
+        }
+        let (mut dec, mut enc, mut f) = (vec![0.0; s], vec![0.0; s], vec![0.0; s]);
+        let mut lw = vec![0.0; s];
+        (0..n)
+            .map(|i| {
+                for (dst, v) in lw.iter_mut().zip(&log_w[i * s..(i + 1) * s]) {
+                    *dst = v.as_f64();
+                }
+                weigh_example(
+                    self.kind,
+                    &lw,
+                    SampleWeights {
+                        dec: &mut dec,
+                        enc: &mut enc,
+                        dreg_factor: &mut f,
+                    },
+                )
+                .map_err(|e| match e {
+                    NnError::Diverged { what } => NnError::Diverged {
+                        what: format!("example {i}: {what}"),
+                    },
+                    e => e,
+                })
+            })
+            .collect()
     }
 }
 

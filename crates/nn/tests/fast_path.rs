@@ -378,13 +378,18 @@ fn fast_path_training_is_bit_identical_across_thread_counts() {
 /// trajectory, to f32 accuracy over a few steps; the trainer can switch between them.
 /// `tol`: the largest difference of any state value (weights, Adam moments) relative to 1 + |v|.
 fn trainers_agree(prior: Prior<f32>, trainable: Trainable, tol: f32) {
+    trainers_agree_on(Objective::iwae(5).unwrap(), prior, trainable, tol);
+}
+
+/// [`trainers_agree`] for objective `obj`.
+fn trainers_agree_on(obj: Objective, prior: Prior<f32>, trainable: Trainable, tol: f32) {
     let cfg = deep_cfg(Activation::Tanh, Likelihood::Bernoulli, PosteriorStd::Exp);
     let x = data_for(&cfg, 8, 3);
     let make = || {
         Trainer::new(
             Vae::new(&cfg, 1).unwrap(),
             prior.clone(),
-            Objective::iwae(5).unwrap(),
+            obj,
             AdamHyper::default(),
             trainable,
         )
@@ -413,6 +418,24 @@ fn trainers_agree(prior: Prior<f32>, trainable: Trainable, tol: f32) {
                 u.name
             );
         }
+    }
+}
+
+/// The trainer draws m·k samples per example for MIWAE and PIWAE, on both paths.
+#[test]
+fn fast_and_generic_trainers_agree_for_the_iwae_variants() {
+    let m = std::num::NonZeroUsize::new(2).unwrap();
+    let ciwae = ObjectiveKind::Ciwae {
+        beta: Beta::new(0.3).unwrap(),
+    };
+    for (kind, estimator) in [
+        (ObjectiveKind::Miwae { m }, Estimator::Reparam),
+        (ciwae, Estimator::Dreg),
+        (ObjectiveKind::Piwae { m }, Estimator::Reparam),
+        (ObjectiveKind::Piwae { m }, Estimator::Dreg),
+    ] {
+        let obj = Objective::new(kind, 3, estimator, false).unwrap();
+        trainers_agree_on(obj, Prior::StandardNormal, Trainable::MODEL, 1e-4);
     }
 }
 

@@ -76,7 +76,8 @@ pub(crate) struct FitOutcome {
     pub resumed: u32,
 }
 
-/// Mean bound on a dataset (L_k for IWAE, the k-sample ELBO otherwise), with fixed noise;
+/// Mean bound on a dataset (the objective's value: L_k for IWAE, the k-sample ELBO, MIWAE's or
+/// CIWAE's value, L_{mk} for PIWAE), with fixed noise;
 /// NaN for an empty dataset (no validation split).
 pub(crate) fn mean_bound(
     vae: &Vae,

@@ -65,8 +65,8 @@ pub(super) fn validation_caption(series: &[Series], without: &[String]) -> Strin
 }
 
 /// What the dashed curves show: the training objective's bound, which is L_k only for IWAE.
-pub(super) const VALIDATION_BOUND: &str = "the training objective's bound (L_k for IWAE, the k-sample ELBO for the VAE) \
-     with the training k on the validation split, fixed noise";
+pub(super) const VALIDATION_BOUND: &str = "the training objective's bound (L_k for IWAE, the k-sample ELBO for the VAE, \
+     the variant's own value for MIWAE and CIWAE, L_mk for PIWAE) with the training k on the validation split, fixed noise";
 
 pub(super) fn training_figures(
     points: &[PointRun],
