@@ -323,11 +323,21 @@ impl<E: Real> Prior<E> {
         match self {
             Prior::StandardNormal => Ok(()),
             Prior::Mixture(m) if m.dim() != cfg.prior_dim() => {
-                Err(NnError::InvalidConfig(format!(
-                    "mixture prior has dimension {}, the model's top stochastic layer has {}",
-                    m.dim(),
-                    cfg.prior_dim()
-                )))
+                Err(NnError::InvalidConfig(if cfg.stochastic_layers() == 1 {
+                    format!(
+                        "mixture prior has dimension {}, the model's latent_dim is {}",
+                        m.dim(),
+                        cfg.latent_dim
+                    )
+                } else {
+                    format!(
+                        "mixture prior has dimension {}, the model's top stochastic layer \
+                         (z{}) has {}",
+                        m.dim(),
+                        cfg.stochastic_layers(),
+                        cfg.prior_dim()
+                    )
+                }))
             }
             Prior::Vamp(_) if cfg.stochastic_layers() > 1 => Err(NnError::InvalidConfig(format!(
                 "the VampPrior needs one stochastic layer, the model has {} (q(z_L|u) of a \

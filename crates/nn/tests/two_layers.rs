@@ -476,3 +476,46 @@ fn a_trainer_improves_the_two_layer_bound() {
     .unwrap_err();
     assert!(e.to_string().contains("one stochastic layer"), "{e}");
 }
+
+/// Throughput of Burda et al.'s two-layer MNIST net on this machine (run with `--ignored
+/// --nocapture`): training IWAE k = 50, batch 100, on the tape; evaluation at k = 5000.
+#[test]
+#[ignore = "measurement, ~1 minute"]
+fn throughput_of_the_two_layer_mnist_net() {
+    let cfg = VaeConfig::burda_mnist_two_layers();
+    let vae: Vae<f32> = Vae::new(&cfg, 1).unwrap();
+    let x: Vec<f32> = binary_data(100, 784, 2).iter().map(|&v| v as f32).collect();
+    let mut tr = Trainer::new(
+        vae.clone(),
+        Prior::StandardNormal,
+        Objective::iwae(50).unwrap(),
+        AdamHyper::default(),
+        Trainable::MODEL,
+    )
+    .unwrap();
+    tr.step(&x, 100, &mut stream_rng(1, 0)).unwrap();
+    let steps = 10;
+    let t = std::time::Instant::now();
+    for s in 1..=steps {
+        tr.step(&x, 100, &mut stream_rng(1, s)).unwrap();
+    }
+    let train = (steps * 100) as f64 / t.elapsed().as_secs_f64();
+    let ev = Evaluator::new(&vae, &Prior::StandardNormal).unwrap();
+    let images = 8;
+    let post = ev.encode(&x[..images * 784]).unwrap();
+    let opts = SampleOptions {
+        k: 5000,
+        seed: 3,
+        first_stream: 0,
+        keep_log_weights: false,
+    };
+    let t = std::time::Instant::now();
+    ev.estimate(&x[..images * 784], &post, &opts).unwrap();
+    let eval = images as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "burda_mnist_two_layers on {} threads: train IWAE k=50 batch 100 (tape) {train:.1} images/s; \
+         eval k=5000 {eval:.2} images/s ({:.0} s per 1000 test images)",
+        rayon::current_num_threads(),
+        1000.0 / eval
+    );
+}
