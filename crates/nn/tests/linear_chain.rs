@@ -135,6 +135,15 @@ fn exact_posterior_gives_log_px_for_every_weight() {
             }
         }
     }
+    // The one-sample ELBO's terms: reconstruction − KL (log q − log p over both layers) is
+    // log p(x) at every draw.
+    let terms = elbo_terms(&vae, &prior, &x, n, &mut rng).unwrap();
+    for ((r, kl), t) in terms.reconstruction.iter().zip(&terms.kl).zip(&truth) {
+        assert!(
+            (r - kl - t).abs() < 1e-10,
+            "recon {r} − kl {kl} vs log p(x) {t}"
+        );
+    }
     // The training path reports the same value for every kind.
     for obj in [
         Objective::iwae(5).unwrap(),
