@@ -9,6 +9,7 @@ use std::num::NonZeroUsize;
 
 use rand::Rng;
 
+use crate::config::VaeConfig;
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
 use crate::lse::log_sum_exp;
 use crate::model::{CHUNK_ROWS, Vae, check_data, standard_normal_noise};
@@ -86,16 +87,24 @@ pub(crate) fn check_batch<E: Real>(
     checked_product("eps", &[n, k.get(), vae.config().noise_dim()])
 }
 
-/// Validates caller-supplied noise of length n·k·d.
+/// Validates caller-supplied noise of length n·k·d, d = `cfg`'s
+/// [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim) (the latent dimension for one
+/// stochastic layer).
 pub(crate) fn check_noise<E: Real>(
     eps: &[E],
     n: usize,
     k: usize,
-    d: usize,
+    cfg: &VaeConfig,
     len: usize,
 ) -> Result<()> {
+    let d = cfg.noise_dim();
+    let what = if cfg.stochastic_layers() == 1 {
+        "latent_dim"
+    } else {
+        "noise_dim"
+    };
     check_len(
-        || format!("eps (n={n} × k={k} × noise_dim={d})"),
+        || format!("eps (n={n} × k={k} × {what}={d})"),
         len,
         eps.len(),
     )?;
@@ -130,8 +139,7 @@ pub fn log_weights_with_noise<E: Real>(
     eps: &[E],
 ) -> Result<Vec<E>> {
     let len = check_inputs(vae, prior, x, n, k)?;
-    let d = vae.config().noise_dim();
-    check_noise(eps, n, k, d, len)?;
+    check_noise(eps, n, k, vae.config(), len)?;
     let terms = row_terms(vae, prior, x, n, k, eps)?;
     Ok(terms
         .ll

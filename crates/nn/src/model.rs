@@ -1,5 +1,7 @@
 //! The VAE: a Gaussian encoder q(z|x) = N(μ(x), diag σ(x)²) and a Bernoulli or Gaussian decoder
-//! p(x|z), as in Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders".
+//! p(x|z), as in Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders";
+//! optionally with further stochastic layers q(z_{l+1}|z_l), p(z_l|z_{l+1}) (their §5; the
+//! objective and bounds of such models are in `stack.rs`).
 //!
 //! The forward functions are generic over the dfdx tape, so inference (no tape) and training
 //! (recording tape) run the same code, and over the element type (`f32`/`f64`).
@@ -167,7 +169,8 @@ impl<E: Real> Vae<E> {
 
     /// A freshly initialised model. Every linear layer is drawn by `init.scheme` in canonical
     /// parameter order from a ChaCha8 stream seeded with `seed` (weights, then the layer's bias);
-    /// then the encoder's σ head is scaled by `init.std_head_scale` and the decoder's output
+    /// then every encoder σ head (the first layer's and each `encoder.z{l}.log_std`) is scaled
+    /// by `init.std_head_scale` and the decoder's output
     /// bias replaced by `init.output_bias`'s logits, if any. `decoder.log_std` (learned
     /// Gaussian σ) starts at ln(std). Errors if `cfg` or `init` is invalid
     /// ([`VaeConfig::validate`], [`Init::validate`]).
@@ -320,7 +323,10 @@ impl<E: Real> Vae<E> {
 
     /// All parameters in canonical order: `encoder.{i}.weight|bias` (hidden layers),
     /// `encoder.mean.*`, `encoder.log_std.*` (or `encoder.std_pre.*` for softplus σ),
-    /// `decoder.{i}.*`, `decoder.out.*`, and `decoder.log_std` for a learned Gaussian std.
+    /// `decoder.{i}.*`, `decoder.out.*`; then for each stochastic layer above the first
+    /// (z_{l+1}, l ≥ 1) `encoder.z{l+1}.{i}.*`, `encoder.z{l+1}.mean.*`,
+    /// `encoder.z{l+1}.log_std.*`, `decoder.z{l}.{i}.*`, `decoder.z{l}.mean.*`,
+    /// `decoder.z{l}.log_std.*`; and `decoder.log_std` for a learned Gaussian std.
     pub fn named_tensors(&self) -> Vec<NamedTensor<E>> {
         self.params()
             .iter()
@@ -414,7 +420,7 @@ impl<E: Real> Vae<E> {
     /// `rows × d_l` row-major. Layer 1 is exact (μ₁(x)); layer l+1 averages μ_{l+1}(z_l) over
     /// `samples` ancestral draws of the layers below (row i's noise from
     /// `stream_rng(seed, i)`, ε₁ then ε₂ … per draw). Active units per layer (Burda et al.
-    /// 2016, §5: Cov_x E_q[u_j] > 10⁻²) are the [`latent_variances`](crate::latent_variances)
+    /// 2016, §5: Cov_x E_q(u_j) > 10⁻²) are the [`latent_variances`](crate::latent_variances)
     /// of each.
     pub fn posterior_means(&self, x: &[E], samples: usize, seed: u64) -> Result<Vec<Vec<E>>> {
         if samples == 0 {
@@ -445,9 +451,31 @@ impl<E: Real> Vae<E> {
         Ok(out)
     }
 
+    /// The posterior of the top stochastic layer, on which the prior lives, for the rows of
+    /// `x`: [`Vae::encode`] for one layer; with several, q(z_L|z_{L−1}⁽ⁱ⁾) at one ancestral
+    /// draw z_{<L}⁽ⁱ⁾ ~ q(z_{<L}|x_i) per row (row i's noise from `stream_rng(seed, i)`), so
+    /// that the equal-weight mixture of the rows' Gaussians is an unbiased one-draw estimate
+    /// of the top layer's aggregate posterior (what
+    /// [`Prior::aggregate_posterior`](crate::Prior::aggregate_posterior) builds, with a fixed
+    /// seed).
+    pub fn top_posterior(&self, x: &[E], seed: u64) -> Result<Posterior<E>> {
+        if self.upper.is_empty() {
+            return self.encode(x);
+        }
+        let (rows, mean, log_std) = self.top_posterior_values(x, seed)?;
+        let std = log_std.iter().map(|v| v.exp()).collect();
+        Ok(Posterior {
+            rows,
+            dim: self.cfg.prior_dim(),
+            mean,
+            std,
+            log_std,
+        })
+    }
+
     /// For the rows of `x`: q(z_L|z_{L−1}) at one ancestral draw of the layers below (row i's
     /// noise from `stream_rng(seed, i)`): `(rows, means, log_stds)`, each `rows × d_L`.
-    pub(crate) fn top_posterior(&self, x: &[E], seed: u64) -> Result<(usize, Vec<E>, Vec<E>)> {
+    fn top_posterior_values(&self, x: &[E], seed: u64) -> Result<(usize, Vec<E>, Vec<E>)> {
         let rows = check_rows("x", x, self.cfg.input_dim, "input_dim")?;
         let (mut mean, mut log_std) = (Vec::new(), Vec::new());
         for start in (0..rows).step_by(CHUNK_ROWS) {

@@ -176,7 +176,7 @@ pub(crate) fn validate_inputs<E: Real>(
     obj.validate(prior)?;
     let names = trainable_names(vae, prior, tr)?;
     let len = check_inputs(vae, prior, x, n, obj.samples())?;
-    check_noise(eps, n, obj.samples(), vae.config().noise_dim(), len)?;
+    check_noise(eps, n, obj.samples(), vae.config(), len)?;
     Ok(names)
 }
 

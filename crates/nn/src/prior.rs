@@ -23,7 +23,7 @@ use crate::param::{ParamMut, ParamRef, mat_from, vec_from};
 use crate::real::{Dev, LN_2PI, Mat, Real, Taped, Vector, to_f64};
 
 /// Seed of the ancestral draws of [`Prior::aggregate_posterior`] for several stochastic layers.
-pub(crate) const AGGREGATE_SEED: u64 = 0x5eed_a66e;
+pub const AGGREGATE_SEED: u64 = 0x5eed_a66e;
 
 /// Largest number of `f64` values of the (rows × components) block formed at once.
 const BLOCK_VALUES: usize = 1 << 23;
@@ -192,21 +192,11 @@ impl<E: Real> Prior<E> {
     ///
     /// With several stochastic layers it is the aggregate posterior of the top layer, on which
     /// the prior lives: q_agg(z_L) = (1/N) Σ_n ∫ q(z_L|z_{L−1}) q(z_{<L}|x_n) dz, represented by
-    /// one ancestral draw of the lower layers per row (row i's noise from
-    /// `stream_rng(AGGREGATE_SEED, i)`, so the result is deterministic): component i is
+    /// one ancestral draw of the lower layers per row ([`Vae::top_posterior`] with the fixed
+    /// seed [`AGGREGATE_SEED`], so the result is deterministic): component i is
     /// q(z_L|z_{L−1}⁽ⁱ⁾), an unbiased one-draw estimate of row i's marginal q(z_L|x_i).
     pub fn aggregate_posterior(vae: &Vae<E>, x: &[E]) -> Result<Self> {
-        if vae.config().stochastic_layers() > 1 {
-            let (rows, mean, log_std) = vae.top_posterior(x, AGGREGATE_SEED)?;
-            return Self::mixture(
-                rows,
-                vae.config().prior_dim(),
-                vec![E::zero(); rows],
-                mean,
-                log_std,
-            );
-        }
-        let post = vae.encode(x)?;
+        let post = vae.top_posterior(x, AGGREGATE_SEED)?;
         Self::mixture(
             post.rows,
             post.dim,
@@ -323,11 +313,21 @@ impl<E: Real> Prior<E> {
         match self {
             Prior::StandardNormal => Ok(()),
             Prior::Mixture(m) if m.dim() != cfg.prior_dim() => {
-                Err(NnError::InvalidConfig(format!(
-                    "mixture prior has dimension {}, the model's top stochastic layer has {}",
-                    m.dim(),
-                    cfg.prior_dim()
-                )))
+                Err(NnError::InvalidConfig(if cfg.stochastic_layers() == 1 {
+                    format!(
+                        "mixture prior has dimension {}, the model's latent_dim is {}",
+                        m.dim(),
+                        cfg.latent_dim
+                    )
+                } else {
+                    format!(
+                        "mixture prior has dimension {}, the model's top stochastic layer \
+                         (z{}) has {}",
+                        m.dim(),
+                        cfg.stochastic_layers(),
+                        cfg.prior_dim()
+                    )
+                }))
             }
             Prior::Vamp(_) if cfg.stochastic_layers() > 1 => Err(NnError::InvalidConfig(format!(
                 "the VampPrior needs one stochastic layer, the model has {} (q(z_L|u) of a \

@@ -256,7 +256,7 @@ impl<E: Real> Trainer<E> {
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
         let k = self.samples();
         let len = check_batch(&self.vae, x, n, k)?;
-        check_noise(eps, n, k.get(), self.vae.config().noise_dim(), len)?;
+        check_noise(eps, n, k.get(), self.vae.config(), len)?;
         self.step_checked(x, n, eps)
     }
 

@@ -476,3 +476,139 @@ fn a_trainer_improves_the_two_layer_bound() {
     .unwrap_err();
     assert!(e.to_string().contains("one stochastic layer"), "{e}");
 }
+
+/// The kinds' special cases hold on the two-layer tape as on one layer (Rainforth et al.
+/// 2018): CIWAE(β = 1) is the ELBO and CIWAE(β = 0) is L_k, MIWAE(M = 1, K) is L_K, values and
+/// gradients, with both estimators.
+#[test]
+fn special_cases_of_the_variants_are_the_elbo_and_the_iwae_bound() {
+    let cfg = two_layer_cfg();
+    let n = 2;
+    let x = binary_data(n, cfg.input_dim, 9);
+    let vae = model(&cfg, 10);
+    let prior = Prior::StandardNormal;
+    for estimator in [Estimator::Reparam, Estimator::Dreg] {
+        let mk = |kind| Objective::new(kind, 4, estimator, false).unwrap();
+        let ciwae = |b: f64| {
+            mk(ObjectiveKind::Ciwae {
+                beta: Beta::new(b).unwrap(),
+            })
+        };
+        let pairs = [
+            (ciwae(1.0), mk(ObjectiveKind::Elbo)),
+            (ciwae(0.0), mk(ObjectiveKind::Iwae)),
+            (
+                mk(ObjectiveKind::Miwae { m: m(1) }),
+                mk(ObjectiveKind::Iwae),
+            ),
+        ];
+        for (a, b) in pairs {
+            let eps = noise(&cfg, n, &a, 70);
+            let run = |o: &Objective| {
+                objective_and_grads_with_noise(&vae, &prior, o, Trainable::MODEL, &x, n, &eps)
+                    .unwrap()
+            };
+            let ((va, ga), (vb, gb)) = (run(&a), run(&b));
+            assert!((va - vb).abs() < 1e-12, "{a:?} vs {b:?}: {va} vs {vb}");
+            for (ta, tb) in ga.iter().zip(&gb) {
+                for (u, v) in ta.data.iter().zip(&tb.data) {
+                    assert!(
+                        (u - v).abs() <= 1e-10 * v.abs().max(1.0),
+                        "{a:?} vs {b:?}, {}: {u} vs {v}",
+                        ta.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A two-layer trainer's state restores exactly: the continued run is bit-identical.
+#[test]
+fn trainer_state_of_a_two_layer_model_resumes_bit_for_bit() {
+    let cfg = two_layer_cfg();
+    let data: Vec<f32> = binary_data(20, 6, 11).iter().map(|&v| v as f32).collect();
+    let new = || {
+        Trainer::new(
+            Vae::<f32>::new(&cfg, 4).unwrap(),
+            Prior::StandardNormal,
+            Objective::iwae(3).unwrap(),
+            AdamHyper::default(),
+            Trainable::MODEL,
+        )
+        .unwrap()
+    };
+    let mut a = new();
+    for s in 0..5 {
+        a.step(&data, 20, &mut stream_rng(1, s)).unwrap();
+    }
+    let mut b = new();
+    b.restore(&a.state()).unwrap();
+    for s in 5..8 {
+        let sa = a.step(&data, 20, &mut stream_rng(1, s)).unwrap();
+        let sb = b.step(&data, 20, &mut stream_rng(1, s)).unwrap();
+        assert_eq!(sa.bound.to_bits(), sb.bound.to_bits());
+    }
+    assert_eq!(a.state(), b.state());
+}
+
+/// Throughput of Burda et al.'s two-layer MNIST net on this machine (run with `--ignored
+/// --nocapture`): training IWAE k = 50, batch 100, on the tape; evaluation at k = 5000.
+#[test]
+#[ignore = "measurement, ~1 minute"]
+fn throughput_of_the_two_layer_mnist_net() {
+    let cfg = VaeConfig::burda_mnist_two_layers();
+    let vae: Vae<f32> = Vae::new(&cfg, 1).unwrap();
+    let x: Vec<f32> = binary_data(100, 784, 2).iter().map(|&v| v as f32).collect();
+    let mut tr = Trainer::new(
+        vae.clone(),
+        Prior::StandardNormal,
+        Objective::iwae(50).unwrap(),
+        AdamHyper::default(),
+        Trainable::MODEL,
+    )
+    .unwrap();
+    tr.step(&x, 100, &mut stream_rng(1, 0)).unwrap();
+    let steps = 10;
+    let t = std::time::Instant::now();
+    for s in 1..=steps {
+        tr.step(&x, 100, &mut stream_rng(1, s)).unwrap();
+    }
+    let train = (steps * 100) as f64 / t.elapsed().as_secs_f64();
+    // For comparison: the one-layer net on the same tape.
+    let one: Vae<f32> = Vae::new(&VaeConfig::burda_mnist(), 1).unwrap();
+    let mut tr1 = Trainer::new(
+        one,
+        Prior::StandardNormal,
+        Objective::iwae(50).unwrap(),
+        AdamHyper::default(),
+        Trainable::MODEL,
+    )
+    .unwrap();
+    tr1.set_fast_path(false);
+    tr1.step(&x, 100, &mut stream_rng(1, 0)).unwrap();
+    let t = std::time::Instant::now();
+    for s in 1..=steps {
+        tr1.step(&x, 100, &mut stream_rng(1, s)).unwrap();
+    }
+    let train1 = (steps * 100) as f64 / t.elapsed().as_secs_f64();
+    println!("one-layer burda_mnist on the tape: {train1:.1} images/s");
+    let ev = Evaluator::new(&vae, &Prior::StandardNormal).unwrap();
+    let images = 8;
+    let post = ev.encode(&x[..images * 784]).unwrap();
+    let opts = SampleOptions {
+        k: 5000,
+        seed: 3,
+        first_stream: 0,
+        keep_log_weights: false,
+    };
+    let t = std::time::Instant::now();
+    ev.estimate(&x[..images * 784], &post, &opts).unwrap();
+    let eval = images as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "burda_mnist_two_layers on {} threads: train IWAE k=50 batch 100 (tape) {train:.1} images/s; \
+         eval k=5000 {eval:.2} images/s ({:.0} s per 1000 test images)",
+        rayon::current_num_threads(),
+        1000.0 / eval
+    );
+}
