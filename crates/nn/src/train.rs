@@ -231,12 +231,6 @@ impl<E: Real> Trainer<E> {
         self.step_checked(x, n, &eps)
     }
 
-    /// Samples drawn per example (the objective built the trainer, so this is at least 1 and
-    /// does not overflow).
-    fn samples(&self) -> std::num::NonZeroUsize {
-        std::num::NonZeroUsize::new(self.objective.samples()).unwrap_or(self.objective.k)
-    }
-
     /// Whether steps take the fast `f32` path (see
     /// [`fast_path_available`](crate::fast_path_available)).
     pub fn uses_fast_path(&self) -> bool {

@@ -291,28 +291,6 @@ fn top_two(variance: &[f64]) -> [usize; 2] {
     [idx[0], *idx.get(1).unwrap_or(&idx[0])]
 }
 
-/// The posterior the prior is refit to: q(z|x) of every row for one stochastic layer; with
-/// several, each row's q(z_L|z_{L−1}) at one ancestral draw of the layers below (the components
-/// of vaepipe-nn's top-layer aggregate posterior, deterministic).
-fn top_posterior(vae: &Vae, x: &[f32]) -> anyhow::Result<Posterior> {
-    if vae.config().stochastic_layers() == 1 {
-        return Ok(vae.encode(x)?);
-    }
-    match Prior::aggregate_posterior(vae, x)? {
-        Prior::Mixture(m) => {
-            let log_std = m.log_stds();
-            Ok(Posterior {
-                rows: m.components(),
-                dim: m.dim(),
-                mean: m.means(),
-                std: log_std.iter().map(|v| v.exp()).collect(),
-                log_std,
-            })
-        }
-        other => anyhow::bail!("the top-layer aggregate posterior is not a mixture: {other:?}"),
-    }
-}
-
 /// The equal-weight mixture of the posteriors of `rows` (all rows if `None`): the aggregate
 /// posterior of those rows.
 fn mixture_of(post: &Posterior, rows: Option<&[usize]>) -> anyhow::Result<Prior> {

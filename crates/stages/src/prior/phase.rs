@@ -29,7 +29,7 @@ use super::refit::{RefitData, refit};
 use super::resume::RefitState;
 use super::{
     ACTIVE_THRESHOLD, KL_SAMPLES, MARKER_FORMAT, Params, check_features, fmt_opt, method_label,
-    mixture_of, planned_components, planned_work, refit_objective, top_posterior, top_two,
+    mixture_of, planned_components, planned_work, refit_objective, top_two,
 };
 
 /// Encoding, refit and measurements; writes `prior.safetensors` (unless N(0, I)),
@@ -65,8 +65,11 @@ pub(super) fn refit_phase(
 
     // The exact aggregate posterior of every training row.
     let encode_started = Instant::now();
-    // With several stochastic layers: of the top layer, where the prior lives.
-    let post = top_posterior(vae, &train_x).context("encoding the training rows")?;
+    // With several stochastic layers: of the top layer, where the prior lives (each row's
+    // q(z_L|z_{L−1}) at one seeded ancestral draw of the layers below).
+    let post = vae
+        .top_posterior(&train_x, seed_for(seed, "prior/top-posterior"))
+        .context("encoding the training rows")?;
     let moments = aggregate_moments(&post).context("moments of the aggregate posterior")?;
     let q_agg = mixture_of(&post, None).context("building the aggregate posterior")?;
     let encode_seconds = encode_started.elapsed().as_secs_f64();
