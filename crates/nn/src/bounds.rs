@@ -9,20 +9,23 @@ use std::num::NonZeroUsize;
 
 use rand::Rng;
 
+use crate::config::VaeConfig;
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
 use crate::lse::log_sum_exp;
 use crate::model::{CHUNK_ROWS, Vae, check_data, standard_normal_noise};
 use crate::param::mat_from;
 use crate::prior::Prior;
 use crate::real::{LN_2PI, Real};
+use crate::stack::stack_terms;
 
 /// Per-example terms of a one-sample ELBO, `reconstruction − kl`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ElboTerms {
     /// log p(x|z) at one draw z ~ q(z|x), per example.
     pub reconstruction: Vec<f64>,
-    /// KL(q(z|x) ‖ p(z)): analytic for the standard-normal prior, otherwise the one-sample
-    /// Monte Carlo estimate log q(z|x) − log p(z) at the same draw.
+    /// KL(q(z|x) ‖ p(z)): analytic for the standard-normal prior and one stochastic layer,
+    /// otherwise the one-sample Monte Carlo estimate log q(z|x) − log p(z) at the same draw
+    /// (over all layers: log q(z₁, …, z_L|x) − log p(z₁, …, z_L)).
     pub kl: Vec<f64>,
 }
 
@@ -81,19 +84,27 @@ pub(crate) fn check_batch<E: Real>(
     k: NonZeroUsize,
 ) -> Result<usize> {
     check_data(vae.config(), x, n)?;
-    checked_product("eps", &[n, k.get(), vae.config().latent_dim])
+    checked_product("eps", &[n, k.get(), vae.config().noise_dim()])
 }
 
-/// Validates caller-supplied noise of length n·k·d.
+/// Validates caller-supplied noise of length n·k·d, d = `cfg`'s
+/// [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim) (the latent dimension for one
+/// stochastic layer).
 pub(crate) fn check_noise<E: Real>(
     eps: &[E],
     n: usize,
     k: usize,
-    d: usize,
+    cfg: &VaeConfig,
     len: usize,
 ) -> Result<()> {
+    let d = cfg.noise_dim();
+    let what = if cfg.stochastic_layers() == 1 {
+        "latent_dim"
+    } else {
+        "noise_dim"
+    };
     check_len(
-        || format!("eps (n={n} × k={k} × latent_dim={d})"),
+        || format!("eps (n={n} × k={k} × {what}={d})"),
         len,
         eps.len(),
     )?;
@@ -114,8 +125,11 @@ pub fn log_weights<E: Real, R: Rng + ?Sized>(
     log_weights_with_noise(vae, prior, x, n, k, &eps)
 }
 
-/// log-weights log w (n × k, row-major) at caller-supplied noise `eps` (n·k·latent_dim values;
-/// sample j of example i uses `eps[(i·k + j)·d ..][..d]`).
+/// log-weights log w (n × k, row-major) at caller-supplied noise `eps` (n·k·noise_dim values;
+/// sample j of example i uses `eps[(i·k + j)·d ..][..d]` with d =
+/// [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim): ε₁ then ε₂ … for several stochastic
+/// layers, whose log-weights are log p(x|z₁) + Σ log p(z_l|z_{l+1}) + log p(z_L) − log q(z₁|x)
+/// − Σ log q(z_{l+1}|z_l)).
 pub fn log_weights_with_noise<E: Real>(
     vae: &Vae<E>,
     prior: &Prior<E>,
@@ -125,8 +139,7 @@ pub fn log_weights_with_noise<E: Real>(
     eps: &[E],
 ) -> Result<Vec<E>> {
     let len = check_inputs(vae, prior, x, n, k)?;
-    let d = vae.config().latent_dim;
-    check_noise(eps, n, k, d, len)?;
+    check_noise(eps, n, k, vae.config(), len)?;
     let terms = row_terms(vae, prior, x, n, k, eps)?;
     Ok(terms
         .ll
@@ -171,7 +184,9 @@ pub fn elbo_terms<E: Real, R: Rng + ?Sized>(
     let d = vae.config().latent_dim;
     let terms = row_terms(vae, prior, x, n, 1, &eps)?;
     let kl = match prior {
-        Prior::StandardNormal => analytic_kl(&terms.mean, &terms.log_std, d),
+        Prior::StandardNormal if vae.config().stochastic_layers() == 1 => {
+            analytic_kl(&terms.mean, &terms.log_std, d)
+        }
         _ => terms.lq.iter().zip(&terms.lp).map(|(q, p)| q - p).collect(),
     };
     Ok(ElboTerms {
@@ -196,7 +211,8 @@ pub(crate) fn analytic_kl<E: Real>(mean: &[E], log_std: &[E], d: usize) -> Vec<f
         .collect()
 }
 
-/// Per-sample-row terms of the log-weights, plus the encoder output.
+/// Per-sample-row terms of the log-weights (`lp` and `lq` over all stochastic layers), plus
+/// the first layer's encoder output.
 pub(crate) struct RowTerms<E> {
     pub ll: Vec<f64>,
     pub lp: Vec<f64>,
@@ -217,6 +233,32 @@ pub(crate) fn row_terms<E: Real>(
     let cfg = vae.config();
     let (dd, d) = (cfg.input_dim, cfg.latent_dim);
     let (mean, log_std) = vae.encode_values(x, n)?;
+    if cfg.stochastic_layers() > 1 {
+        let nd = cfg.noise_dim();
+        let per_chunk = (CHUNK_ROWS / k).max(1);
+        let (mut ll, mut lp, mut lq) = (Vec::new(), Vec::new(), Vec::new());
+        for start in (0..n).step_by(per_chunk) {
+            let m = per_chunk.min(n - start);
+            let t = stack_terms(
+                vae,
+                prior,
+                &x[start * dd..(start + m) * dd],
+                m,
+                k,
+                &eps[start * k * nd..(start + m) * k * nd],
+            )?;
+            ll.extend(t.ll);
+            lp.extend(t.lp);
+            lq.extend(t.lq);
+        }
+        return Ok(RowTerms {
+            ll,
+            lp,
+            lq,
+            mean,
+            log_std,
+        });
+    }
     let std: Vec<E> = log_std.iter().map(|v| v.exp()).collect();
     let lq = log_q(&log_std, eps, k, d);
     let per_chunk = (CHUNK_ROWS / k).max(1);

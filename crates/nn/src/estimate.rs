@@ -38,6 +38,7 @@ use crate::model::{Posterior, Vae, check_data};
 use crate::named::NamedTensor;
 use crate::prior::Prior;
 use crate::real::LN_2PI;
+use crate::stack_eval::{Scratch, StackEval};
 use crate::stream_rng;
 
 /// Default number of sample rows per chunk (keeps a chunk's activations in the L2 cache).
@@ -123,6 +124,8 @@ pub struct Evaluator {
     activation: Activation,
     likelihood: Lik,
     chunk: usize,
+    /// The layers above the first, for a model with several stochastic layers.
+    stack: Option<StackEval>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -206,6 +209,7 @@ impl Evaluator {
             activation: cfg.activation,
             likelihood,
             chunk: DEFAULT_CHUNK,
+            stack: StackEval::new(vae),
         })
     }
 
@@ -265,7 +269,7 @@ impl Evaluator {
         if opts.keep_log_weights {
             checked_product("log_weights", &[n, opts.k])?;
         }
-        let standard = matches!(self.prior, Prior::StandardNormal);
+        let standard = matches!(self.prior, Prior::StandardNormal) && self.stack.is_none();
         let kl = if standard {
             analytic_kl(&post.mean, &post.log_std, d)
         } else {
@@ -307,8 +311,12 @@ impl Evaluator {
         opts: &SampleOptions,
     ) -> Result<ImageEstimate> {
         let k = opts.k;
+        let center = match &self.stack {
+            Some(st) => st.mean_chain(image.mean, &mut ws.stack),
+            None => image.mean.to_vec(),
+        };
         if let Some(mix) = &self.mixture {
-            mix.prepare(&mut ws.mix, image.mean);
+            mix.prepare(&mut ws.mix, &center);
         }
         let mut lse = LogSumExp::default();
         let (mut sum_ll, mut sum_kl) = (0.0f64, 0.0f64);
@@ -316,7 +324,7 @@ impl Evaluator {
         let mut done = 0;
         while done < k {
             let m = chunk_rows(k - done, self.chunk);
-            self.chunk_terms(ws, image, rng, m)?;
+            self.chunk_terms(ws, image, &center, rng, m)?;
             for r in 0..m {
                 let lw = ws.ll[r] + ws.lp[r] - ws.lq[r];
                 lse.push(lw);
@@ -344,16 +352,40 @@ impl Evaluator {
         &self,
         ws: &mut Work,
         image: &Image<'_>,
+        center: &[f32],
         rng: &mut R,
         m: usize,
     ) -> Result<()> {
-        let d = image.mean.len();
+        let d1 = image.mean.len();
+        let mut lp_cond = Vec::new();
+        let top_draws;
+        let z: &[f32] = match &self.stack {
+            Some(st) => {
+                let draws = st.draw(
+                    image.mean,
+                    image.std,
+                    image.sum_log_std,
+                    rng,
+                    m,
+                    &mut ws.stack,
+                )?;
+                ws.bufs[0][..m * d1].copy_from_slice(&draws.z1);
+                ws.lq = draws.lq;
+                lp_cond = draws.lp_cond;
+                top_draws = draws.top;
+                &top_draws
+            }
+            None => {
+                let z = &mut ws.bufs[0][..m * d1];
+                draw_z(image, rng, z, &mut ws.lq);
+                z
+            }
+        };
+        let d = center.len();
         let const_p = -0.5 * d as f64 * LN_2PI;
-        let z = &mut ws.bufs[0][..m * d];
-        draw_z(image, rng, z, &mut ws.lq);
         ws.lp.clear();
         match (&self.prior, &self.mixture) {
-            (_, Some(mix)) => mix.log_density(&mut ws.mix, z, image.mean, m, &mut ws.lp),
+            (_, Some(mix)) => mix.log_density(&mut ws.mix, z, center, m, &mut ws.lp),
             (Prior::StandardNormal, None) => {
                 for row in z.chunks_exact(d) {
                     let sq: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
@@ -361,6 +393,9 @@ impl Evaluator {
                 }
             }
             (prior, None) => ws.lp = prior.log_density_unchecked(&self.vae, z, m)?,
+        }
+        for (p, c) in ws.lp.iter_mut().zip(&lp_cond) {
+            *p += c;
         }
         // Decoder: hidden layers alternate between the two buffers; the output layer feeds the
         // likelihood kernel directly.
@@ -551,6 +586,7 @@ impl MixtureF32 {
 struct Work {
     bufs: [Vec<f32>; 2],
     mix: MixWork,
+    stack: Scratch,
     ll: Vec<f64>,
     lp: Vec<f64>,
     lq: Vec<f64>,
@@ -568,6 +604,7 @@ impl Work {
         Work {
             bufs: [vec![0.0; rows * widest], vec![0.0; rows * widest]],
             mix: MixWork::default(),
+            stack: Scratch::default(),
             ll: Vec::with_capacity(rows),
             lp: Vec::with_capacity(rows),
             lq: Vec::with_capacity(rows),

@@ -6,7 +6,10 @@
 //! `f64` for finite-difference checks), and both precisions run the same code.
 //!
 //! * [`Vae`]: Gaussian encoder q(z|x), Bernoulli or Gaussian decoder p(x|z), run-time sizes
-//!   from [`VaeConfig`]; parameters as [`NamedTensor`]s.
+//!   from [`VaeConfig`]; parameters as [`NamedTensor`]s. Optionally several stochastic layers
+//!   ([`VaeConfig::upper`], Burda et al.'s two-layer nets): q(z₁|x) q(z₂|z₁) …, p(z_L) …
+//!   p(z₁|z₂) p(x|z₁), the prior on the top layer; they train on the tape (crate-private
+//!   `stack`), and evaluate with [`Evaluator`] (`stack_eval` for the upper layers).
 //! * [`Prior`]: standard normal, Gaussian mixture (also the exact aggregate posterior), and
 //!   the VampPrior (Tomczak & Welling 2018).
 //! * Bounds (Burda et al. 2016): [`log_weights`], [`bound_from_log_weights`], [`elbo_terms`].
@@ -40,6 +43,8 @@ mod objective;
 mod param;
 mod prior;
 mod real;
+mod stack;
+mod stack_eval;
 mod task;
 mod throughput;
 mod train;
@@ -65,7 +70,7 @@ pub use named::NamedTensor;
 pub use objective::{
     fast_path_available, objective_and_grads_with_noise, objective_and_grads_with_noise_reference,
 };
-pub use prior::{Mixture, Prior, PriorKind, Vamp};
+pub use prior::{AGGREGATE_SEED, Mixture, Prior, PriorKind, Vamp};
 pub use real::Real;
 pub use task::{Beta, Estimator, Objective, ObjectiveKind, Trainable};
 pub use throughput::{GemmBackend, fma_peak_gflops, gemm_gflops};

@@ -1,5 +1,7 @@
 //! The VAE: a Gaussian encoder q(z|x) = N(μ(x), diag σ(x)²) and a Bernoulli or Gaussian decoder
-//! p(x|z), as in Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders".
+//! p(x|z), as in Burda, Grosse & Salakhutdinov (2016), "Importance Weighted Autoencoders";
+//! optionally with further stochastic layers q(z_{l+1}|z_l), p(z_l|z_{l+1}) (their §5; the
+//! objective and bounds of such models are in `stack.rs`).
 //!
 //! The forward functions are generic over the dfdx tape, so inference (no tape) and training
 //! (recording tape) run the same code, and over the element type (`f32`/`f64`).
@@ -15,7 +17,7 @@ use crate::config::{
 use crate::error::{NnError, Result, check_finite, check_len, checked_product};
 use crate::named::{Lookup, NamedTensor};
 use crate::param::{ParamMut, ParamRef, mat_from, vec_from};
-use crate::real::{LN_2PI, Mat, Real, TapeOf, Vector};
+use crate::real::{Dev, LN_2PI, Mat, Real, TapeOf, Vector};
 
 /// Rows per chunk in the inference paths (bounds memory for large batches).
 pub(crate) const CHUNK_ROWS: usize = 8192;
@@ -85,6 +87,66 @@ pub struct Vae<E: Real = f32> {
     dec: Vec<Linear<E>>,
     dec_out: Linear<E>,
     dec_log_std: Option<Vector<E>>,
+    /// The stochastic layers above the first, bottom up (empty for one layer).
+    pub(crate) upper: Vec<UpperNets<E>>,
+}
+
+/// A diagonal Gaussian conditional N(μ(h), diag exp(ls(h))²) on an MLP: `hidden`, then the
+/// mean and log-std heads (q(z_{l+1}|z_l) or p(z_l|z_{l+1}); Burda et al. 2016, §5).
+#[derive(Clone)]
+pub(crate) struct GaussNet<E: Real> {
+    pub hidden: Vec<Linear<E>>,
+    pub mean: Linear<E>,
+    pub log_std: Linear<E>,
+}
+
+/// The networks of one stochastic layer above the first: q(z_{l+1}|z_l) and p(z_l|z_{l+1}).
+#[derive(Clone)]
+pub(crate) struct UpperNets<E: Real> {
+    pub enc: GaussNet<E>,
+    pub dec: GaussNet<E>,
+}
+
+impl<E: Real> GaussNet<E> {
+    /// `(mean, log_std)` of the rows of `h`. Tape invariant as for [`Vae::encode_t`]: the ops
+    /// upstream of the heads are recorded on `log_std`'s tape.
+    pub(crate) fn forward_t<T: TapeOf<E>>(
+        &self,
+        act: Activation,
+        x: Mat<E, T>,
+    ) -> (Mat<E, T>, Mat<E, T>) {
+        let mut h = x;
+        for l in &self.hidden {
+            h = activate(act, l.forward(h));
+        }
+        let mean = self.mean.forward(h.with_empty_tape());
+        (mean, self.log_std.forward(h))
+    }
+
+    /// A copy whose tensors are new (other ids than the parameters'), so that a tape through
+    /// it records no gradient for the parameters: q's parameters stopped (DReG).
+    pub(crate) fn stopped(&self) -> GaussNet<E> {
+        let dev = Dev::<E>::default();
+        let copy = |l: &Linear<E>| Linear {
+            w: l.w.to_device(&dev),
+            b: l.b.to_device(&dev),
+        };
+        GaussNet {
+            hidden: self.hidden.iter().map(copy).collect(),
+            mean: copy(&self.mean),
+            log_std: copy(&self.log_std),
+        }
+    }
+
+    fn linears(&self) -> impl Iterator<Item = &Linear<E>> {
+        self.hidden.iter().chain([&self.mean, &self.log_std])
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear<E>> {
+        self.hidden
+            .iter_mut()
+            .chain([&mut self.mean, &mut self.log_std])
+    }
 }
 
 impl<E: Real> std::fmt::Debug for Vae<E> {
@@ -107,7 +169,8 @@ impl<E: Real> Vae<E> {
 
     /// A freshly initialised model. Every linear layer is drawn by `init.scheme` in canonical
     /// parameter order from a ChaCha8 stream seeded with `seed` (weights, then the layer's bias);
-    /// then the encoder's σ head is scaled by `init.std_head_scale` and the decoder's output
+    /// then every encoder σ head (the first layer's and each `encoder.z{l}.log_std`) is scaled
+    /// by `init.std_head_scale` and the decoder's output
     /// bias replaced by `init.output_bias`'s logits, if any. `decoder.log_std` (learned
     /// Gaussian σ) starts at ln(std). Errors if `cfg` or `init` is invalid
     /// ([`VaeConfig::validate`], [`Init::validate`]).
@@ -126,7 +189,9 @@ impl<E: Real> Vae<E> {
                     .name
                     .rsplit_once('.')
                     .map_or(spec.name.as_str(), |(l, _)| l);
-                let scale = if layer == std_head {
+                let scale = if layer == std_head
+                    || (layer.starts_with("encoder.z") && layer.ends_with(".log_std"))
+                {
                     init.std_head_scale
                 } else {
                     1.0
@@ -200,6 +265,38 @@ impl<E: Real> Vae<E> {
             width = h;
         }
         let dec_out = take_linear("decoder.out", width, cfg.input_dim)?;
+        let mut take_gauss = |prefix: &str, i: usize, hidden: &[usize], o: usize| {
+            let mut width = i;
+            let mut layers = Vec::with_capacity(hidden.len());
+            for (j, &h) in hidden.iter().enumerate() {
+                layers.push(take_linear(&format!("{prefix}.{j}"), width, h)?);
+                width = h;
+            }
+            Ok::<_, NnError>(GaussNet {
+                hidden: layers,
+                mean: take_linear(&format!("{prefix}.mean"), width, o)?,
+                log_std: take_linear(&format!("{prefix}.log_std"), width, o)?,
+            })
+        };
+        let mut upper = Vec::with_capacity(cfg.upper.len());
+        let mut below = cfg.latent_dim;
+        for (l, layer) in cfg.upper.iter().enumerate() {
+            let (lo, hi) = (l + 1, l + 2);
+            let enc = take_gauss(
+                &format!("encoder.z{hi}"),
+                below,
+                &layer.encoder_hidden,
+                layer.latent_dim,
+            )?;
+            let dec = take_gauss(
+                &format!("decoder.z{lo}"),
+                layer.latent_dim,
+                &layer.decoder_hidden,
+                below,
+            )?;
+            upper.push(UpperNets { enc, dec });
+            below = layer.latent_dim;
+        }
         let dec_log_std = match cfg.likelihood {
             Likelihood::Gaussian { learned: true, .. } => Some(vec_from(
                 lookup.take("decoder.log_std", &[cfg.input_dim])?.to_vec(),
@@ -215,6 +312,7 @@ impl<E: Real> Vae<E> {
             dec,
             dec_out,
             dec_log_std,
+            upper,
         })
     }
 
@@ -225,7 +323,10 @@ impl<E: Real> Vae<E> {
 
     /// All parameters in canonical order: `encoder.{i}.weight|bias` (hidden layers),
     /// `encoder.mean.*`, `encoder.log_std.*` (or `encoder.std_pre.*` for softplus σ),
-    /// `decoder.{i}.*`, `decoder.out.*`, and `decoder.log_std` for a learned Gaussian std.
+    /// `decoder.{i}.*`, `decoder.out.*`; then for each stochastic layer above the first
+    /// (z_{l+1}, l ≥ 1) `encoder.z{l+1}.{i}.*`, `encoder.z{l+1}.mean.*`,
+    /// `encoder.z{l+1}.log_std.*`, `decoder.z{l}.{i}.*`, `decoder.z{l}.mean.*`,
+    /// `decoder.z{l}.log_std.*`; and `decoder.log_std` for a learned Gaussian std.
     pub fn named_tensors(&self) -> Vec<NamedTensor<E>> {
         self.params()
             .iter()
@@ -292,6 +393,158 @@ impl<E: Real> Vae<E> {
             out.extend(o.as_vec());
         }
         Ok(out)
+    }
+
+    /// The decoder's mean for draws of the top stochastic layer (row-major `rows × d`, d =
+    /// [`VaeConfig::prior_dim`]): the means of p(z_l|z_{l+1}) from the top down to z₁, then
+    /// [`Vae::decode_mean`]. For one stochastic layer this is `decode_mean`.
+    pub fn decode_top_mean(&self, z_top: &[E]) -> Result<Vec<E>> {
+        if self.upper.is_empty() {
+            return self.decode_mean(z_top);
+        }
+        let d = self.cfg.prior_dim();
+        let rows = check_rows("z_top", z_top, d, "the top layer's dimension")?;
+        let mut z1 = Vec::with_capacity(rows * self.cfg.latent_dim);
+        for start in (0..rows).step_by(CHUNK_ROWS) {
+            let m = CHUNK_ROWS.min(rows - start);
+            let mut z = mat_from(m, d, z_top[start * d..(start + m) * d].to_vec())?;
+            for u in self.upper.iter().rev() {
+                z = u.dec.forward_t(self.cfg.activation, z).0;
+            }
+            z1.extend(z.as_vec());
+        }
+        self.decode_mean(&z1)
+    }
+
+    /// The posterior means E_q[z_l|x] of every stochastic layer for the rows of `x`: per layer,
+    /// `rows × d_l` row-major. Layer 1 is exact (μ₁(x)); layer l+1 averages μ_{l+1}(z_l) over
+    /// `samples` ancestral draws of the layers below (row i's noise from
+    /// `stream_rng(seed, i)`, ε₁ then ε₂ … per draw). Active units per layer (Burda et al.
+    /// 2016, §5: Cov_x E_q(u_j) > 10⁻²) are the [`latent_variances`](crate::latent_variances)
+    /// of each.
+    pub fn posterior_means(&self, x: &[E], samples: usize, seed: u64) -> Result<Vec<Vec<E>>> {
+        if samples == 0 {
+            return Err(NnError::InvalidArgument {
+                what: "samples".into(),
+                reason: "at least one ancestral draw per row is needed".into(),
+            });
+        }
+        let rows = check_rows("x", x, self.cfg.input_dim, "input_dim")?;
+        let mut out: Vec<Vec<E>> = self.cfg.latent_dims().iter().map(|_| Vec::new()).collect();
+        let per_chunk = (CHUNK_ROWS / samples).max(1);
+        for start in (0..rows).step_by(per_chunk) {
+            let m = per_chunk.min(rows - start);
+            let chunk = self.ancestral(x, start, m, samples, seed)?;
+            out[0].extend(chunk.mean1);
+            for (l, (mean, _)) in chunk.upper.iter().enumerate() {
+                let d = self.cfg.upper[l].latent_dim;
+                for i in 0..m {
+                    for j in 0..d {
+                        let s: f64 = (0..samples)
+                            .map(|s| mean[(i * samples + s) * d + j].as_f64())
+                            .sum();
+                        out[l + 1].push(E::of_f64(s / samples as f64));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The posterior of the top stochastic layer, on which the prior lives, for the rows of
+    /// `x`: [`Vae::encode`] for one layer; with several, q(z_L|z_{L−1}⁽ⁱ⁾) at one ancestral
+    /// draw z_{<L}⁽ⁱ⁾ ~ q(z_{<L}|x_i) per row (row i's noise from `stream_rng(seed, i)`), so
+    /// that the equal-weight mixture of the rows' Gaussians is an unbiased one-draw estimate
+    /// of the top layer's aggregate posterior (what
+    /// [`Prior::aggregate_posterior`](crate::Prior::aggregate_posterior) builds, with a fixed
+    /// seed).
+    pub fn top_posterior(&self, x: &[E], seed: u64) -> Result<Posterior<E>> {
+        if self.upper.is_empty() {
+            return self.encode(x);
+        }
+        let (rows, mean, log_std) = self.top_posterior_values(x, seed)?;
+        let std = log_std.iter().map(|v| v.exp()).collect();
+        Ok(Posterior {
+            rows,
+            dim: self.cfg.prior_dim(),
+            mean,
+            std,
+            log_std,
+        })
+    }
+
+    /// For the rows of `x`: q(z_L|z_{L−1}) at one ancestral draw of the layers below (row i's
+    /// noise from `stream_rng(seed, i)`): `(rows, means, log_stds)`, each `rows × d_L`.
+    fn top_posterior_values(&self, x: &[E], seed: u64) -> Result<(usize, Vec<E>, Vec<E>)> {
+        let rows = check_rows("x", x, self.cfg.input_dim, "input_dim")?;
+        let (mut mean, mut log_std) = (Vec::new(), Vec::new());
+        for start in (0..rows).step_by(CHUNK_ROWS) {
+            let m = CHUNK_ROWS.min(rows - start);
+            let mut chunk = self.ancestral(x, start, m, 1, seed)?;
+            match chunk.upper.pop() {
+                Some((mu, ls)) => {
+                    mean.extend(mu);
+                    log_std.extend(ls);
+                }
+                None => {
+                    mean.extend(chunk.mean1);
+                    log_std.extend(chunk.log_std1);
+                }
+            }
+        }
+        Ok((rows, mean, log_std))
+    }
+
+    /// Rows `start..start + m` of `x`, `samples` ancestral draws each (see
+    /// [`Vae::posterior_means`]).
+    fn ancestral(
+        &self,
+        x: &[E],
+        start: usize,
+        m: usize,
+        samples: usize,
+        seed: u64,
+    ) -> Result<Ancestral<E>> {
+        let (d_in, d1) = (self.cfg.input_dim, self.cfg.latent_dim);
+        let nd = self.cfg.noise_dim();
+        let (mean1, log_std1) = self.encode_values(&x[start * d_in..(start + m) * d_in], m)?;
+        let mut noise = Vec::with_capacity(m * samples * nd);
+        for i in 0..m {
+            let mut rng = crate::stream_rng(seed, (start + i) as u64);
+            noise.extend(standard_normal_noise::<E, _>(&mut rng, samples * nd));
+        }
+        let rows = m * samples;
+        let mut z = Vec::with_capacity(rows * d1);
+        for r in 0..rows {
+            let i = r / samples;
+            for j in 0..d1 {
+                let e = noise[r * nd + j];
+                z.push(mean1[i * d1 + j] + log_std1[i * d1 + j].exp() * e);
+            }
+        }
+        let mut upper = Vec::with_capacity(self.upper.len());
+        let (mut below, mut offset) = (d1, d1);
+        for (l, u) in self.upper.iter().enumerate() {
+            let d = self.cfg.upper[l].latent_dim;
+            let (mu, ls) = u
+                .enc
+                .forward_t(self.cfg.activation, mat_from(rows, below, z)?);
+            let (mu, ls) = (mu.as_vec(), ls.as_vec());
+            z = (0..rows * d)
+                .map(|t| {
+                    let (r, j) = (t / d, t % d);
+                    mu[t] + ls[t].exp() * noise[r * nd + offset + j]
+                })
+                .collect();
+            upper.push((mu, ls));
+            below = d;
+            offset += d;
+        }
+        Ok(Ancestral {
+            mean1,
+            log_std1,
+            upper,
+        })
     }
 
     /// Encoder means and log-stds for `rows` rows (inference, chunked).
@@ -398,6 +651,12 @@ impl<E: Real> Vae<E> {
             refs.push(ParamRef::Mat(&l.w));
             refs.push(ParamRef::Vec(&l.b));
         }
+        for u in &self.upper {
+            for l in u.enc.linears().chain(u.dec.linears()) {
+                refs.push(ParamRef::Mat(&l.w));
+                refs.push(ParamRef::Vec(&l.b));
+            }
+        }
         if let Some(ls) = &self.dec_log_std {
             refs.push(ParamRef::Vec(ls));
         }
@@ -421,11 +680,40 @@ impl<E: Real> Vae<E> {
             refs.push(ParamMut::Mat(&mut l.w));
             refs.push(ParamMut::Vec(&mut l.b));
         }
+        for u in &mut self.upper {
+            for l in u.enc.linears_mut().chain(u.dec.linears_mut()) {
+                refs.push(ParamMut::Mat(&mut l.w));
+                refs.push(ParamMut::Vec(&mut l.b));
+            }
+        }
         if let Some(ls) = &mut self.dec_log_std {
             refs.push(ParamMut::Vec(ls));
         }
         names.into_iter().zip(refs).collect()
     }
+}
+
+/// One chunk of ancestral draws: q(z₁|x) and, per upper layer, the mean and log-std of
+/// q(z_{l+1}|z_l) at every draw (`rows·samples × d_{l+1}`).
+struct Ancestral<E> {
+    mean1: Vec<E>,
+    log_std1: Vec<E>,
+    upper: Vec<(Vec<E>, Vec<E>)>,
+}
+
+/// Checks that `v` is a positive number of finite rows of `d` values; returns the rows.
+fn check_rows<E: Real>(what: &str, v: &[E], d: usize, dim: &str) -> Result<usize> {
+    if v.is_empty() || !v.len().is_multiple_of(d) {
+        return Err(NnError::InvalidArgument {
+            what: what.into(),
+            reason: format!(
+                "{} values is not a positive multiple of {dim} = {d}",
+                v.len()
+            ),
+        });
+    }
+    check_finite(what, v)?;
+    Ok(v.len() / d)
 }
 
 /// Borrowed layers of a [`Vae`] (see [`Vae::layers`]).

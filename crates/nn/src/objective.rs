@@ -128,6 +128,10 @@ pub(crate) fn fast_engine<E: Real>(
     trainable: Trainable,
 ) -> Option<Engine> {
     (vae as &dyn Any).downcast_ref::<Vae<f32>>()?;
+    if vae.config().stochastic_layers() > 1 {
+        // Several stochastic layers: the tape (`stack.rs`).
+        return None;
+    }
     if objective.validate(prior).is_err() {
         return None;
     }
@@ -172,7 +176,7 @@ pub(crate) fn validate_inputs<E: Real>(
     obj.validate(prior)?;
     let names = trainable_names(vae, prior, tr)?;
     let len = check_inputs(vae, prior, x, n, obj.samples())?;
-    check_noise(eps, n, obj.samples(), vae.config().latent_dim, len)?;
+    check_noise(eps, n, obj.samples(), vae.config(), len)?;
     Ok(names)
 }
 
@@ -237,6 +241,10 @@ pub(crate) fn evaluate_reference<E: Real>(
     eps: &[E],
 ) -> Result<Evaluation<E>> {
     let names = trainable_names(vae, prior, tr)?;
+    if vae.config().stochastic_layers() > 1 {
+        let (value, grads) = crate::stack::evaluate_stack(vae, prior, obj, tr, &names, x, n, eps)?;
+        return Ok(Evaluation { value, grads });
+    }
     let k = obj.samples();
     let cfg = vae.config();
     let (dd, d) = (cfg.input_dim, cfg.latent_dim);

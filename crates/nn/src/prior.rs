@@ -22,6 +22,9 @@ use crate::named::{Lookup, NamedTensor};
 use crate::param::{ParamMut, ParamRef, mat_from, vec_from};
 use crate::real::{Dev, LN_2PI, Mat, Real, Taped, Vector, to_f64};
 
+/// Seed of the ancestral draws of [`Prior::aggregate_posterior`] for several stochastic layers.
+pub const AGGREGATE_SEED: u64 = 0x5eed_a66e;
+
 /// Largest number of `f64` values of the (rows × components) block formed at once.
 const BLOCK_VALUES: usize = 1 << 23;
 
@@ -186,8 +189,14 @@ impl<E: Real> Prior<E> {
     /// The exact aggregate posterior q_agg(z) = (1/N) Σ_n q(z|x_n) of the rows of `x`, as an
     /// equal-weight mixture of the N encoder posteriors (the optimal prior for the
     /// dataset-average ELBO).
+    ///
+    /// With several stochastic layers it is the aggregate posterior of the top layer, on which
+    /// the prior lives: q_agg(z_L) = (1/N) Σ_n ∫ q(z_L|z_{L−1}) q(z_{<L}|x_n) dz, represented by
+    /// one ancestral draw of the lower layers per row ([`Vae::top_posterior`] with the fixed
+    /// seed [`AGGREGATE_SEED`], so the result is deterministic): component i is
+    /// q(z_L|z_{L−1}⁽ⁱ⁾), an unbiased one-draw estimate of row i's marginal q(z_L|x_i).
     pub fn aggregate_posterior(vae: &Vae<E>, x: &[E]) -> Result<Self> {
-        let post = vae.encode(x)?;
+        let post = vae.top_posterior(x, AGGREGATE_SEED)?;
         Self::mixture(
             post.rows,
             post.dim,
@@ -259,7 +268,7 @@ impl<E: Real> Prior<E> {
             PriorKind::StandardNormal => Prior::StandardNormal,
             PriorKind::Mixture { components: k } => {
                 positive("components", k)?;
-                let d = cfg.latent_dim;
+                let d = cfg.prior_dim();
                 let logits = lookup.take("prior.logits", &[k])?.to_vec();
                 let means = lookup.take("prior.means", &[k, d])?.to_vec();
                 let log_stds = lookup.take("prior.log_stds", &[k, d])?.to_vec();
@@ -296,15 +305,34 @@ impl<E: Real> Prior<E> {
         })
     }
 
-    /// Checks that the prior fits the model (latent or input dimension).
+    /// Checks that the prior fits the model (the top layer's dimension, or the input dimension
+    /// for the VampPrior, which needs a model with one stochastic layer: with several,
+    /// q(z_L|u) is not Gaussian).
     pub(crate) fn check_compatible(&self, vae: &Vae<E>) -> Result<()> {
         let cfg = vae.config();
         match self {
             Prior::StandardNormal => Ok(()),
-            Prior::Mixture(m) if m.dim() != cfg.latent_dim => Err(NnError::InvalidConfig(format!(
-                "mixture prior has dimension {}, the model's latent_dim is {}",
-                m.dim(),
-                cfg.latent_dim
+            Prior::Mixture(m) if m.dim() != cfg.prior_dim() => {
+                Err(NnError::InvalidConfig(if cfg.stochastic_layers() == 1 {
+                    format!(
+                        "mixture prior has dimension {}, the model's latent_dim is {}",
+                        m.dim(),
+                        cfg.latent_dim
+                    )
+                } else {
+                    format!(
+                        "mixture prior has dimension {}, the model's top stochastic layer \
+                         (z{}) has {}",
+                        m.dim(),
+                        cfg.stochastic_layers(),
+                        cfg.prior_dim()
+                    )
+                }))
+            }
+            Prior::Vamp(_) if cfg.stochastic_layers() > 1 => Err(NnError::InvalidConfig(format!(
+                "the VampPrior needs one stochastic layer, the model has {} (q(z_L|u) of a \
+                 hierarchical encoder is not Gaussian); use a standard-normal or mixture prior",
+                cfg.stochastic_layers()
             ))),
             Prior::Vamp(v) if v.pseudo_inputs.shape().1 != cfg.input_dim => {
                 Err(NnError::InvalidConfig(format!(
@@ -317,15 +345,16 @@ impl<E: Real> Prior<E> {
         }
     }
 
-    /// log p(z) for the rows of `z` (`rows × latent_dim`), without a tape, computed in `f64`.
-    /// For the VampPrior the pseudo-inputs are encoded with `vae`'s encoder.
+    /// log p(z) for the rows of `z` (`rows × d` with d the top stochastic layer's dimension,
+    /// [`VaeConfig::prior_dim`]), without a tape, computed in `f64`. For the VampPrior the
+    /// pseudo-inputs are encoded with `vae`'s encoder.
     pub fn log_density(&self, vae: &Vae<E>, z: &[E], rows: usize) -> Result<Vec<f64>> {
         self.check_compatible(vae)?;
-        let d = vae.config().latent_dim;
+        let d = vae.config().prior_dim();
         positive("rows", rows)?;
         let expected = checked_product("z", &[rows, d])?;
         check_len(
-            || format!("z (rows={rows} × latent_dim={d})"),
+            || format!("z (rows={rows} × prior dimension={d})"),
             expected,
             z.len(),
         )?;
@@ -340,7 +369,7 @@ impl<E: Real> Prior<E> {
         z: &[E],
         rows: usize,
     ) -> Result<Vec<f64>> {
-        let d = vae.config().latent_dim;
+        let d = vae.config().prior_dim();
         match self {
             Prior::StandardNormal => Ok(z
                 .par_chunks(d)
@@ -370,10 +399,12 @@ impl<E: Real> Prior<E> {
         }
     }
 
-    /// `n` draws z ~ p(z) (row-major `n × latent_dim`).
+    /// `n` draws z ~ p(z) of the top stochastic layer (row-major `n × d`,
+    /// d = [`VaeConfig::prior_dim`]; decode them with
+    /// [`Vae::decode_top_mean`](crate::Vae::decode_top_mean)).
     pub fn sample<R: Rng + ?Sized>(&self, vae: &Vae<E>, n: usize, rng: &mut R) -> Result<Vec<E>> {
         self.check_compatible(vae)?;
-        let d = vae.config().latent_dim;
+        let d = vae.config().prior_dim();
         let len = checked_product("samples", &[n, d])?;
         let (log_pi, means, log_stds) = match self {
             Prior::StandardNormal => return Ok(standard_normal_noise(rng, len)),

@@ -142,6 +142,11 @@ impl<E: Real> Trainer<E> {
     ) -> Result<Self> {
         objective.validate(&prior)?;
         prior.check_compatible(&vae)?;
+        if objective.analytic_kl && vae.config().stochastic_layers() > 1 {
+            return Err(NnError::InvalidConfig(
+                "analytic_kl is defined for one stochastic layer only".into(),
+            ));
+        }
         hyper.validate()?;
         let names = trainable_names(&vae, &prior, trainable)?;
         let dev = Dev::<E>::default();
@@ -170,6 +175,11 @@ impl<E: Real> Trainer<E> {
             step: 0,
             slots,
         })
+    }
+
+    /// Samples per example (m·k for the grouped objectives), never 0.
+    fn samples(&self) -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(self.objective.samples()).unwrap_or(self.objective.k)
     }
 
     /// Sets the learning rate (for schedules; not part of [`Trainer::state`]).
@@ -221,12 +231,6 @@ impl<E: Real> Trainer<E> {
         self.step_checked(x, n, &eps)
     }
 
-    /// Samples drawn per example (the objective built the trainer, so this is at least 1 and
-    /// does not overflow).
-    fn samples(&self) -> std::num::NonZeroUsize {
-        std::num::NonZeroUsize::new(self.objective.samples()).unwrap_or(self.objective.k)
-    }
-
     /// Whether steps take the fast `f32` path (see
     /// [`fast_path_available`](crate::fast_path_available)).
     pub fn uses_fast_path(&self) -> bool {
@@ -240,12 +244,13 @@ impl<E: Real> Trainer<E> {
         self.use_fast
     }
 
-    /// [`Trainer::step`] at caller-supplied noise (n·S·latent_dim values for the objective's S =
-    /// [`Objective::samples`] samples per example: k, or m·k for MIWAE and PIWAE).
+    /// [`Trainer::step`] at caller-supplied noise (n × S × [`VaeConfig::noise_dim`](crate::VaeConfig::noise_dim)
+    /// values for the objective's S = [`Objective::samples`] samples per example: k, or m·k for
+    /// MIWAE and PIWAE).
     pub fn step_with_noise(&mut self, x: &[E], n: usize, eps: &[E]) -> Result<StepStats> {
         let k = self.samples();
         let len = check_batch(&self.vae, x, n, k)?;
-        check_noise(eps, n, k.get(), self.vae.config().latent_dim, len)?;
+        check_noise(eps, n, k.get(), self.vae.config(), len)?;
         self.step_checked(x, n, eps)
     }
 
@@ -255,7 +260,7 @@ impl<E: Real> Trainer<E> {
         use rayon::prelude::*;
         debug_assert_eq!(
             eps.len(),
-            n * self.objective.samples() * self.vae.config().latent_dim
+            n * self.objective.samples() * self.vae.config().noise_dim()
         );
         // The gradient of the loss to minimise (−objective) into the slots, with each slot's
         // squared norm.

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod error;
+mod model;
 pub mod node;
 pub mod read;
 mod resolve;
@@ -137,6 +138,7 @@ pub fn load_str(
     r.errors.extend(override_errors);
     let axes = sweep::axes(&root, &mut r);
     let explicit = sweep::explicit_points(&root, &axes, &mut r);
+    let explicit_labels = sweep::explicit_labels(&root, &mut r);
     // Paths assigned per point: an override of one of them (or of a table above it) would be
     // silently overwritten by the sweep.
     let swept: Vec<&Vec<String>> = axes
@@ -180,6 +182,7 @@ pub fn load_str(
     // Expansion: one tree per point (explicit points × grid), each read and validated.
     let mut runs = Vec::new();
     let mut labels = BTreeMap::new();
+    let mut values_seen = BTreeMap::new();
     if r.errors.is_empty() {
         let explicit: Vec<Vec<sweep::Assignment>> = if explicit.is_empty() {
             vec![Vec::new()]
@@ -189,10 +192,12 @@ pub fn load_str(
         let grid = sweep::grid(&axes);
         let combos = explicit
             .iter()
-            .flat_map(|e| grid.iter().map(move |g| (e, g)));
-        for (index, (fixed, point)) in combos.enumerate() {
+            .enumerate()
+            .flat_map(|(e, fixed)| grid.iter().map(move |g| (e, fixed, g)));
+        for (index, (e, fixed, point)) in combos.enumerate() {
             let mut tree = root.clone();
             let mut assignments = BTreeMap::new();
+            let mut grid_values = BTreeMap::new();
             let mut set = |key: &node::Key, path: &[String], value: Node, r: &mut Reader| {
                 assignments.insert(key.name.clone(), to_json(&value));
                 if let Err(prefix) = tree.set_path(path, &key.origin, value) {
@@ -207,10 +212,20 @@ pub fn load_str(
                 set(&a.key, &a.path, a.value.clone(), &mut r);
             }
             for (axis, &vi) in axes.iter().zip(point) {
+                grid_values.insert(axis.key.name.clone(), to_json(&axis.values[vi]));
                 set(&axis.key, &axis.path, axis.values[vi].clone(), &mut r);
             }
-            let label = label(&assignments);
-            if let Some(prev) = labels.insert(label.clone(), index) {
+            let label = match explicit_labels.get(e).cloned().flatten() {
+                Some(name) if grid_values.is_empty() => name,
+                Some(name) => format!("{name} {}", label(&grid_values)),
+                None => label(&assignments),
+            };
+            // Labelled points may differ in label only: their values (and ids) must differ too.
+            let values = serde_json::to_string(&assignments).unwrap_or_default();
+            let repeated = labels
+                .insert(label.clone(), index)
+                .or_else(|| values_seen.insert(values, index));
+            if let Some(prev) = repeated {
                 let (origin, key) = match (axes.first(), fixed.first()) {
                     (Some(a), _) => (a.key.origin.clone(), format!("sweep.{}", a.key.name)),
                     (None, Some(a)) => (a.key.origin.clone(), "sweep.points".to_string()),

@@ -164,6 +164,24 @@ impl<'n> Table<'n> {
     }
 }
 
+/// Check for [`Table::get_checked`]: an integer of at least 1.
+pub fn positive(v: &usize) -> Result<(), String> {
+    if *v >= 1 {
+        Ok(())
+    } else {
+        Err("must be at least 1".into())
+    }
+}
+
+/// Check for [`Table::get_checked`]: a number greater than 0.
+pub fn positive_f(v: &f64) -> Result<(), String> {
+    if *v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("must be greater than 0, found {v}"))
+    }
+}
+
 /// Conversion of one node into a typed value, recording an error on mismatch.
 pub trait FromNode: Sized {
     fn from_node(node: &Node, path: &str, r: &mut Reader) -> Option<Self>;

@@ -1,8 +1,9 @@
 //! Reading a run from the spec tree: every key of docs/spec.md checked where it enters, every
 //! default filled in, all errors collected with their origin (file, line, column, key).
 
+use crate::model::read_model;
 use crate::node::Node;
-use crate::read::{Reader, SpecPath, Table};
+use crate::read::{Reader, SpecPath, Table, positive, positive_f};
 use crate::schema::*;
 use crate::source::Origin;
 
@@ -48,22 +49,6 @@ pub fn read_run(root: &Node, r: &mut Reader) -> Option<RunConfig> {
 
 fn section<'n>(top: &mut Table<'n>, name: &str, empty: &'n Node) -> &'n Node {
     top.node(name).unwrap_or(empty)
-}
-
-fn positive(v: &usize) -> Result<(), String> {
-    if *v >= 1 {
-        Ok(())
-    } else {
-        Err("must be at least 1".into())
-    }
-}
-
-fn positive_f(v: &f64) -> Result<(), String> {
-    if *v > 0.0 {
-        Ok(())
-    } else {
-        Err(format!("must be greater than 0, found {v}"))
-    }
 }
 
 fn read_pipeline(
@@ -365,84 +350,6 @@ fn read_split(node: &Node, r: &mut Reader) -> Option<DataSource> {
     }
 }
 
-fn sizes(v: &[usize]) -> Result<(), String> {
-    match v.iter().position(|s| *s == 0) {
-        Some(i) => Err(format!("layer sizes must be at least 1 (entry {i} is 0)")),
-        None => Ok(()),
-    }
-}
-
-fn read_model(node: &Node, r: &mut Reader) -> Option<ModelSection> {
-    let mut t = r.table(node, "model")?;
-    let latent = t.get_checked(r, "latent", 50usize, positive);
-    let encoder = t.get_checked(r, "encoder", vec![200usize, 200], |v: &Vec<usize>| sizes(v));
-    let decoder = t.opt::<Vec<usize>>(r, "decoder");
-    if let Some((d, o)) = &decoder
-        && let Err(e) = sizes(d)
-    {
-        r.error(o, "model.decoder", e);
-    }
-    let decoder = decoder.map_or_else(|| encoder.iter().rev().copied().collect(), |(d, _)| d);
-    let activation = t.get(r, "activation", Activation::Tanh);
-    let likelihood = t.get(r, "likelihood", Likelihood::Bernoulli);
-    let observation_std = t.get_checked(r, "observation_std", 1.0f64, positive_f);
-    let learn_std = t.get(r, "learn_std", false);
-    let posterior_std = t.get(r, "posterior_std", PosteriorStd::Exp);
-    let init = t.get(r, "init", InitScheme::Pytorch);
-    let output_bias = match t.opt::<OutputBias>(r, "output_bias") {
-        Some((OutputBias::Data, origin)) if likelihood != Likelihood::Bernoulli => {
-            r.error_help(
-                origin,
-                "model.output_bias",
-                format!(
-                    "output_bias = \"data\" sets Bernoulli logits, but likelihood = \"{likelihood}\""
-                ),
-                "use output_bias = \"init\" with a Gaussian likelihood",
-            );
-            OutputBias::Init
-        }
-        Some((v, _)) => v,
-        None if likelihood == Likelihood::Bernoulli => OutputBias::Data,
-        None => OutputBias::Init,
-    };
-    let std_head_scale = t.get_checked(r, "std_head_scale", 0.0f64, |v| {
-        if *v >= 0.0 {
-            Ok(())
-        } else {
-            Err(format!("must be at least 0, found {v}"))
-        }
-    });
-    t.finish(
-        r,
-        &[
-            "latent",
-            "encoder",
-            "decoder",
-            "activation",
-            "likelihood",
-            "observation_std",
-            "learn_std",
-            "posterior_std",
-            "init",
-            "output_bias",
-            "std_head_scale",
-        ],
-    );
-    Some(ModelSection {
-        latent,
-        encoder,
-        decoder,
-        activation,
-        likelihood,
-        observation_std,
-        learn_std,
-        posterior_std,
-        init,
-        output_bias,
-        std_head_scale,
-    })
-}
-
 fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
     let mut t = r.table(node, "train")?;
     let objective = t.get(r, "objective", Objective::Elbo);
@@ -733,6 +640,17 @@ fn cross_checks(run: &RunConfig, root: &Node, r: &mut Reader) {
         );
     }
     let m = &run.model;
+    if run.prior.method == PriorMethod::Vamp && !m.upper.is_empty() {
+        r.error_help(
+            &at(&["prior", "method"]),
+            "prior.method",
+            format!(
+                "prior.method = \"vamp\" needs one stochastic layer, but model.layers has {}",
+                m.stochastic_layers()
+            ),
+            "the VampPrior's pseudo-inputs are encoded by q(z1|x) only; use \"mog\" or \"aggregate-posterior\" (refit on the top layer)",
+        );
+    }
     if m.likelihood == Likelihood::Gaussian
         && matches!(
             run.data.binarize,

@@ -171,6 +171,38 @@ pub struct ModelSection {
     /// starts at σ = 1 for `posterior_std = "exp"`).
     #[serde(default = "legacy_std_head_scale")]
     pub std_head_scale: f64,
+    /// Stochastic layers above the first, bottom up (`[[model.layers]]` after the first entry;
+    /// empty for one stochastic layer, and then not serialized, so one-layer specs keep their
+    /// canonical form and cache keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upper: Vec<UpperLayerSection>,
+}
+
+/// A stochastic layer above the first (`[[model.layers]]`, Burda et al. 2016, §5): the encoder
+/// q(z_l|z_{l-1}) and the decoder p(z_{l-1}|z_l), diagonal Gaussians with σ = exp(linear).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpperLayerSection {
+    /// Dimension of z_l.
+    pub latent: usize,
+    /// Hidden widths of q(z_l|z_{l-1}), from z_{l-1} up.
+    pub encoder: Vec<usize>,
+    /// Hidden widths of p(z_{l-1}|z_l), from z_l down.
+    pub decoder: Vec<usize>,
+}
+
+impl ModelSection {
+    /// The number of stochastic layers (1 + `upper.len()`).
+    pub fn stochastic_layers(&self) -> usize {
+        1 + self.upper.len()
+    }
+
+    /// The dimensions of the stochastic layers, bottom up.
+    pub fn latent_dims(&self) -> Vec<usize> {
+        std::iter::once(self.latent)
+            .chain(self.upper.iter().map(|l| l.latent))
+            .collect()
+    }
 }
 
 string_enum!(

@@ -2,7 +2,8 @@
 //! anything runs. Keys are dotted paths (`"train.k" = [1, 5, 50]`, or nested `[sweep.train]`
 //! tables); points are ordered by key name (not file order), so reordering keys changes nothing.
 //! Explicit points (`[[sweep.points]]`, each a table of key = value) list combinations that a
-//! grid cannot express; the runs are every explicit point × every grid point.
+//! grid cannot express; the runs are every explicit point × every grid point. An explicit point
+//! may carry a `label` that names it in place of its values.
 
 use crate::node::{Key, Node, Value};
 use crate::read::Reader;
@@ -20,6 +21,9 @@ const FIXED: &[&str] = &["pipeline.name"];
 
 /// The key of `[sweep]` that holds explicit points.
 const POINTS: &str = "points";
+
+/// The key of an explicit point that names it (instead of its values) in labels.
+const LABEL: &str = "label";
 
 /// Reads the axes of `[sweep]`; errors are recorded in `r`.
 pub fn axes(root: &Node, r: &mut Reader) -> Vec<Axis> {
@@ -106,6 +110,37 @@ pub fn explicit_points(root: &Node, axes: &[Axis], r: &mut Reader) -> Vec<Vec<As
     out
 }
 
+/// The `label` of each explicit point (`None` where it has none), in the order of
+/// [`explicit_points`]: a point's label replaces its assigned values in the run's label (e.g.
+/// `label = "IWAE, 2 layers"` for a point that sets `model.layers`); grid values are appended.
+pub fn explicit_labels(root: &Node, r: &mut Reader) -> Vec<Option<String>> {
+    let Some(Value::Array(items)) = root
+        .get("sweep")
+        .and_then(|s| s.get(POINTS))
+        .map(|p| &p.value)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let label = item.get(LABEL).and_then(|n| match &n.value {
+            Value::Str(s) if !s.trim().is_empty() && !s.chars().any(char::is_control) => {
+                Some(s.trim().to_string())
+            }
+            _ => {
+                r.error(
+                    &n.origin,
+                    &format!("sweep.points[{i}].{LABEL}"),
+                    "a point's label must be a non-empty string without control characters",
+                );
+                None
+            }
+        });
+        out.push(label);
+    }
+    out
+}
+
 fn collect(
     entries: &[(Key, Node)],
     prefix: &[String],
@@ -114,6 +149,10 @@ fn collect(
     out: &mut Vec<Assignment>,
 ) {
     for (key, node) in entries {
+        if prefix.is_empty() && key.name == LABEL {
+            // Read by `explicit_labels`.
+            continue;
+        }
         let mut path = prefix.to_vec();
         path.extend(key.name.split('.').map(|s| s.trim().to_string()));
         let dotted = path.join(".");

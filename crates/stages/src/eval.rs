@@ -533,6 +533,7 @@ fn evaluate(
     let variances = latent_variances(&post.mean, n, d).map_err(anyhow::Error::from)?;
     let active: Vec<bool> = variances.iter().map(|&s| s > e.active_threshold).collect();
     let active_units = active.iter().filter(|a| **a).count();
+    let units_per_layer = units_per_layer(&l.vae, x, n, active_units, e.active_threshold, seed)?;
     write(
         dir,
         "units.parquet",
@@ -549,7 +550,7 @@ fn evaluate(
             .prior
             .sample(&l.vae, e.samples, &mut rng)
             .map_err(anyhow::Error::from)?;
-        l.vae.decode_mean(&z).map_err(anyhow::Error::from)?
+        l.vae.decode_top_mean(&z).map_err(anyhow::Error::from)?
     } else {
         Vec::new()
     };
@@ -634,6 +635,8 @@ fn evaluate(
             kl: MeanStderr::of(&kl).mean,
             recon: MeanStderr::of(&recon).mean,
             active_units,
+            active_units_per_layer: units_per_layer.clone(),
+            latent_dims: l.vae.config().latent_dims(),
             images: m,
             note: (!notes.is_empty()).then(|| notes.join("; ")),
         },
@@ -659,14 +662,53 @@ fn evaluate(
     write_sorted(&dir.join("metrics.json"), &metrics)?;
     ctx.log(format!(
         "variant `{}`: test NLL {test_nll:.3} ± {test_nll_stderr:.3} (k = {}, {} images, \
-         {:.1} images/s); ELBO {:.3}; {active_units}/{d} active units; {seconds:.1} s",
+         {:.1} images/s); ELBO {:.3}; active units {} (per layer, of {:?}); {seconds:.1} s",
         v.name,
         e.k,
         m,
         m as f64 / nll_seconds.max(1e-9),
-        elbo_mean
+        elbo_mean,
+        units_per_layer
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        l.vae.config().latent_dims()
     ));
     Ok(nll)
+}
+
+/// Ancestral draws per image behind E_q[z_l|x] of the layers above the first.
+const POSTERIOR_MEAN_SAMPLES: usize = 16;
+
+/// Active units of every stochastic layer, bottom up: the first layer's count `first` (from the
+/// exact posterior means), then for each layer above the units whose Monte Carlo E_q[z_l|x]
+/// ([`POSTERIOR_MEAN_SAMPLES`] ancestral draws per image) varies across the `n` images of `x`
+/// by more than `threshold` (Burda et al. 2016, §5.2).
+fn units_per_layer(
+    vae: &Vae,
+    x: &[f32],
+    n: usize,
+    first: usize,
+    threshold: f64,
+    seed: u64,
+) -> anyhow::Result<Vec<usize>> {
+    let mut out = vec![first];
+    if vae.config().stochastic_layers() == 1 || n == 0 {
+        return Ok(out);
+    }
+    let means = vae
+        .posterior_means(
+            x,
+            POSTERIOR_MEAN_SAMPLES,
+            seed_for(seed, "eval/posterior-means"),
+        )
+        .context("posterior means of the upper layers")?;
+    for (mean, d) in means.iter().zip(vae.config().latent_dims()).skip(1) {
+        let variances = latent_variances(mean, n, d)?;
+        out.push(variances.iter().filter(|&&v| v > threshold).count());
+    }
+    Ok(out)
 }
 
 /// `p0000`, `p0001`, … columns of row-major pixel rows (`f32` values stored as `f64`).

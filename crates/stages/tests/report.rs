@@ -69,9 +69,19 @@ fn numbers_land_in_their_cells_and_every_figure_is_drawn() {
         }
     }
     // The paper's values are there, marked as the paper's.
-    let paper = md_rows(&md, &["IWAE (paper)"]);
+    let paper = md_rows(&md, &["IWAE (paper)", "1"]);
     assert_eq!(paper.len(), 1);
-    assert_eq!(paper[0][1..], ["86.76", "85.54", "84.78"]);
+    assert_eq!(paper[0][2..], ["86.76", "85.54", "84.78"]);
+    let paper = md_rows(&md, &["IWAE (paper)", "2"]);
+    assert_eq!(paper[0][2..], ["85.33", "83.89", "82.90"]);
+    // ... and beside our cells (one stochastic layer: the paper's one-layer numbers).
+    let beside = md_column(&md, "paper, k = 5");
+    assert_eq!(beside, k5 + 1);
+    assert_eq!(md_rows(&md, &["VAE (ELBO)", "N(0, I)"])[0][beside], "86.47");
+    assert_eq!(
+        md_rows(&md, &["IWAE (L\\_k)", "mog K=3"])[0][beside],
+        "85.54"
+    );
     // The results table: one row per point and prior, with active units out of the latent size.
     let units = md_column(&md, "active units");
     let rows = md_rows(section(&md, "Results"), &["k=5 objective=iwae", "mog K=3"]);

@@ -42,7 +42,15 @@ impl ModelConfig {
                 PosteriorStd::Exp => vaepipe_nn::PosteriorStd::Exp,
                 PosteriorStd::Softplus => vaepipe_nn::PosteriorStd::Softplus,
             },
-            upper: Vec::new(),
+            upper: m
+                .upper
+                .iter()
+                .map(|l| vaepipe_nn::UpperLayer {
+                    encoder_hidden: l.encoder.clone(),
+                    latent_dim: l.latent,
+                    decoder_hidden: l.decoder.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -79,7 +79,15 @@ pub struct Estimates {
     pub kl: f64,
     #[serde(with = "super::float")]
     pub recon: f64,
+    /// Active units of the first stochastic layer (z1).
     pub active_units: usize,
+    /// Active units of each stochastic layer, bottom up (`[active_units]` for one layer; empty
+    /// in files written before several layers existed, and then not written back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_units_per_layer: Vec<usize>,
+    /// The dimensions of the stochastic layers, bottom up (empty in older files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latent_dims: Vec<usize>,
     /// Images of the NLL.
     pub images: usize,
     /// What qualifies the numbers (several joined with "; "); absent when nothing does.

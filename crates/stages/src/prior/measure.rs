@@ -167,7 +167,7 @@ pub(super) fn log_density_blocks(
     z: &[f32],
     what: &str,
 ) -> Result<Vec<f64>, StageError> {
-    let d = vae.config().latent_dim;
+    let d = vae.config().prior_dim();
     let rows = z.len() / d;
     let mut out = Vec::with_capacity(rows);
     for start in (0..rows).step_by(BLOCK_ROWS) {
@@ -226,7 +226,7 @@ pub(super) fn write_samples(
     dims: [usize; 2],
     seed: u64,
 ) -> anyhow::Result<()> {
-    let d = vae.config().latent_dim;
+    let d = vae.config().prior_dim();
     let mut source = Vec::new();
     let (mut z1, mut z2) = (Vec::new(), Vec::new());
     let sets: [(&str, &Prior, &str); 3] = [

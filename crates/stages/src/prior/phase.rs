@@ -65,7 +65,11 @@ pub(super) fn refit_phase(
 
     // The exact aggregate posterior of every training row.
     let encode_started = Instant::now();
-    let post = vae.encode(&train_x).context("encoding the training rows")?;
+    // With several stochastic layers: of the top layer, where the prior lives (each row's
+    // q(z_L|z_{L−1}) at one seeded ancestral draw of the layers below).
+    let post = vae
+        .top_posterior(&train_x, seed_for(seed, "prior/top-posterior"))
+        .context("encoding the training rows")?;
     let moments = aggregate_moments(&post).context("moments of the aggregate posterior")?;
     let q_agg = mixture_of(&post, None).context("building the aggregate posterior")?;
     let encode_seconds = encode_started.elapsed().as_secs_f64();
@@ -92,7 +96,7 @@ pub(super) fn refit_phase(
         train.rows,
         train.features,
         &objective,
-        d,
+        vae.config().noise_dim(),
         seed_for(seed, "prior/measure/train"),
     );
     let test_probe = Probe::new(
@@ -100,7 +104,7 @@ pub(super) fn refit_phase(
         test.rows,
         test.features,
         &objective,
-        d,
+        vae.config().noise_dim(),
         seed_for(seed, "prior/measure/test"),
     );
     let kl_draws = q_agg

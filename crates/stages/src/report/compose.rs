@@ -13,7 +13,8 @@ use super::bounds::{bound_figures, figure_points, sweep_figures};
 use super::gather::{EvalVariant, Gathered, PointRun};
 use super::images::{image_sections, prior_section};
 use super::provenance::{provenance_section, spec_section};
-use super::tables::{burda_tables, paired_table, results_table};
+use super::table1::burda_tables;
+use super::tables::{paired_table, results_table};
 use super::training::{evaluated, run_variant, training_figures};
 
 // ---------------------------------------------------------------------------------------------

@@ -164,8 +164,13 @@ pub(super) fn prior_section(
             &format!("prior_density_{}", p.stem()),
             format!(
                 "{}: samples of the standard normal, of the refit prior and of the aggregate posterior, projected on the two \
-                 latent dimensions of highest aggregate-posterior variance ({xl}, {yl}); one shared colour scale.",
-                p.name()
+                 latent dimensions of highest aggregate-posterior variance ({xl}, {yl}); one shared colour scale.{}",
+                p.name(),
+                if stochastic_layers(p) > 1 {
+                    " The prior and the aggregate posterior are those of the top stochastic layer."
+                } else {
+                    ""
+                }
             ),
             vaepipe_report::density_comparison(&chart),
         )?;
@@ -278,7 +283,15 @@ pub(super) fn image_sections(
             figs.push(
                 blocks,
                 &format!("latents_{}_{}", p.stem(), file_part(&v.name)),
-                format!("{}: encoder means of test images projected on their first two principal components, coloured by label.", model_name(p, v, g)),
+                format!(
+                    "{}: encoder means of test images projected on their first two principal components, coloured by label.{}",
+                    model_name(p, v, g),
+                    if stochastic_layers(p) > 1 {
+                        " With several stochastic layers: the means of the first layer, E_q[z1|x] (the layer next to the data)."
+                    } else {
+                        ""
+                    }
+                ),
                 vaepipe_report::scatter(&chart),
             )?;
         }
@@ -299,4 +312,12 @@ pub(super) fn file_part(name: &str) -> String {
         })
         .collect();
     if s.is_empty() { "_".into() } else { s }
+}
+
+/// Stochastic layers of a point's model (1 + `model.upper` of its resolved spec).
+fn stochastic_layers(p: &PointRun) -> usize {
+    1 + p
+        .cfg("model.upper")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len)
 }

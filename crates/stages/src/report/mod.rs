@@ -30,6 +30,7 @@ mod compose;
 mod gather;
 mod images;
 mod provenance;
+mod table1;
 mod tables;
 mod training;
 
