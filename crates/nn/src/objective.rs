@@ -34,7 +34,7 @@ use crate::param::{mat_from, vec_from};
 use crate::prior::Prior;
 use crate::real::{Mat, Real, Taped, Vector};
 use crate::task::{Estimator, Objective, Trainable};
-use crate::weights::{SampleWeights, weigh_example};
+use crate::weights::{SampleWeights, per_batch, weigh_example};
 
 /// Result of one gradient evaluation.
 pub(crate) struct Evaluation<E> {
@@ -463,8 +463,8 @@ fn weigh<E: Real>(
             e => e,
         })?;
         for r in rows {
-            dec[r] /= n as f64;
-            enc[r] /= n as f64;
+            dec[r] = per_batch::<E>(dec[r], n);
+            enc[r] = per_batch::<E>(enc[r], n);
         }
     }
     let value = total / n as f64;

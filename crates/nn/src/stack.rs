@@ -31,7 +31,7 @@ use crate::param::mat_from;
 use crate::prior::Prior;
 use crate::real::{LN_2PI, Mat, Real, TapeOf, Taped, Vector};
 use crate::task::{Estimator, Objective, Trainable};
-use crate::weights::{SampleWeights, weigh_example};
+use crate::weights::{SampleWeights, per_batch, weigh_example};
 
 /// The noise of `rows` samples split by layer: per layer, the `rows × d_l` matrix of ε_l and,
 /// per row, ½ Σ ε² + (d_l/2) ln 2π (the part of −log q that does not depend on φ).
@@ -346,18 +346,8 @@ pub(crate) fn evaluate_stack<E: Real>(
             what: format!("objective ({value})"),
         });
     }
-    // Coefficients so small that the cotangents they seed would reach subnormal numbers in the
-    // backward pass (each subnormal operation costs ~100 normal ones: a 5× slower step at
-    // initialisation) are flushed to zero; they are below E's rounding of any gradient entry.
-    let tiny = E::min_positive_value().as_f64() * 1e18;
-    let scale = |c: Vec<f64>| -> Vec<f64> {
-        c.into_iter()
-            .map(|v| {
-                let v = v / n as f64;
-                if v.abs() < tiny { 0.0 } else { v }
-            })
-            .collect()
-    };
+    // Coefficients below the subnormal range of the backward pass are flushed (`per_batch`).
+    let scale = |c: Vec<f64>| -> Vec<f64> { c.into_iter().map(|v| per_batch::<E>(v, n)).collect() };
 
     let mut grads_enc = None;
     if let Some(l) = enc_pass {
