@@ -11,14 +11,15 @@ use common::*;
 use dfdx::prelude::*;
 use vaepipe_nn::*;
 
-/// Encoder 20-12-9, d = 4, decoder 7-11: a 20-row weight matrix is one full block of 16 rows
-/// and a partial one; no width is a multiple of the kernels' panels.
+/// Encoder 20-12-9, d = 4, decoder 7-18: the 20-row and 18-row weight matrices are one full
+/// block of 16 rows and a partial one (the 18-row one also packed transposed); no width is a
+/// multiple of the kernels' panels.
 fn cfg(likelihood: Likelihood) -> VaeConfig {
     VaeConfig {
         input_dim: 20,
         encoder_hidden: vec![12, 9],
         latent_dim: 4,
-        decoder_hidden: vec![7, 11],
+        decoder_hidden: vec![7, 18],
         activation: Activation::Tanh,
         likelihood,
         posterior_std: PosteriorStd::Exp,
