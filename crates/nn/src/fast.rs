@@ -708,6 +708,7 @@ impl Engine {
             off,
             ..
         } = self;
+        let specs = vae.config().param_specs();
         // What the engine keeps of each model parameter, canonical order (weight and bias of
         // each layer, then the learned log-std), then the prior's tensors.
         let mut targets: Vec<Target<'_>> = Vec::new();
@@ -737,12 +738,20 @@ impl Engine {
             .into_iter()
             .chain(prior.params_mut())
             .collect();
-        targets.resize_with(params.len(), || Target::Scratch(None));
-        if targets.len() != params.len() || moments.len() != names.len() {
+        // The layers' tensors come first in canonical order; after them the model may only
+        // have the learned log-std (a model with more, e.g. upper stochastic layers, is not
+        // the one the engine packed).
+        let layer_tensors = targets.len();
+        let model_tensors = specs.len();
+        let rest_ok = specs[layer_tensors.min(model_tensors)..]
+            .iter()
+            .all(|s| s.name == "decoder.log_std");
+        if model_tensors < layer_tensors || !rest_ok || moments.len() != names.len() {
             return Err(NnError::InvalidConfig(
                 "the fast path's Adam got another model than it evaluated".into(),
             ));
         }
+        targets.resize_with(params.len(), || Target::Scratch(None));
         let mut jobs = Vec::with_capacity(names.len());
         for ((name, p), target) in params.into_iter().zip(targets) {
             if names.contains(&name.as_str()) {
