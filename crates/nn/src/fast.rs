@@ -31,13 +31,14 @@ use dfdx::prelude::*;
 use crate::config::{Activation, Likelihood, PosteriorStd, VaeConfig};
 use crate::error::{NnError, Result};
 use crate::kernels::{
-    self,
-    gemm::{Lhs, Panels, Rhs, gemm},
+    self, AdamStep,
+    gemm::{self, Lhs, Panels, Rhs, gemm},
 };
 use crate::lse::shifted_exp_sum;
 use crate::model::{Linear, Vae};
+use crate::param::ParamMut;
 use crate::prior::{Mixture, Prior, PriorKind};
-use crate::real::LN_2PI;
+use crate::real::{LN_2PI, Mat};
 use crate::task::{Estimator, Objective, Trainable};
 use crate::weights::{SampleWeights, weigh_example};
 
@@ -181,18 +182,105 @@ struct LayerPack {
 }
 
 impl LayerPack {
-    fn load(&mut self, l: &Linear<f32>) {
+    /// Copies the bias and, with `weights`, copies and packs the weight matrix.
+    fn load(&mut self, l: &Linear<f32>, weights: bool) {
         let (i, o) = *l.w.shape();
-        self.w.resize(i * o, 0.0);
-        l.w.copy_into(&mut self.w);
         self.b.resize(o, 0.0);
         l.b.copy_into(&mut self.b);
+        if !weights {
+            return;
+        }
+        self.w.resize(i * o, 0.0);
+        l.w.copy_into(&mut self.w);
         if self.pack_fwd {
             self.fwd.repack(&self.w, i, o);
         }
         if self.pack_bwd {
             self.bwd.repack_transposed(&self.w, i, o);
         }
+    }
+}
+
+/// The engine's copy of one weight matrix and its packed forms (those the layer uses).
+struct WeightCopy<'a> {
+    w: &'a mut Vec<f32>,
+    fwd: Option<&'a mut Panels>,
+    bwd: Option<&'a mut Panels>,
+}
+
+/// Where [`Engine::adam`] keeps a parameter's current values.
+enum Target<'a> {
+    /// A weight matrix: the engine's copy, packed in the same pass.
+    Weight(WeightCopy<'a>),
+    /// Copied out of the tensor for the update (into the buffer given, if any).
+    Scratch(Option<&'a mut Vec<f32>>),
+}
+
+impl WeightCopy<'_> {
+    /// Adam on the weight matrix (`in × out`, the current values in `self.w`) with moments
+    /// `m`, `v` and gradient parts `g0`, `g1`, packing each block of [`gemm::NR`] rows while it
+    /// is in the L1 cache; then writes the new values into the model's tensor `dst`.
+    fn adam(
+        self,
+        dst: &mut Mat<f32>,
+        m: &mut [f32],
+        v: &mut [f32],
+        g0: &[f32],
+        g1: &[f32],
+        s: &AdamStep,
+    ) {
+        let (i, o) = *dst.shape();
+        debug_assert_eq!(self.w.len(), i * o);
+        let WeightCopy {
+            w,
+            mut fwd,
+            mut bwd,
+        } = self;
+        if let Some(f) = fwd.as_deref_mut() {
+            f.ensure(i, o);
+        }
+        if let Some(b) = bwd.as_deref_mut() {
+            b.ensure(o, i);
+        }
+        let blk = gemm::NR * o;
+        for (r, p) in w.chunks_mut(blk).enumerate() {
+            let at = r * blk;
+            let end = at + p.len();
+            let g1 = if g1.is_empty() { g1 } else { &g1[at..end] };
+            kernels::adam(p, &mut m[at..end], &mut v[at..end], &g0[at..end], g1, s);
+            if let Some(f) = fwd.as_deref_mut() {
+                f.repack_rows(p, r * gemm::NR);
+            }
+            if let Some(b) = bwd.as_deref_mut() {
+                b.repack_transposed_rows(p, r * gemm::NR);
+            }
+        }
+        dst.copy_from(w);
+    }
+}
+
+/// Adam on a parameter the engine keeps no copy of (a bias, the learned decoder log-std, a
+/// mixture prior's tensors): copied out, updated, copied back.
+fn adam_tensor(
+    dst: ParamMut<'_, f32>,
+    m: &mut [f32],
+    v: &mut [f32],
+    g0: &[f32],
+    g1: &[f32],
+    s: &AdamStep,
+    cur: Option<&mut Vec<f32>>,
+) {
+    let mut own = Vec::new();
+    let buf = cur.unwrap_or(&mut own);
+    buf.resize(m.len(), 0.0);
+    match &dst {
+        ParamMut::Mat(t) => t.copy_into(buf),
+        ParamMut::Vec(t) => t.copy_into(buf),
+    }
+    kernels::adam(buf, m, v, g0, g1, s);
+    match dst {
+        ParamMut::Mat(t) => t.copy_from(buf),
+        ParamMut::Vec(t) => t.copy_from(buf),
     }
 }
 
@@ -317,8 +405,10 @@ impl Packed {
         }
     }
 
-    /// Copies and packs the model's parameters (tensors in parallel).
-    fn load(&mut self, vae: &Vae<f32>, net: &Net, tr: Trainable) {
+    /// Copies the model's parameters and packs them (tensors in parallel). Without `weights`
+    /// the weight matrices are taken as they are: packed by [`Engine::adam`] from the values
+    /// it wrote into the model.
+    fn load(&mut self, vae: &Vae<f32>, net: &Net, tr: Trainable, weights: bool) {
         use rayon::prelude::*;
         let layers = vae.layers();
         let mut jobs: Vec<(&mut LayerPack, &Linear<f32>)> = Vec::new();
@@ -326,11 +416,17 @@ impl Packed {
         jobs.push((&mut self.mean, layers.mean));
         jobs.push((&mut self.std, layers.std));
         jobs.extend(self.dec.iter_mut().zip(layers.dec.iter().copied()));
-        // Largest first, so that the two big layers go to different threads.
-        jobs.sort_by_key(|(_, l)| std::cmp::Reverse(l.w.shape().0 * l.w.shape().1));
-        jobs.into_par_iter()
-            .with_max_len(1)
-            .for_each(|(p, l)| p.load(l));
+        if weights {
+            // Largest first, so that the two big layers go to different threads.
+            jobs.sort_by_key(|(_, l)| std::cmp::Reverse(l.w.shape().0 * l.w.shape().1));
+            jobs.into_par_iter()
+                .with_max_len(1)
+                .for_each(|(p, l)| p.load(l, true));
+        } else {
+            for (p, l) in jobs {
+                p.load(l, false);
+            }
+        }
         let (hl, d) = (net.hl, net.d);
         let (wm, ws) = (&self.mean.w, &self.std.w);
         self.head_fwd.repack_with(hl, 2 * d, |p, c| {
@@ -460,6 +556,10 @@ pub(crate) struct Engine {
     values: Vec<f64>,
     /// Examples in each lane at the last evaluation.
     lane_examples: [usize; LANES],
+    /// Whether the packed weight matrices hold the model's current weights (set by a load
+    /// and by [`Engine::adam`]; cleared by [`Engine::invalidate`]), so that the next
+    /// evaluation need not copy and pack them again.
+    weights_current: bool,
 }
 
 impl Engine {
@@ -489,6 +589,7 @@ impl Engine {
             lanes: vec![LaneWork::default(); LANES],
             values: Vec::new(),
             lane_examples: [0; LANES],
+            weights_current: false,
         })
     }
 
@@ -502,7 +603,9 @@ impl Engine {
         n: usize,
         eps: &[f32],
     ) -> Result<f64> {
-        self.packed.load(vae, &self.net, self.tr);
+        self.packed
+            .load(vae, &self.net, self.tr, !self.weights_current);
+        self.weights_current = true;
         match (&mut self.packed.mix, prior) {
             (None, Prior::StandardNormal) => {}
             (Some(mix), Prior::Mixture(m)) if m.components() <= MAX_MIXTURE => mix.load(m),
@@ -567,6 +670,146 @@ impl Engine {
             .zip(self.lane_examples)
             .filter(|(_, n)| *n > 0)
             .map(move |(w, _)| &w.grad[o..o + len])
+    }
+
+    /// Σ g² (in `f64`) of the loss gradient g = −Σ parts of trainable tensor `t`, rounded to
+    /// `f32` as [`Engine::adam`] uses it.
+    pub(crate) fn gradient_sq(&self, t: usize) -> f64 {
+        let mut parts = self.gradient_parts(t);
+        let g0 = parts.next().unwrap_or(&[]);
+        let g1 = parts.next().unwrap_or(&[]);
+        debug_assert!(parts.next().is_none());
+        let mut out = 0.0;
+        kernels::sum_squares(g0, g1, &mut out);
+        out
+    }
+
+    /// Tells the engine that the model's weights changed behind its back (a restored state, a
+    /// step on the generic path): the next evaluation copies and packs them again.
+    pub(crate) fn invalidate(&mut self) {
+        self.weights_current = false;
+    }
+
+    /// One Adam step after [`Engine::evaluate`] on the model and prior it evaluated: the
+    /// trainable tensors `params` (canonical order, the engine's trainable set) with their
+    /// moments, at the loss gradient −Σ lanes' parts, tensors in parallel. The same
+    /// arithmetic as dfdx's Adam kernel ([`kernels::AdamStep`]); each weight matrix is updated
+    /// in the engine's copy, packed for the next step in the same pass and written into the
+    /// model, so that the next evaluation need not copy or pack it.
+    pub(crate) fn adam(
+        &mut self,
+        vae: &mut Vae<f32>,
+        prior: &mut Prior<f32>,
+        names: &[&str],
+        moments: Vec<(&mut [f32], &mut [f32])>,
+        s: &AdamStep,
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        // Set again only once every tensor is written.
+        self.weights_current = false;
+        let Engine {
+            packed,
+            lanes,
+            lane_examples,
+            off,
+            ..
+        } = self;
+        let specs = vae.config().param_specs();
+        // What the engine keeps of each model parameter, canonical order (weight and bias of
+        // each layer, then the learned log-std), then the prior's tensors.
+        let mut targets: Vec<Target<'_>> = Vec::new();
+        for lp in packed
+            .enc
+            .iter_mut()
+            .chain([&mut packed.mean, &mut packed.std])
+            .chain(packed.dec.iter_mut())
+        {
+            let LayerPack {
+                w,
+                b,
+                fwd,
+                bwd,
+                pack_fwd,
+                pack_bwd,
+            } = lp;
+            targets.push(Target::Weight(WeightCopy {
+                w,
+                fwd: pack_fwd.then_some(fwd),
+                bwd: pack_bwd.then_some(bwd),
+            }));
+            targets.push(Target::Scratch(Some(b)));
+        }
+        let params: Vec<(String, ParamMut<'_, f32>)> = vae
+            .params_mut()
+            .into_iter()
+            .chain(prior.params_mut())
+            .collect();
+        // The layers' tensors come first in canonical order; after them the model may only
+        // have the learned log-std (a model with more, e.g. upper stochastic layers, is not
+        // the one the engine packed).
+        let layer_tensors = targets.len();
+        let model_tensors = specs.len();
+        let rest_ok = specs[layer_tensors.min(model_tensors)..]
+            .iter()
+            .all(|s| s.name == "decoder.log_std");
+        if model_tensors < layer_tensors || !rest_ok || moments.len() != names.len() {
+            return Err(NnError::InvalidConfig(
+                "the fast path's Adam got another model than it evaluated".into(),
+            ));
+        }
+        targets.resize_with(params.len(), || Target::Scratch(None));
+        let mut jobs = Vec::with_capacity(names.len());
+        for ((name, p), target) in params.into_iter().zip(targets) {
+            if names.contains(&name.as_str()) {
+                jobs.push((p, target));
+            }
+        }
+        if jobs.len() != names.len() || jobs.len() != off.tensors.len() {
+            return Err(NnError::InvalidConfig(
+                "the fast path's Adam got another trainable set than it evaluated".into(),
+            ));
+        }
+        let lanes = &*lanes;
+        let lane_examples = *lane_examples;
+        let mut jobs: Vec<_> = jobs
+            .into_iter()
+            .zip(moments)
+            .zip(&off.tensors)
+            .map(|(((p, target), (m, v)), &(o, len))| {
+                let mut parts = lanes
+                    .iter()
+                    .zip(lane_examples)
+                    .filter(|(_, n)| *n > 0)
+                    .map(move |(w, _)| &w.grad[o..o + len]);
+                let g0 = parts.next().unwrap_or(&[]);
+                let g1 = parts.next().unwrap_or(&[]);
+                (p, target, m, v, g0, g1)
+            })
+            .collect();
+        if let Some((.., m, v, g0, _)) = jobs
+            .iter()
+            .find(|(.., m, v, g0, _)| m.len() != g0.len() || v.len() != g0.len())
+        {
+            return Err(NnError::InvalidConfig(format!(
+                "the fast path's Adam: moments of {} and {} values for a gradient of {}",
+                m.len(),
+                v.len(),
+                g0.len()
+            )));
+        }
+        // Largest first, so that the two big layers go to different threads.
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.2.len()));
+        jobs.into_par_iter()
+            .with_max_len(1)
+            .for_each(|(p, target, m, v, g0, g1)| match (target, p) {
+                (Target::Weight(wc), ParamMut::Mat(dst)) => wc.adam(dst, m, v, g0, g1, s),
+                (Target::Weight(_), p) | (Target::Scratch(None), p) => {
+                    adam_tensor(p, m, v, g0, g1, s, None)
+                }
+                (Target::Scratch(Some(b)), p) => adam_tensor(p, m, v, g0, g1, s, Some(b)),
+            });
+        self.weights_current = true;
+        Ok(())
     }
 
     /// The summed gradient of trainable tensor `t`.

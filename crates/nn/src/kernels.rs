@@ -187,6 +187,100 @@ fn activation_grad_impl(
     }
 }
 
+/// One Adam step's constants in `f32`, computed as dfdx 0.13's Adam kernel computes them
+/// (`AdamConfig` through `try_update`): β₁, β₂, ε and the learning rate rounded from `f64`,
+/// 1 − β₁, 1 − β₂ and the bias corrections c₁ = (1 − β₁ᵗ)⁻¹, c₂ = (1 − β₂ᵗ)⁻¹ with `powi`
+/// (dfdx evaluates the same two expressions for every element; here they are hoisted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct AdamStep {
+    pub lr: f32,
+    pub b1: f32,
+    pub b2: f32,
+    pub omb1: f32,
+    pub omb2: f32,
+    pub c1: f32,
+    pub c2: f32,
+    pub eps: f32,
+}
+
+impl AdamStep {
+    /// The constants of step `t` (≥ 1).
+    pub(crate) fn new(lr: f64, betas: [f64; 2], eps: f64, t: i32) -> AdamStep {
+        let (b1, b2) = (betas[0] as f32, betas[1] as f32);
+        AdamStep {
+            lr: lr as f32,
+            b1,
+            b2,
+            omb1: 1.0 - b1,
+            omb2: 1.0 - b2,
+            c1: (1.0 - b1.powi(t)).recip(),
+            c2: (1.0 - b2.powi(t)).recip(),
+            eps: eps as f32,
+        }
+    }
+}
+
+/// One element of Adam, the operations of dfdx's kernel in its order (no fused multiply-add,
+/// so every instruction set rounds identically): m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²,
+/// p ← p − lr·(c₁m) / (√(c₂v) + ε).
+#[inline(always)]
+fn adam_one(p: &mut f32, m: &mut f32, v: &mut f32, g: f32, s: &AdamStep) {
+    *m = *m * s.b1 + g * s.omb1;
+    *v = *v * s.b2 + (g * g) * s.omb2;
+    let m_hat = *m * s.c1;
+    let v_hat = *v * s.c2;
+    *p -= s.lr * m_hat / (v_hat.sqrt() + s.eps);
+}
+
+/// Adam on `p` with moments `m`, `v` and the loss gradient g = −(`g0` + `g1`) (the negated sum
+/// of the lanes' ascent directions; `g1` empty: g = −`g0`), rounded as the trainer rounded it.
+#[inline(always)]
+fn adam_impl(p: &mut [f32], m: &mut [f32], v: &mut [f32], g0: &[f32], g1: &[f32], s: &AdamStep) {
+    let n = p.len();
+    let (m, v, g0) = (&mut m[..n], &mut v[..n], &g0[..n]);
+    if g1.is_empty() {
+        for (((p, m), v), &a) in p.iter_mut().zip(m).zip(v).zip(g0) {
+            adam_one(p, m, v, -a, s);
+        }
+    } else {
+        for ((((p, m), v), &a), &b) in p.iter_mut().zip(m).zip(v).zip(g0).zip(&g1[..n]) {
+            adam_one(p, m, v, -(a + b), s);
+        }
+    }
+}
+
+/// Σ g² in `f64` of g = −(`g0` + `g1`) rounded to `f32` (`g1` empty: g = −`g0`), with eight
+/// interleaved partial sums over blocks of eight, then the tail, in a fixed order (the
+/// trainer's gradient norm; identical on every instruction set).
+#[inline(always)]
+fn sum_squares_impl(g0: &[f32], g1: &[f32], out: &mut f64) {
+    #[inline(always)]
+    fn sq(g: f32) -> f64 {
+        let x = g as f64;
+        x * x
+    }
+    let n = g0.len();
+    let mut acc = [0.0f64; 8];
+    let full = n / 8 * 8;
+    if g1.is_empty() {
+        for c in g0[..full].chunks_exact(8) {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += sq(-x);
+            }
+        }
+    } else {
+        for (c, d) in g0[..full].chunks_exact(8).zip(g1[..full].chunks_exact(8)) {
+            for ((a, &x), &y) in acc.iter_mut().zip(c).zip(d) {
+                *a += sq(-(x + y));
+            }
+        }
+    }
+    let tail: f64 = (full..n)
+        .map(|i| sq(-(g0[i] + g1.get(i).copied().unwrap_or(0.0))))
+        .sum();
+    *out = acc.iter().sum::<f64>() + tail;
+}
+
 /// Row r of `h` (width `w`, stride `ld > w`) times `c[r]`, and column `w` set to `c[r]`.
 #[inline(always)]
 fn scale_rows_impl(h: &mut [f32], ld: usize, rows: usize, w: usize, c: &[f32]) {
@@ -561,6 +655,10 @@ dispatched! {
     fn bernoulli_grad_rows / bernoulli_grad_rows_avx2, bernoulli_grad_rows_avx512 => bernoulli_grad_rows_impl(
         logits: &mut [f32], bias: &[f32], x: &[f32], k: usize, ll: &mut [f64],
         tmp: &mut [f32]);
+    fn adam / adam_avx2, adam_avx512 => adam_impl(
+        p: &mut [f32], m: &mut [f32], v: &mut [f32], g0: &[f32], g1: &[f32], s: &AdamStep);
+    fn sum_squares / sum_squares_avx2, sum_squares_avx512 => sum_squares_impl(
+        g0: &[f32], g1: &[f32], out: &mut f64);
     fn lse_block / lse_block_avx2, lse_block_avx512 => lse_block_impl(
         tile: &mut [f32], consts: &[f32], maxes: &mut [f64], sums: &mut [f64]);
     fn gaussian_rows / gaussian_rows_avx2, gaussian_rows_avx512 => gaussian_rows_impl(
@@ -654,6 +752,63 @@ pub(crate) mod gemm {
                         for (p, &v) in src.iter().enumerate() {
                             panel[(p0 + p) * NR + c] = v;
                         }
+                    }
+                }
+            }
+        }
+
+        /// Sizes the storage for a `k × n` operand whose rows are then packed block by block
+        /// ([`Panels::repack_rows`], [`Panels::repack_transposed_rows`]).
+        pub(crate) fn ensure(&mut self, k: usize, n: usize) {
+            self.reset(k, n);
+        }
+
+        /// Packs rows `p0 .. p0 + block.len() / n` of the `k × n` operand sized by
+        /// [`Panels::ensure`], from `block` (those rows, row-major): the same values as
+        /// [`Panels::repack`] of the whole matrix puts there.
+        pub(crate) fn repack_rows(&mut self, block: &[f32], p0: usize) {
+            let (k, n) = (self.k, self.n);
+            let rows = block.len() / n;
+            assert!(block.len() == rows * n && p0 + rows <= k);
+            for (j, panel) in self.data.chunks_exact_mut(k * NR).enumerate() {
+                let c0 = j * NR;
+                let cols = NR.min(n - c0);
+                let dst = &mut panel[p0 * NR..(p0 + rows) * NR];
+                for (row, src) in dst.chunks_exact_mut(NR).zip(block.chunks_exact(n)) {
+                    if cols == NR {
+                        // A fixed-size copy (vector moves, not a memmove call per row).
+                        let src: &[f32; NR] = src[c0..c0 + NR].try_into().unwrap();
+                        let dst: &mut [f32; NR] = row.try_into().unwrap();
+                        *dst = *src;
+                    } else {
+                        row[..cols].copy_from_slice(&src[c0..c0 + cols]);
+                    }
+                }
+            }
+        }
+
+        /// Packs the transpose of rows `r0 .. r0 + block.len() / k` (`r0` a multiple of
+        /// [`NR`], at most `NR` rows) of a row-major `n × k` matrix into the `k × n` operand
+        /// sized by [`Panels::ensure`]: they are panel `r0 / NR`, with the values
+        /// [`Panels::repack_transposed`] of the whole matrix puts there.
+        pub(crate) fn repack_transposed_rows(&mut self, block: &[f32], r0: usize) {
+            let (k, n) = (self.k, self.n);
+            let rows = block.len() / k;
+            assert!(
+                block.len() == rows * k && r0.is_multiple_of(NR) && rows <= NR && r0 + rows <= n
+            );
+            let panel = &mut self.data[r0 / NR * k * NR..(r0 / NR + 1) * k * NR];
+            if rows == NR {
+                // Row p of the panel gathers column p of the block (16 loads from L1, one
+                // 64-byte store) instead of 16 scattered stores.
+                for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                    let dst: &mut [f32; NR] = dst.try_into().unwrap();
+                    *dst = std::array::from_fn(|c| block[c * k + p]);
+                }
+            } else {
+                for (c, src) in block.chunks_exact(k).enumerate() {
+                    for (p, &v) in src.iter().enumerate() {
+                        panel[p * NR + c] = v;
                     }
                 }
             }
@@ -1225,6 +1380,28 @@ pub(crate) mod gemm {
                     (*seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
                 })
                 .collect()
+        }
+
+        /// Packing a matrix block by block gives the panels of packing it whole, for the
+        /// forward and the transposed layouts, with full and partial blocks and panels.
+        #[test]
+        fn packing_by_blocks_matches_packing_whole() {
+            let mut seed = 7;
+            for (rows, cols) in [(37, 50), (16, 16), (5, 33), (48, 7)] {
+                let w = rand_vec(rows * cols, &mut seed);
+                let (mut fwd, mut bwd) = (Panels::default(), Panels::default());
+                fwd.repack(&w, rows, cols);
+                bwd.repack_transposed(&w, rows, cols);
+                let (mut fb, mut bb) = (Panels::default(), Panels::default());
+                fb.ensure(rows, cols);
+                bb.ensure(cols, rows);
+                for (r, block) in w.chunks(NR * cols).enumerate() {
+                    fb.repack_rows(block, r * NR);
+                    bb.repack_transposed_rows(block, r * NR);
+                }
+                assert_eq!(fb.data, fwd.data, "{rows} × {cols}");
+                assert_eq!(bb.data, bwd.data, "{rows} × {cols} transposed");
+            }
         }
 
         #[test]

@@ -1,7 +1,9 @@
-//! Adam training with dfdx's own Adam kernel (`AdamConfig::try_update`), optimizer moments in
-//! plain buffers, divergence detection before any update, and exact save/restore of the full
-//! training state (bit-identical continuation).
+//! Adam training — dfdx's own Adam kernel (`AdamConfig::try_update`) on the generic path, the
+//! same arithmetic vectorized and fused with the weights' packing on the fast path —, optimizer
+//! moments in plain buffers, divergence detection before any update, and exact save/restore of
+//! the full training state (bit-identical continuation).
 
+use std::any::Any;
 use std::fmt;
 
 use dfdx::prelude::*;
@@ -11,6 +13,7 @@ use crate::bounds::{check_batch, check_noise};
 use crate::config::Group;
 use crate::error::{NnError, Result};
 use crate::fast::Engine;
+use crate::kernels::AdamStep;
 use crate::model::{Vae, standard_normal_noise};
 use crate::named::{Lookup, NamedTensor};
 use crate::objective::{evaluate_fast, evaluate_reference, fast_engine, trainable_names};
@@ -241,6 +244,9 @@ impl<E: Real> Trainer<E> {
     /// dfdx-tape path, e.g. to compare the two. Returns whether the fast path is now in use.
     pub fn set_fast_path(&mut self, enabled: bool) -> bool {
         self.use_fast = enabled && self.fast.is_some();
+        if let Some(engine) = self.fast.as_mut() {
+            engine.invalidate();
+        }
         self.use_fast
     }
 
@@ -262,35 +268,18 @@ impl<E: Real> Trainer<E> {
             eps.len(),
             n * self.objective.samples() * self.vae.config().noise_dim()
         );
-        // The gradient of the loss to minimise (−objective) into the slots, with each slot's
-        // squared norm.
+        // Each slot's squared gradient norm; on the generic path the gradient of the loss to
+        // minimise (−objective) is written into the slots, on the fast path it stays in the
+        // engine's lane buffers, which its Adam reads.
+        let fast = self.use_fast && self.fast.is_some();
         let (value, sq): (f64, Vec<f64>) = match (self.use_fast, self.fast.as_mut()) {
             (true, Some(engine)) => {
                 let value = evaluate_fast(engine, &self.vae, &self.prior, x, n, eps)?;
                 let engine = &*engine;
-                let sq = self
-                    .slots
-                    .par_iter_mut()
-                    .enumerate()
+                let sq = (0..self.slots.len())
+                    .into_par_iter()
                     .with_max_len(1)
-                    .map(|(t, slot)| {
-                        let mut parts = engine.gradient_parts(t);
-                        let first = parts.next().unwrap_or(&[]);
-                        match parts.next() {
-                            Some(second) => {
-                                for ((dst, &a), &b) in slot.g.iter_mut().zip(first).zip(second) {
-                                    *dst = -E::of_f32(a + b);
-                                }
-                            }
-                            None => {
-                                for (dst, &a) in slot.g.iter_mut().zip(first) {
-                                    *dst = -E::of_f32(a);
-                                }
-                            }
-                        }
-                        debug_assert!(parts.next().is_none());
-                        sum_squares(&slot.g)
-                    })
+                    .map(|t| engine.gradient_sq(t))
                     .collect();
                 (value, sq)
             }
@@ -322,7 +311,9 @@ impl<E: Real> Trainer<E> {
             }
         };
         for (slot, s) in self.slots.iter().zip(&sq) {
-            if !s.is_finite() && slot.g.iter().any(|v| !v.is_finite()) {
+            // (Σ g² of f32 values cannot overflow f64: it is infinite or NaN exactly when an
+            // element is.)
+            if !s.is_finite() && (fast || slot.g.iter().any(|v| !v.is_finite())) {
                 return Err(NnError::Diverged {
                     what: format!("gradient of {}", slot.name),
                 });
@@ -337,6 +328,18 @@ impl<E: Real> Trainer<E> {
         let t = i32::try_from(self.step + 1).map_err(|_| {
             NnError::InvalidConfig("step counter exceeds the i32 range of dfdx's Adam".into())
         })?;
+        if fast {
+            self.fast_adam(t)?;
+            self.step += 1;
+            return Ok(StepStats {
+                bound: value,
+                grad_norm: sq.sqrt(),
+            });
+        }
+        if let Some(engine) = self.fast.as_mut() {
+            // The generic path changes the weights the engine has packed.
+            engine.invalidate();
+        }
         let cfg = AdamConfig {
             lr: self.hyper.lr,
             betas: [self.hyper.beta1, self.hyper.beta2],
@@ -368,6 +371,47 @@ impl<E: Real> Trainer<E> {
             bound: value,
             grad_norm: sq.sqrt(),
         })
+    }
+
+    /// Adam step `t` on the fast path: [`Engine::adam`], the same arithmetic as dfdx's kernel
+    /// (tested bit for bit in crates/nn/tests/adam.rs), with the weights packed for the next
+    /// step in the same pass.
+    fn fast_adam(&mut self, t: i32) -> Result<()> {
+        let s = AdamStep::new(
+            self.hyper.lr,
+            [self.hyper.beta1, self.hyper.beta2],
+            self.hyper.eps,
+            t,
+        );
+        let Trainer {
+            vae,
+            prior,
+            slots,
+            fast,
+            ..
+        } = self;
+        let mut names = Vec::with_capacity(slots.len());
+        let mut moments = Vec::with_capacity(slots.len());
+        for Slot { name, m, v, .. } in slots.iter_mut() {
+            names.push(name.as_str());
+            let m = (&mut **m as &mut dyn Any).downcast_mut::<Vec<f32>>();
+            let v = (&mut **v as &mut dyn Any).downcast_mut::<Vec<f32>>();
+            if let (Some(m), Some(v)) = (m, v) {
+                moments.push((m.as_mut_slice(), v.as_mut_slice()));
+            }
+        }
+        match (
+            fast.as_mut(),
+            (vae as &mut dyn Any).downcast_mut::<Vae<f32>>(),
+            (prior as &mut dyn Any).downcast_mut::<Prior<f32>>(),
+        ) {
+            (Some(engine), Some(vae), Some(prior)) if moments.len() == names.len() => {
+                engine.adam(vae, prior, &names, moments, &s)
+            }
+            _ => Err(NnError::InvalidConfig(
+                "the fast training path needs an f32 model".into(),
+            )),
+        }
     }
 
     /// The complete training state: model tensors, prior tensors (`prior.*`), Adam moments
@@ -460,6 +504,9 @@ impl<E: Real> Trainer<E> {
         self.vae = vae;
         self.prior = prior;
         self.step = step;
+        if let Some(engine) = self.fast.as_mut() {
+            engine.invalidate();
+        }
         Ok(())
     }
 }
