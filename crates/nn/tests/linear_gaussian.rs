@@ -10,6 +10,7 @@
 mod common;
 
 use common::linear::{D, LATENT, log_px, model};
+use common::lk_mean_stderr;
 
 use vaepipe_nn::*;
 
@@ -77,29 +78,15 @@ fn exact_posterior_gives_log_px_for_every_draw_and_k() {
     );
 }
 
-/// Mean and standard error of `draws` independent estimates of L_k (first example).
-fn estimate(vae: &Vae<f64>, x: &[f64], k: usize, draws: usize, seed: u64) -> (f64, f64) {
-    let mut rng = stream_rng(seed, k as u64);
-    let vals: Vec<f64> = (0..draws)
-        .map(|_| {
-            let lw = log_weights(vae, &Prior::StandardNormal, x, 1, k, &mut rng).unwrap();
-            bound_from_log_weights(&lw, 1, k).unwrap()[0]
-        })
-        .collect();
-    let mean = vals.iter().sum::<f64>() / draws as f64;
-    let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (draws - 1) as f64;
-    (mean, (var / draws as f64).sqrt())
-}
-
 #[test]
 fn perturbed_posterior_bounds_are_ordered_and_converge() {
     let x = &data()[..D];
     let truth = log_px(x);
     let vae = model(0.6, 1.6);
-    let (l1, s1) = estimate(&vae, x, 1, 4000, 1);
-    let (l5, s5) = estimate(&vae, x, 5, 2000, 2);
-    let (l50, s50) = estimate(&vae, x, 50, 400, 3);
-    let (l5000, s5000) = estimate(&vae, x, 5000, 20, 4);
+    let (l1, s1) = lk_mean_stderr(&vae, x, 1, 4000, 1);
+    let (l5, s5) = lk_mean_stderr(&vae, x, 5, 2000, 2);
+    let (l50, s50) = lk_mean_stderr(&vae, x, 50, 400, 3);
+    let (l5000, s5000) = lk_mean_stderr(&vae, x, 5000, 20, 4);
     println!(
         "log p(x) = {truth:.4}; L1 = {l1:.4} ± {s1:.4}; L5 = {l5:.4} ± {s5:.4}; \
          L50 = {l50:.4} ± {s50:.4}; L5000 = {l5000:.4} ± {s5000:.4}"

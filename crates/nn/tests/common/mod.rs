@@ -150,3 +150,18 @@ pub fn gaussian_log_density(x: &[f64], mean: &[f64], cov: &[Vec<f64>]) -> f64 {
         + logdet
         + n as f64 * (2.0 * std::f64::consts::PI).ln())
 }
+
+/// Mean and standard error of `draws` independent estimates of L_k (first example) under the
+/// standard-normal prior.
+pub fn lk_mean_stderr(vae: &Vae<f64>, x: &[f64], k: usize, draws: usize, seed: u64) -> (f64, f64) {
+    let mut rng = stream_rng(seed, k as u64);
+    let vals: Vec<f64> = (0..draws)
+        .map(|_| {
+            let lw = log_weights(vae, &Prior::StandardNormal, x, 1, k, &mut rng).unwrap();
+            bound_from_log_weights(&lw, 1, k).unwrap()[0]
+        })
+        .collect();
+    let mean = vals.iter().sum::<f64>() / draws as f64;
+    let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (draws - 1) as f64;
+    (mean, (var / draws as f64).sqrt())
+}
