@@ -41,6 +41,8 @@ def parse_args():
     p.add_argument("--seconds", type=float, default=3.0, help="throughput: minimum seconds per measurement")
     p.add_argument("--eval-images", type=int, default=200, help="throughput: test images per eval measurement")
     p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--first-seed", type=int, default=1,
+                   help="quality: round r (from 0) uses seed FIRST_SEED + r for every implementation (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny settings to check the plumbing (seconds each)")
     p.add_argument("--vaepipe-set", action="append", default=[], metavar="KEY=VALUE",
                    help="quality: extra `--set` for vaepipe's spec (repeatable), e.g. model.init=pytorch")
@@ -269,7 +271,7 @@ def run_quality(a, results):
             if objective not in a.objectives.split(","):
                 continue
             for impl in order:
-                seed = r + 1
+                seed = a.first_seed + r
                 rec = (quality_vaepipe(a, objective, k, seed) if impl == "vaepipe"
                        else quality_ref(a, impl, objective, k, seed))
                 rec.update({"round": r + 1, "setting": label, "impl": impl, "seed": seed})
@@ -351,7 +353,7 @@ def write_report(a, results, path):
                f"All {'1000 (quick)' if a.quick else '60 000'} training images dynamically binarized, batch 100, "
                f"Adam lr 1e-3 constant, {mode}, then test NLL "
                f"with k = {100 if a.quick else 5000} on the first {20 if a.quick else 1000} test images; round r "
-               "uses seed r for every implementation. Train bound = mean of the objective over the epoch.",
+               f"uses seed {a.first_seed} + r − 1 for every implementation. Train bound = mean of the objective over the epoch.",
                "", quality_table(a, results), ""]
     md += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
     failures = [x for x in results["throughput"] + results["quality"] if "error" in x]
