@@ -469,6 +469,20 @@ fn a_task_whose_node_dies_is_requeued_and_resumes_on_the_other_node_bit_for_bit(
     assert_eq!(train["slurm_restart_count"], 1, "{train:#}");
     assert_eq!(train["slurm_array_task_id"], 0, "{train:#}");
     assert_eq!(manifests(&store, "data")[0]["slurm_node"], lost.as_str());
+    // SLURM's own record (start.sh's jobcomp/filetxt log): the task's first run ended NODE_FAIL.
+    let jobcomp = PathBuf::from(
+        std::env::var("LOCAL_SLURM_STATE").unwrap_or_else(|_| "/tmp/local-slurm".into()),
+    )
+    .join("log/jobcomp.log");
+    let task_job = format!("JobId={} ", train["slurm_job_id"]);
+    let records = std::fs::read_to_string(&jobcomp).unwrap_or_default();
+    assert!(
+        records
+            .lines()
+            .any(|l| l.starts_with(&task_job) && l.contains("JobState=NODE_FAIL")),
+        "no NODE_FAIL record of {task_job}in {}:\n{records}",
+        jobcomp.display()
+    );
 
     // It resumed (no epoch twice) and ended with the uninterrupted run's weights.
     let trained = the_entry(&store, "train");
@@ -542,13 +556,16 @@ fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_o
             .to_string()
     };
 
-    // A job standing for the lock's holder: a SLURM job that runs until we cancel it.
+    // A job standing for the lock's holder: a one-task SLURM array (as vaepipe's points are)
+    // that runs until we cancel it, so the check queries squeue by `array_job_task` as it does
+    // for real holders. Its one task's job id is the array's.
     let o = Command::new("sbatch")
         .current_dir(cwd)
         .args([
             "--parsable",
             "--output=/dev/null",
             "--job-name=vaepipe-stale-holder",
+            "--array=0",
             "--wrap",
             "sleep 600",
         ])
@@ -577,6 +594,7 @@ fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_o
     let record = serde_json::json!({
         "host": "lost-host", "pid": 4242, "since": "2026-01-01T00:00:00.000Z",
         "slurm_job_id": holder_job.parse::<u64>().unwrap(), "slurm_restart_count": 0,
+        "slurm_array_job_id": holder_job.parse::<u64>().unwrap(), "slurm_array_task_id": 0,
         "slurm_node": "n9",
     });
     std::fs::write(&path, format!("{record}\n")).unwrap();
@@ -621,7 +639,7 @@ fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_o
         std::fs::read_to_string(store.join("logs/train").join(format!("{key}.log"))).unwrap();
     assert!(
         train_log.contains("took over the lock of pid 4242 on lost-host")
-            && train_log.contains(&format!("its SLURM job {holder_job} has ended (CANCELLED")),
+            && train_log.contains(&format!("its SLURM job {holder_job}_0 has ended (CANCELLED")),
         "{train_log}"
     );
     let history = p["history"].to_string();
