@@ -639,7 +639,9 @@ fn a_lock_held_for_a_slurm_job_is_waited_for_while_the_job_runs_and_taken_over_o
         std::fs::read_to_string(store.join("logs/train").join(format!("{key}.log"))).unwrap();
     assert!(
         train_log.contains("took over the lock of pid 4242 on lost-host")
-            && train_log.contains(&format!("its SLURM job {holder_job}_0 has ended (CANCELLED")),
+            && train_log.contains(&format!(
+                "its SLURM job {holder_job}_0 has ended (CANCELLED"
+            )),
         "{train_log}"
     );
     let history = p["history"].to_string();

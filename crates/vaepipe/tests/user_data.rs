@@ -364,3 +364,117 @@ fn walk_logs(dir: &Path) -> String {
     }
     s
 }
+
+/// The split of a table read from the summary of the one data entry under `store`.
+fn split_of(store: &Path) -> Value {
+    let summary = read_json(&common::the_entry(store, "data").join("summary.json"));
+    summary["test_split"].clone()
+}
+
+/// The held-out split is the same for every format (it runs on the rows once they are read):
+/// a Parquet copy of the digits table and the embedded MNIST IDX files, stratified by default
+/// and not with `data.stratify = false`; an explicit non-square shape and `shape = []` (not
+/// images) reach summary.json as given.
+#[test]
+fn held_out_splits_of_parquet_and_idx_and_explicit_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Parquet: the digits CSV written as a plain Parquet table (f64 features, i64 label).
+    let csv = vaepipe_data::read_csv(&write_digits_csv(dir), Some("label")).unwrap();
+    let mut table = vaepipe_data::Table::new();
+    for (j, name) in csv.feature_names.iter().enumerate() {
+        let col = (0..csv.rows).map(|r| csv.row(r)[j] as f64).collect();
+        table.push(name.clone(), vaepipe_data::Column::F64(col));
+    }
+    table.push(
+        "label",
+        vaepipe_data::Column::I64(csv.labels.clone().unwrap()),
+    );
+    vaepipe_data::write_table(&dir.join("digits.parquet"), &table).unwrap();
+    let spec = write_spec(dir, "");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("format = \"csv\"", "format = \"parquet\"")
+        .replace("digits.csv", "digits.parquet");
+    std::fs::write(&spec, text).unwrap();
+    let spec_s = spec.to_str().unwrap();
+    let run_data = |sets: &[&str], store: &str| {
+        let mut args = vec!["--store", store, "run", spec_s, "--stage", "data"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let o = Command::new(bin())
+            .current_dir(dir)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        dir.join(store)
+    };
+    let split = split_of(&run_data(&[], "s-parquet"));
+    assert_eq!(split["source_rows"], ROWS);
+    assert_eq!(split["test_rows"], 270);
+    assert_eq!(split["stratified"], true);
+
+    // Not stratified: the same sizes, recorded as such, and other rows held out.
+    let store = run_data(&["data.stratify=false"], "s-plain");
+    let plain = split_of(&store);
+    assert_eq!(plain["stratified"], false, "{plain:#}");
+    assert_eq!(plain["test_rows"], 270);
+    assert_ne!(plain["test_label_counts"], split["test_label_counts"]);
+
+    // Explicit shapes: [2, 32] is taken as given; [] says the rows are not images.
+    let summary =
+        |store: PathBuf| read_json(&common::the_entry(&store, "data").join("summary.json"));
+    let s = summary(run_data(&["data.shape=[2, 32]"], "s-shape"));
+    assert_eq!(s["image_shape"], serde_json::json!([2, 32]));
+    assert_eq!(s["image_shape_source"], "spec");
+    let s = summary(run_data(&["data.shape=[]"], "s-noshape"));
+    assert!(s["image_shape"].is_null(), "{s:#}");
+
+    // IDX: the embedded MNIST training files alone, 100 rows held out, the 28×28 shape read
+    // from the file.
+    let src = subset();
+    let idx_spec = dir.join("idx.toml");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("format = \"parquet\"", "format = \"idx\"")
+        .replace(
+            "train = { path = \"digits.parquet\" }",
+            &format!(
+                "train = {{ images = \"{}\", labels = \"{}\" }}",
+                src.join("train-images-idx3-ubyte.gz").display(),
+                src.join("train-labels-idx1-ubyte.gz").display()
+            ),
+        )
+        .replace("test = { fraction = 0.15 }", "test = { rows = 100 }")
+        .replace("label_column = \"label\"\n", "");
+    std::fs::write(&idx_spec, text).unwrap();
+    let o = Command::new(bin())
+        .current_dir(dir)
+        .args([
+            "--store",
+            "s-idx",
+            "run",
+            idx_spec.to_str().unwrap(),
+            "--stage",
+            "data",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let s = read_json(&common::the_entry(&dir.join("s-idx"), "data").join("summary.json"));
+    let split = &s["test_split"];
+    assert_eq!(split["method"], "rows");
+    assert_eq!(split["test_rows"], 100);
+    assert_eq!(split["stratified"], true);
+    assert_eq!(s["image_shape"], serde_json::json!([28, 28]));
+    assert_eq!(s["image_shape_source"], "idx");
+    let n_test: u64 = split["test_label_counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(n_test, 100);
+}
