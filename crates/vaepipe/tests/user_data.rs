@@ -130,11 +130,15 @@ fn e2e_one_csv_with_a_held_out_split_runs_and_draws_8x8_images() {
     let run = json_of(&o);
     assert_eq!(run["status"], "ok");
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("data") && stderr.contains("train"),
-        "progress lines on stderr:\n{}",
-        describe(&o)
-    );
+    for stage in ["data", "train", "eval"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with('[') && l.contains(&format!("s] {stage}"))),
+            "no timed progress line of {stage} on stderr:\n{}",
+            describe(&o)
+        );
+    }
 
     // The split: 15% of 1797 rows (270), stratified by label, in summary.json.
     let summary = read_json(&the_data_entry(dir).join("summary.json"));
@@ -208,6 +212,13 @@ fn e2e_one_csv_with_a_held_out_split_runs_and_draws_8x8_images() {
     let o = vaepipe(dir, &["compare", spec_s, "--json"]);
     assert_exit(&o, 0);
     let c = json_of(&o);
+    // Every key docs/cli.md documents (a contract: keys may be added, never removed).
+    let has_keys = |v: &Value, keys: &[&str]| {
+        for k in keys {
+            assert!(v.get(k).is_some(), "no `{k}` in {v:#}");
+        }
+    };
+    has_keys(&c, &["specs", "columns", "rows"]);
     assert_eq!(c["columns"], serde_json::json!(["train.k"]));
     let rows = c["rows"].as_array().unwrap();
     assert_eq!(
@@ -216,8 +227,28 @@ fn e2e_one_csv_with_a_held_out_split_runs_and_draws_8x8_images() {
         "two points × one variant (standard-normal prior)"
     );
     for r in rows {
+        has_keys(
+            r,
+            &[
+                "pipeline", "index", "id", "label", "variant", "state", "params", "metrics",
+                "eval_dir",
+            ],
+        );
         assert_eq!(r["state"], "done");
         let m = &r["metrics"];
+        has_keys(
+            m,
+            &[
+                "test_nll",
+                "test_nll_stderr",
+                "elbo",
+                "active_units",
+                "eval_k",
+                "images",
+                "epochs",
+                "train_seconds",
+            ],
+        );
         let nll = m["test_nll"].as_f64().unwrap();
         assert!(nll.is_finite() && nll > 0.0, "{r}");
         assert!(m["test_nll_stderr"].as_f64().unwrap() > 0.0);
