@@ -110,7 +110,8 @@ pub fn objective_and_grads_with_noise_reference<E: Real>(
 
 /// Whether [`objective_and_grads_with_noise`] and [`Trainer`](crate::Trainer) take the fast
 /// `f32` path for this model, prior and objective on this CPU (AVX2 and FMA, `f32`, the
-/// standard-normal prior or a mixture of at most 4096 components; not the VampPrior).
+/// standard-normal prior, a mixture of at most 4096 components or a VampPrior with at most
+/// that many pseudo-inputs, one stochastic layer).
 pub fn fast_path_available<E: Real>(
     vae: &Vae<E>,
     prior: &Prior<E>,

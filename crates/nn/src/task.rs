@@ -1,7 +1,7 @@
 //! What a training step optimises and updates: the [`Objective`] (ELBO, IWAE and the IWAE
 //! variants of Rainforth et al. 2018 with k ≥ 1 samples, and the encoder's gradient estimator)
 //! and the [`Trainable`] parameter groups. Plain data below both gradient paths (`objective.rs`,
-//! the dfdx tape, and `fast.rs`), which import it; how each kind weighs its samples, and
+//! the dfdx tape, and `fast/`), which import it; how each kind weighs its samples, and
 //! `Objective::values_from_log_weights`, are in `weights.rs` (which imports this module, not
 //! the other way round).
 

@@ -1,6 +1,6 @@
 //! How each objective weighs its samples: from one example's log-weights, the objective's
 //! value and the per-sample coefficients that both gradient paths (`objective.rs` on the dfdx
-//! tape, `fast.rs`) turn into gradients. The one place that knows the kinds' formulas.
+//! tape, `fast/`) turn into gradients. The one place that knows the kinds' formulas.
 //!
 //! With S samples of one example, log-weights ℓ_s = log w_s, and w̃ the softmax of ℓ over all S
 //! samples (w̃ᵍ over the sample's group of K = S/M for the grouped kinds), every objective's

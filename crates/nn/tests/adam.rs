@@ -1,5 +1,5 @@
 //! The trainer's Adam against dfdx 0.13's Adam kernel (`AdamConfig::try_update`), bit for bit:
-//! on the fast path (crates/nn/src/kernels.rs `adam`, fused in crates/nn/src/fast.rs with the
+//! on the fast path (crates/nn/src/kernels.rs `adam`, fused in crates/nn/src/fast/pack.rs with the
 //! packing of the weights for the next step, which then skips copying and packing them) and on
 //! the generic path, when switching between the two and after restoring an earlier state into
 //! the same trainer; with one lane and with two, biases, a learned decoder log-std, a trained

@@ -273,6 +273,9 @@ fn estimator_flag() -> impl TypedValueParser<Value = Estimator> {
     PossibleValuesParser::new(Estimator::ALL).try_map(|s| s.parse::<Estimator>())
 }
 
+/// The values of `bench train --trainable`.
+const TRAINABLE: [&str; 3] = ["model", "prior", "all"]; // tidy: not a stage (a trainable set)
+
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     #[arg(long, value_parser = objective_flag(), default_value_t = Objective::Iwae)]
@@ -298,6 +301,18 @@ pub struct TrainArgs {
     /// compare the two; both compute the same values and gradients).
     #[arg(long)]
     pub generic: bool,
+    /// The prior: `standard-normal`, `mog` (a random K-component Gaussian mixture, as after a
+    /// `mog` refit) or `vamp` (a VampPrior on K random images).
+    #[arg(long, value_parser = ["standard-normal", "mog", "vamp"], default_value = "standard-normal")]
+    pub prior: String,
+    /// Components K of `--prior mog` or pseudo-inputs of `--prior vamp` (Tomczak & Welling
+    /// 2018 use 500).
+    #[arg(long, default_value_t = 500, value_name = "K")]
+    pub components: usize,
+    /// What the steps train: `model` (encoder and decoder: training, fine-tuning), `prior`
+    /// (the prior's parameters alone: a gradient refit) or `all`.
+    #[arg(long, value_parser = TRAINABLE, default_value = "model")]
+    pub trainable: String,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -114,8 +114,52 @@ fn bench_train_json_has_the_documented_keys() {
     assert_eq!(v["objective"], "iwae");
     assert_eq!(v["batch"], 5);
     assert_eq!(v["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (&v["prior"], &v["components"], &v["trainable"]),
+        (&"standard-normal".into(), &Value::Null, &"model".into())
+    );
     stats(&v, "images_per_s");
     stats(&v, "gflops");
+}
+
+/// `--prior` and `--trainable`: the VampPrior and a mixture, trained with the model or alone,
+/// and the generic path beside the fast one.
+#[test]
+fn bench_train_measures_every_prior() {
+    for (prior, trainable, generic) in [
+        ("vamp", "all", false),
+        ("vamp", "prior", true),
+        ("mog", "model", false),
+    ] {
+        let mut args = vec![
+            "train",
+            "--k",
+            "2",
+            "--batch",
+            "4",
+            "--seconds",
+            "0.05",
+            "--prior",
+            prior,
+            "--components",
+            "3",
+            "--trainable",
+            trainable,
+        ];
+        if generic {
+            args.push("--generic");
+        }
+        let v = bench(&args);
+        assert_eq!(
+            (&v["prior"], v["components"].as_u64(), &v["trainable"]),
+            (&prior.into(), Some(3), &trainable.into()),
+            "{v:#}"
+        );
+        if generic {
+            assert_eq!(v["fast_path"], false);
+        }
+        stats(&v, "images_per_s");
+    }
 }
 
 #[test]
@@ -176,6 +220,16 @@ fn bad_settings_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--k must be positive"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vaepipe"))
+        .args(["bench", "train", "--trainable", "prior", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a prior with parameters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_vaepipe"))
         .args(["bench", "nothing"])
         .output()

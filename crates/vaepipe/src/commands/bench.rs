@@ -91,6 +91,7 @@ fn check_usage(b: &Bench) -> Result<(), String> {
                 ("--k", t.k > 0),
                 ("--batch", t.batch > 0),
                 ("--seconds", t.seconds > 0.0 && t.seconds.is_finite()),
+                ("--components", t.components > 0),
             ],
         ),
         Bench::Gemm(g) => (&g.net, vec![("--rows", g.rows > 0)]),
@@ -99,6 +100,15 @@ fn check_usage(b: &Bench) -> Result<(), String> {
         if !ok {
             return Err(format!("{flag} must be positive"));
         }
+    }
+    if let Bench::Train(t) = b
+        && t.trainable != "model"
+        && t.prior == "standard-normal"
+    {
+        return Err(format!(
+            "--trainable {} needs a prior with parameters (--prior mog or vamp)",
+            t.trainable
+        ));
     }
     check_net(net).map(|_| ()).map_err(|e| format!("{e:#}"))
 }
@@ -135,6 +145,38 @@ fn random_images(n: usize, d: usize) -> Vec<f32> {
     u.iter()
         .map(|&v| if v > 0.84 { 1.0 } else { 0.0 })
         .collect()
+}
+
+/// The prior of `bench train --prior P --components K` (K is `None` for the standard normal):
+/// a mixture with random logits, means N(0, 1.5²) and σ ≈ 0.8, or a VampPrior on K random
+/// images (the work per step does not depend on the values).
+fn bench_prior(
+    name: &str,
+    components: usize,
+    cfg: &VaeConfig,
+) -> anyhow::Result<(Prior<f32>, Option<usize>)> {
+    let k = components;
+    Ok(match name {
+        "mog" => {
+            let d = cfg.latent_dim;
+            let u: Vec<f32> = standard_normal_noise(&mut stream_rng(8, 0), k * (1 + 2 * d));
+            let (logits, rest) = u.split_at(k);
+            let (means, ls) = rest.split_at(k * d);
+            let prior = Prior::mixture(
+                k,
+                d,
+                logits.to_vec(),
+                means.iter().map(|v| 1.5 * v).collect(),
+                ls.iter().map(|v| 0.1 * v - 0.2).collect(),
+            )?;
+            (prior, Some(k))
+        }
+        "vamp" => (
+            Prior::vamp(k, cfg.input_dim, random_images(k, cfg.input_dim))?,
+            Some(k),
+        ),
+        _ => (Prior::StandardNormal, None),
+    })
 }
 
 fn bench_eval(a: &EvalArgs) -> anyhow::Result<Value> {
@@ -200,13 +242,13 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
     let objective =
         vaepipe_stages::convert::objective(a.objective, a.m, a.beta, a.k, a.estimator, false)?;
     let vae = Vae::<f32>::new(&cfg, 1)?;
-    let mut trainer = Trainer::new(
-        vae,
-        Prior::StandardNormal,
-        objective,
-        AdamHyper::default(),
-        Trainable::MODEL,
-    )?;
+    let (prior, components) = bench_prior(&a.prior, a.components, &cfg)?;
+    let trainable = match a.trainable.as_str() {
+        "prior" => Trainable::PRIOR, // tidy: not a stage (a trainable set)
+        "all" => Trainable::ALL,
+        _ => Trainable::MODEL,
+    };
+    let mut trainer = Trainer::new(vae, prior, objective, AdamHyper::default(), trainable)?;
     let fast_path = trainer.set_fast_path(!a.generic);
     let rows = (a.batch * 16).max(1000);
     let x = random_images(rows, cfg.input_dim);
@@ -252,6 +294,9 @@ fn bench_train(a: &TrainArgs) -> anyhow::Result<Value> {
         "objective_label": vaepipe_stages::convert::objective_label(&objective),
         "batch": a.batch,
         "fast_path": fast_path,
+        "prior": a.prior,
+        "components": components,
+        "trainable": a.trainable,
         "repeat": a.net.repeat,
         "threads": rayon::current_num_threads(),
         "steps": steps_done,
