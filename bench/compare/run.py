@@ -53,6 +53,7 @@ def parse_args():
     p.add_argument("--out", help="Markdown file to write (default results/<date>-<time>-<cpu>.md)")
     a = p.parse_args()
     a.impls = [i for i in a.impls.split(",") if i]
+    a.shared_test = None  # set by main: the shared binarized test images (quality)
     assert all(i in IMPLS for i in a.impls), f"--impls: choose from {IMPLS}"
     a.rounds = a.rounds or (2 if a.quick else 3)
     if a.quick:
@@ -196,7 +197,7 @@ def quality_vaepipe(a, objective, k, seed):
     try:
         sets = [f"pipeline.seed={seed}", f"data.train.images={a.data}/train-images-idx3-ubyte.gz",
                 f"data.train.labels={a.data}/train-labels-idx1-ubyte.gz",
-                f"data.test.images={a.data}/t10k-images-idx3-ubyte.gz",
+                f"data.test.images={a.shared_test or a.data + '/t10k-images-idx3-ubyte.gz'}",
                 f"data.test.labels={a.data}/t10k-labels-idx1-ubyte.gz"]
         sets += [f"train.epochs={a.epochs}"] if a.epochs else [f"train.time_limit={a.budget:g}"]
         sets += a.vaepipe_set
@@ -238,6 +239,21 @@ def quality_ref(a, impl, objective, k, seed):
         cmd += ["--train-rows", "1000", "--eval-k", "100", "--test-images", "20", "--chunk", "100"]
     out, err = sh(cmd)
     return {"error": err} if err else parse_json(out)
+
+
+def write_shared_test(a, tmp):
+    """The test images as the references binarize them, for vaepipe to evaluate the same ones
+    (shared_test.py); None (vaepipe binarizes its own) if the venv cannot write them."""
+    if "vaepipe" not in a.impls:
+        return None
+    path = os.path.join(tmp, "t10k-images-binarized-idx3-ubyte.gz")
+    out, err = sh([os.path.join(a.venv, "bin", "python"), os.path.join(HERE, "shared_test.py"),
+                   "--data", a.data, "--out", path])
+    if err:
+        log(f"could not write the shared binarized test set ({err}): vaepipe's test NLL is on its "
+            "own binarization of the same images, not comparable to a tenth of a nat")
+        return None
+    return path
 
 
 def check_time_limit(a):
@@ -353,7 +369,12 @@ def write_report(a, results, path):
                f"All {'1000 (quick)' if a.quick else '60 000'} training images dynamically binarized, batch 100, "
                f"Adam lr 1e-3 constant, {mode}, then test NLL "
                f"with k = {100 if a.quick else 5000} on the first {20 if a.quick else 1000} test images; round r "
-               f"uses seed {a.first_seed} + r − 1 for every implementation. Train bound = mean of the objective over the epoch.",
+               f"uses seed {a.first_seed} + r − 1 for every implementation. Train bound = mean of the objective over the epoch. "
+               + ("Test images: every implementation evaluates the same binary images (the references' binarization, "
+                  "numpy default_rng(0); bench/compare/shared_test.py)."
+                  if results.get("shared_test") else
+                  "Test images: vaepipe binarizes its own (fixed seed), the references theirs: test NLLs differ by "
+                  "the two binarizations too."),
                "", quality_table(a, results), ""]
     md += [f"- {n}" for n in results["notes"]] + ([""] if results["notes"] else [])
     failures = [x for x in results["throughput"] + results["quality"] if "error" in x]
@@ -389,7 +410,13 @@ def main():
             log("--quick: falling back to --epochs 1 to check the rest of the plumbing")
             a.epochs, ok = 1, True
         if ok:
-            run_quality(a, results)
+            tmp = tempfile.mkdtemp(prefix="vaepipe-compare-test-")
+            try:
+                a.shared_test = write_shared_test(a, tmp)
+                results["shared_test"] = a.shared_test is not None
+                run_quality(a, results)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         elif a.only == "quality":
             sys.exit(2)
         else:

@@ -3,7 +3,7 @@
 //! importance weights and the surrogate's coefficients.
 
 use super::backward::{decoder_backward, encoder_backward, encoder_cotangents};
-use super::pack::{LayerPack, MixPack};
+use super::pack::LayerPack;
 use super::work::{CHUNK_ROWS, Ctx, LaneWork, sized};
 use crate::config::{Activation, Likelihood, PosteriorStd};
 use crate::error::{NnError, Result};
@@ -214,15 +214,9 @@ pub(super) fn chunk(
         w.lp.push(-0.5 * sq_z - const_d);
     }
     if let Some(mix) = &ctx.pk.mix {
+        w.gz.clear();
         w.gz.resize(rows * d, 0.0);
-        w.rho.resize(rows * mix.k, 0.0);
-        for r in 0..rows {
-            w.lp[r] = mix.eval(
-                &z[r * (d + 1)..r * (d + 1) + d],
-                &mut w.gz[r * d..(r + 1) * d],
-                &mut w.rho[r * mix.k..(r + 1) * mix.k],
-            );
-        }
+        mix.eval(z, d + 1, rows, &mut w.mix, &mut w.lp, &mut w.gz);
     }
 
     // Decoder forward.
@@ -288,43 +282,12 @@ pub(super) fn chunk(
         decoder_backward(ctx, w, rows, first);
     }
     if let (true, Some(mix)) = (ctx.prior_grad, &ctx.pk.mix) {
-        prior_gradient(mix, w, rows, d);
+        mix.gradient(&w.cd[..rows], &mut w.mix, &mut w.grad_prior);
     }
     if ctx.tr.encoder {
         encoder_cotangents(ctx, w, e0, start, rows);
     }
     Ok(())
-}
-
-/// A trained mixture prior's gradient of the surrogate Σ_r c_r log p(z_r): with
-/// responsibilities ρ_rc, ∂/∂a_c = ρ_rc − π_c, ∂/∂μ_cj = ρ_rc (z_j − μ_cj)/σ_cj² and ∂/∂ln σ_cj =
-/// ρ_rc ((z_j − μ_cj)²/σ_cj² − 1); accumulated into the lane's `grad_prior` (for a VampPrior
-/// the means' and log-stds' parts are pulled back through the encoder by [`Engine::vamp_backward`]).
-// Several arrays with different strides are indexed by the same (c, j): indices read better here.
-#[allow(clippy::needless_range_loop)]
-pub(super) fn prior_gradient(mix: &MixPack, w: &mut LaneWork, rows: usize, d: usize) {
-    let kc = mix.k;
-    let (g_logits, rest) = w.grad_prior.split_at_mut(kc);
-    let (g_means, g_ls) = rest.split_at_mut(kc * d);
-    for r in 0..rows {
-        let c_r = w.cd[r];
-        let z = &w.z[r * (d + 1)..r * (d + 1) + d];
-        for c in 0..kc {
-            let p = w.rho[r * kc + c];
-            g_logits[c] += c_r * (p - mix.pi[c]);
-            let cp = c_r * p;
-            if cp == 0.0 {
-                continue;
-            }
-            for j in 0..d {
-                let i = c * d + j;
-                let t = z[j] as f64 - mix.means[i];
-                let tv = t * mix.inv_var[i];
-                g_means[i] += cp * tv;
-                g_ls[i] += cp * (t * tv - 1.0);
-            }
-        }
-    }
 }
 
 /// log w = log p(x|z) + log p(z) − log q(z|x) per sample; the objective per example into

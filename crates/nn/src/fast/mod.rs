@@ -34,7 +34,8 @@
 //! does), and pulls it back through the encoder (`vamp.rs`): into the encoder's weight
 //! gradients when the encoder is trained and into the pseudo-inputs when the prior is.
 //!
-//! The pieces, by concern, each depending only on those before it: `pack` (the network's shape,
+//! The pieces, by concern, each depending only on those before it: `mixture` (a mixture prior's
+//! density and gradients as `f64` matrix products), `pack` (the network's shape,
 //! the gradient's layout, the parameters copied out of the dfdx tensors and packed once per step,
 //! Adam fused with packing), `work` (a step's read-only context and each lane's buffers),
 //! `backward` (through decoder and encoder), `lane` (one lane's work: encoder forward, then per
@@ -52,12 +53,14 @@ use crate::task::{Objective, Trainable};
 
 mod backward;
 mod lane;
+mod mixture;
 mod pack;
 mod vamp;
 mod work;
 
 use lane::run_lane;
-use pack::{LayerPack, MixPack, Net, Offsets, Packed, Target, WeightCopy, adam_tensor};
+use mixture::MixPack;
+use pack::{LayerPack, Net, Offsets, Packed, Target, WeightCopy, adam_tensor};
 use vamp::{Setup, VampWork};
 use work::{Ctx, LANES, LaneWork};
 

@@ -4,15 +4,15 @@
 
 use dfdx::prelude::*;
 
+use super::mixture::MixPack;
 use crate::config::{Activation, Likelihood, PosteriorStd, VaeConfig};
 use crate::kernels::{
     self, AdamStep,
     gemm::{self, Panels},
 };
-use crate::lse::shifted_exp_sum;
 use crate::model::{Linear, Vae};
 use crate::param::ParamMut;
-use crate::prior::{Mixture, PriorKind};
+use crate::prior::PriorKind;
 use crate::real::{LN_2PI, Mat};
 use crate::task::Trainable;
 
@@ -259,90 +259,6 @@ pub(super) struct LikPack {
     pub(super) coef: Vec<f32>,
     /// Gaussian: −Σ ln σ_j − (D/2) ln 2π.
     pub(super) constant: f64,
-}
-
-/// A mixture prior's parameters for one step, in `f64`: log p(z) = logsumexp_c(a_c − ½ Σ_j
-/// (z_j − μ_cj)² / σ_cj²) with a_c = log π_c − Σ_j ln σ_cj − (d/2) ln 2π.
-#[derive(Clone, Debug, Default)]
-pub(super) struct MixPack {
-    pub(super) k: usize,
-    pub(super) pi: Vec<f64>,
-    pub(super) a: Vec<f64>,
-    pub(super) means: Vec<f64>,
-    pub(super) inv_var: Vec<f64>,
-}
-
-impl MixPack {
-    pub(super) fn load(&mut self, m: &Mixture<f32>) {
-        let (k, d) = (m.components(), m.dim());
-        let logits: Vec<f64> = m.logits().iter().map(|&v| v as f64).collect();
-        let (max, sum) = shifted_exp_sum(logits.iter().copied());
-        let lse = max + sum.ln();
-        let log_stds: Vec<f64> = m.log_stds().iter().map(|&v| v as f64).collect();
-        self.k = k;
-        self.pi = logits.iter().map(|v| (v - lse).exp()).collect();
-        self.a = (0..k)
-            .map(|c| {
-                logits[c]
-                    - lse
-                    - log_stds[c * d..(c + 1) * d].iter().sum::<f64>()
-                    - 0.5 * d as f64 * LN_2PI
-            })
-            .collect();
-        self.means = m.means().iter().map(|&v| v as f64).collect();
-        self.inv_var = log_stds.iter().map(|l| (-2.0 * l).exp()).collect();
-    }
-
-    /// The VampPrior's mixture: K equal weights, means and log-stds the encoder's outputs at
-    /// the pseudo-inputs (`K × d` each).
-    pub(super) fn load_equal(&mut self, means: &[f32], log_stds: &[f32], d: usize) {
-        let k = means.len() / d;
-        let log_pi = -(k as f64).ln();
-        self.k = k;
-        self.pi = vec![1.0 / k as f64; k];
-        self.a = log_stds
-            .chunks_exact(d)
-            .map(|ls| log_pi - ls.iter().map(|&v| v as f64).sum::<f64>() - 0.5 * d as f64 * LN_2PI)
-            .collect();
-        self.means = means.iter().map(|&v| v as f64).collect();
-        self.inv_var = log_stds.iter().map(|&l| (-2.0 * l as f64).exp()).collect();
-    }
-
-    /// log p(z) of one sample; its gradient ∂/∂z into `gz` and the responsibilities into `rho`.
-    pub(super) fn eval(&self, z: &[f32], gz: &mut [f64], rho: &mut [f64]) -> f64 {
-        let d = z.len();
-        let mut max = f64::NEG_INFINITY;
-        for (c, r) in rho.iter_mut().enumerate() {
-            let (mu, iv) = (
-                &self.means[c * d..(c + 1) * d],
-                &self.inv_var[c * d..(c + 1) * d],
-            );
-            let mut q = 0.0;
-            for j in 0..d {
-                let t = z[j] as f64 - mu[j];
-                q += t * t * iv[j];
-            }
-            *r = self.a[c] - 0.5 * q;
-            max = max.max(*r);
-        }
-        let mut sum = 0.0;
-        for r in rho.iter_mut() {
-            *r = (*r - max).exp();
-            sum += *r;
-        }
-        gz.fill(0.0);
-        for (c, r) in rho.iter_mut().enumerate() {
-            *r /= sum;
-            let (mu, iv) = (
-                &self.means[c * d..(c + 1) * d],
-                &self.inv_var[c * d..(c + 1) * d],
-            );
-            for j in 0..d {
-                gz[j] += *r * (mu[j] - z[j] as f64) * iv[j];
-            }
-        }
-        max + sum.ln()
-    }
 }
 
 /// Parameters of one step, packed.

@@ -1,6 +1,7 @@
 //! What the lanes share and own: the read-only context of a step ([`Ctx`]), each lane's
 //! reusable buffers ([`LaneWork`]) and the constants that fix how a batch is split.
 
+use super::mixture::MixWork;
 use super::pack::{Net, Offsets, Packed};
 use crate::task::{Objective, Trainable};
 
@@ -35,10 +36,11 @@ pub(super) struct LaneWork {
     pub(super) grad: Vec<f32>,
     /// Learned decoder log-std gradient, accumulated in `f64`.
     pub(super) grad_log_std: Vec<f64>,
-    /// Mixture prior: ∂ log p(z)/∂z per sample (rows × d), responsibilities (rows × K), and
-    /// the trained prior's gradient (logits, means, log-stds) accumulated in `f64`.
+    /// Mixture prior: ∂ log p(z)/∂z per sample (rows × d), the chunk's scratch (with the
+    /// responsibilities), and the prior's gradient (logits, means, log-stds) accumulated in
+    /// `f64`.
     pub(super) gz: Vec<f64>,
-    pub(super) rho: Vec<f64>,
+    pub(super) mix: MixWork,
     pub(super) grad_prior: Vec<f64>,
     // Encoder, one row per example of the lane.
     pub(super) xin: Vec<f32>,
