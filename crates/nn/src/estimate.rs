@@ -622,40 +622,9 @@ fn chunk_rows(remaining: usize, chunk: usize) -> usize {
 /// `dst (m × n) = a (m × k) · b (k × n)`, all row-major, single-threaded (callers parallelize
 /// over images).
 pub(crate) fn matmul(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
-    // Sizes are fixed by the evaluator's own buffers; these checks guard the raw-pointer call.
+    // Sizes are fixed by the evaluator's own buffers.
     assert!(dst.len() == m * n && a.len() == m * k && b.len() == k * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        dst.fill(0.0);
-        return;
-    }
-    // SAFETY: the three slices hold exactly m×n, m×k and k×n elements (checked above), laid
-    // out row-major with the strides passed; `dst` does not alias the inputs (&mut borrow).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    crate::real::matmul_strided(dst, a, (1, k), b, (1, n), m, k, n);
 }
 
 /// A log-sum-exp accumulated one value at a time with a running maximum (independent of how

@@ -115,3 +115,59 @@ pub(crate) const LN_2PI: f64 = 1.837_877_066_409_345_5;
 pub(crate) fn to_f64<E: Real>(v: &[E]) -> Vec<f64> {
     v.iter().map(|x| x.as_f64()).collect()
 }
+
+/// `dst (m × n, row-major) = A (m × k) · B (k × n)` through the `gemm` crate (its kernels, chosen
+/// for the CPU), single-threaded (callers parallelize around it); A and B are given with their
+/// (column, row) strides, so a transposed operand costs nothing. The one place that calls it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_strided<E: Real>(
+    dst: &mut [E],
+    a: &[E],
+    (a_cs, a_rs): (usize, usize),
+    b: &[E],
+    (b_cs, b_rs): (usize, usize),
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst.len() >= m * n,
+        "matmul: {} values for {m} × {n}",
+        dst.len()
+    );
+    if k == 0 {
+        dst[..m * n].fill(E::zero());
+        return;
+    }
+    // The last element each operand's strides address: these checks guard the raw-pointer call.
+    let last = |rows: usize, cols: usize, cs: usize, rs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(a.len() > last(m, k, a_cs, a_rs) && b.len() > last(k, n, b_cs, b_rs));
+    // SAFETY: every element the strides address lies inside its slice (checked above); `dst`
+    // holds m × n row-major values and does not alias the inputs (&mut borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            E::zero(),
+            E::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}

@@ -17,7 +17,7 @@
 
 use crate::lse::shifted_exp_sum;
 use crate::prior::Mixture;
-use crate::real::LN_2PI;
+use crate::real::{LN_2PI, matmul_strided as matmul_f64};
 
 /// A mixture prior's parameters for one step, in `f64`.
 #[derive(Clone, Debug, Default)]
@@ -179,56 +179,5 @@ impl MixPack {
                 g_ls[i] += v * (s2 - 2.0 * mu * s1 + mu * mu * s0) - s0;
             }
         }
-    }
-}
-
-/// `dst (m × n, row-major) = A (m × k) · B (k × n)` in `f64`, A and B given with their
-/// (column, row) strides, single-threaded (the lanes are the parallelism).
-#[allow(clippy::too_many_arguments)]
-fn matmul_f64(
-    dst: &mut [f64],
-    a: &[f64],
-    (a_cs, a_rs): (usize, usize),
-    b: &[f64],
-    (b_cs, b_rs): (usize, usize),
-    m: usize,
-    k: usize,
-    n: usize,
-) {
-    // The callers' buffers are sized from m, k, n; these checks guard the raw-pointer call.
-    let last = |rows: usize, cols: usize, cs: usize, rs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n);
-    if k == 0 {
-        dst[..m * n].fill(0.0);
-        return;
-    }
-    assert!(a.len() > last(m, k, a_cs, a_rs) && b.len() > last(k, n, b_cs, b_rs));
-    // SAFETY: every element the strides address lies inside its slice (checked above); `dst`
-    // holds m × n row-major values and does not alias the inputs (&mut borrow).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }

@@ -88,15 +88,9 @@ impl VampWork {
         {
             let obj = s.objective();
             let ctx = s.ctx(packed, &obj, &self.u);
-            let st = self.starts;
-            let (h0, h1) = self.halves.split_at_mut(1);
-            let half = |w: &mut LaneWork, h: usize| {
-                if st[h + 1] > st[h] {
-                    let _ftz = kernels::DenormalsAreZero::new();
-                    encoder_forward(&ctx, w, st[h], st[h + 1] - st[h]);
-                }
-            };
-            rayon::join(|| half(&mut h0[0], 0), || half(&mut h1[0], 1));
+            on_halves(&mut self.halves, self.starts, |w, first, rows| {
+                encoder_forward(&ctx, w, first, rows)
+            });
         }
         self.means.clear();
         self.log_stds.clear();
@@ -144,14 +138,9 @@ impl VampWork {
         let obj = s.objective();
         let ctx = s.ctx(packed, &obj, &self.u);
         let st = self.starts;
-        let (h0, h1) = self.halves.split_at_mut(1);
-        let half = |w: &mut LaneWork, h: usize| {
-            if st[h + 1] > st[h] {
-                let _ftz = kernels::DenormalsAreZero::new();
-                encoder_backward(&ctx, w, st[h + 1] - st[h]);
-            }
-        };
-        rayon::join(|| half(&mut h0[0], 0), || half(&mut h1[0], 1));
+        on_halves(&mut self.halves, st, |w, _, rows| {
+            encoder_backward(&ctx, w, rows)
+        });
         for (h, (lane, w)) in lanes
             .iter_mut()
             .zip(&self.halves)
@@ -172,4 +161,21 @@ impl VampWork {
             }
         }
     }
+}
+
+/// Runs `f(work, first_row, rows)` on each half that has pseudo-input rows (`starts` as in
+/// [`VampWork::starts`]), the two in parallel, with flush-to-zero as in the lanes.
+fn on_halves(
+    halves: &mut [LaneWork],
+    starts: [usize; LANES + 1],
+    f: impl Fn(&mut LaneWork, usize, usize) + Sync,
+) {
+    let (h0, h1) = halves.split_at_mut(1);
+    let run = |w: &mut LaneWork, h: usize| {
+        if starts[h + 1] > starts[h] {
+            let _ftz = kernels::DenormalsAreZero::new();
+            f(w, starts[h], starts[h + 1] - starts[h]);
+        }
+    };
+    rayon::join(|| run(&mut h0[0], 0), || run(&mut h1[0], 1));
 }
