@@ -357,7 +357,11 @@ fn read_train(node: &Node, r: &mut Reader) -> Option<TrainSection> {
     let analytic_kl = t.get(r, "analytic_kl", false);
     // DReG by default: measured (issue 13, docs/spec.md) to learn more per epoch at the same cost;
     // the analytic-KL ELBO has no DReG form, so there the default stays the plain estimator.
-    let default_estimator = if analytic_kl { Estimator::Reparam } else { Estimator::Dreg };
+    let default_estimator = if analytic_kl {
+        Estimator::Reparam
+    } else {
+        Estimator::Dreg
+    };
     let estimator = t.get(r, "estimator", default_estimator);
     let batch_size = t.get_checked(r, "batch_size", 20usize, positive);
     let epochs = t.get_checked(r, "epochs", 10usize, positive);

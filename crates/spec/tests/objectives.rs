@@ -182,7 +182,10 @@ fn the_default_estimator_is_dreg_unless_the_kl_is_analytic() {
         ("", "dreg"),
         ("objective = \"iwae\"\nk = 5", "dreg"),
         ("objective = \"piwae\"\nm = 2\nk = 2", "dreg"),
-        ("objective = \"iwae\"\nk = 5\nestimator = \"reparam\"", "reparam"),
+        (
+            "objective = \"iwae\"\nk = 5\nestimator = \"reparam\"",
+            "reparam",
+        ),
         ("analytic_kl = true", "reparam"),
         ("analytic_kl = false", "dreg"),
     ] {
